@@ -1,0 +1,335 @@
+"""Typed configuration: one dataclass per role, loaded from YAML, overridden from the command line.
+
+    cfg = load_config("configs/tiny.yaml", ["rl.rounds=3", "rollout.temperature=0.8"])
+
+Sizes compose like this (the question users of other RL frameworks cannot answer quickly):
+
+* a rollout round generates ``len(train problems) * rollout.num_samples`` sampled programs plus one greedy baseline
+  per problem, ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators;
+* each trainer step consumes ``batch_size`` sequences in total, i.e. ``batch_size / train.num_workers`` per worker
+  (the ``*_per_worker`` split is computed, never configured);
+* an RL round runs ``rl.steps_per_round`` optimizer steps, alternating a cross-entropy step on ground truth (even
+  steps) and an RL step on sampled programs (odd steps), as the paper does.
+
+A wrong key or a value of the wrong type is a :class:`ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key that does not exist, or a value of the wrong type or range."""
+
+
+@dataclass
+class DataConfig:
+    """Where problems come from. Empty paths mean the embedded, procedurally generated suite."""
+
+    train_path: str = ""  # canonical problems JSON Lines (e.g. written by `coderl-ray convert`)
+    test_path: str = ""
+    suite_seed: int = 0  # seed of the embedded suite's generator (the test split uses a different stream)
+    suite_train_problems: int = 400
+    suite_test_problems: int = 90
+    max_train_problems: int = 0  # 0 = all; otherwise a seeded subset (for quick runs)
+    max_test_problems: int = 0
+
+    def __post_init__(self) -> None:
+        if bool(self.train_path) != bool(self.test_path):
+            raise ConfigError("data.train_path and data.test_path must be given together (or both left empty "
+                              "for the embedded suite)")
+
+
+@dataclass
+class ModelConfig:
+    """The actor. ``name_or_path='tiny'`` builds a small random model with a tokenizer trained on the problems."""
+
+    name_or_path: str = "tiny"  # "tiny", a Hugging Face Hub id, or a local folder
+    arch: Literal["seq2seq", "causal"] = "seq2seq"
+    tokenizer: str = ""  # tokenizer folder or Hub id; "" = the model's own (or one trained for "tiny")
+    tokenizer_vocab_size: int = 2000  # only for a trained tokenizer
+    # Shape of the "tiny" random model (ignored for pretrained ones).
+    d_model: int = 128
+    d_ff: int = 512
+    num_layers: int = 2
+    num_heads: int = 4
+    max_source_tokens: int = 600
+    max_target_tokens: int = 512
+
+
+@dataclass
+class TrainConfig:
+    """How Ray Train runs a training loop (shared by SFT, critic and RL)."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPU
+    grad_clip: float = 1.0
+    max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError("train.num_workers must be >= 1")
+
+
+@dataclass
+class SFTConfig:
+    """Warm-up: cross-entropy fine-tuning on (problem, reference program) pairs."""
+
+    epochs: float = 8.0
+    lr: float = 1e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling programs from the actor (paper: ~20 samples per problem at temperature 0.6, plus one greedy)."""
+
+    num_samples: int = 8
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    batch_size_per_worker: int = 32  # prompts per generate() call
+    num_workers: int = 1  # size of the Ray Data actor pool of generators
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError("rollout.temperature must be > 0 (the greedy baseline is generated separately)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("rollout.top_p must be in (0, 1]")
+
+
+@dataclass
+class SandboxConfig:
+    """Running programs against unit tests on CPU Ray tasks that request a custom resource."""
+
+    timeout_s: float = 4.0  # wall time per test
+    program_timeout_s: float = 20.0  # wall time for all tests of one program
+    memory_mb: int = 1024
+    compare: Literal["strict", "apps"] = "strict"
+    stop_on_first_failure: bool = False
+    resource: str = "sandbox"  # custom resource requested by execution tasks; "" = plain CPUs
+    cpus_per_task: float = 1.0
+    batch_size: int = 64  # programs per Ray task
+    max_tasks_in_flight: int = 0  # 0 = as many as the cluster's sandbox resources allow
+
+
+@dataclass
+class CriticConfig:
+    """The critic: a backbone plus an MLP error head (d_model -> head_hidden -> ReLU -> n_classes)."""
+
+    backbone: str = "actor-init"  # "actor-init" = same architecture as the initial actor; or a folder / Hub id
+    n_classes: Literal[2, 4] = 4
+    head_hidden: int = 128
+    epochs: float = 3.0
+    lr: float = 1e-3
+    batch_size: int = 32
+    include_ground_truth: bool = True  # reference programs join the data as "passed" (paper)
+
+
+@dataclass
+class RLConfig:
+    """Actor-critic fine-tuning rounds."""
+
+    rounds: int = 2
+    steps_per_round: int = 60
+    lr: float = 5e-4
+    batch_size: int = 32
+    alternate_ce: bool = True  # even steps cross-entropy on ground truth, odd steps RL (paper)
+    use_critic: bool = True  # token-level returns from the critic; False = sequence-level relative returns
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ConfigError("rl.rounds must be >= 0")
+
+
+@dataclass
+class EvalConfig:
+    """pass@k on the test split."""
+
+    num_samples: int = 10
+    ks: list[int] = field(default_factory=lambda: [1, 5])
+    temperature: float = 0.6
+    top_p: float = 0.95
+    every_round: bool = True  # evaluate after SFT and after each RL round, not only at the end
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.ks if k < 1 or k > self.num_samples]
+        if bad:
+            raise ConfigError(f"eval.ks {bad} must lie in 1..eval.num_samples ({self.num_samples})")
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one run of the pipeline needs."""
+
+    output_dir: str = "outputs/tiny"
+    seed: int = 0
+    ray_address: str = ""  # "" = connect to a running cluster if there is one, else start Ray locally
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats. Errors name ``key``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' is a section; expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key '{key}'; {cls.__name__} has: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config section '{prefix or cls.__name__}': {exc}") from None
+
+
+def config_from_dict(data: dict[str, Any], cls: type = PipelineConfig) -> Any:
+    return _build(cls, data or {})
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides to a nested mapping; values are parsed as YAML (``3``, ``0.5``, ``[1, 5]``)."""
+    data = _deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. rl.rounds=3)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _deepcopy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                cls: type = PipelineConfig) -> Any:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return config_from_dict(data, cls)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Keys whose values differ between two config mappings (dotted names)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}.{key}" if prefix else key
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(diff_configs(a, b, name))
+        elif a != b:
+            out.append(name)
+    return out

@@ -1,0 +1,157 @@
+"""The canonical problem record: validation, reading and writing JSON Lines.
+
+Every data source (the embedded suite, APPS, MBPP, HumanEval, a user's own file) ends up as these records, so this
+is where a malformed record is caught, with the file and line that hold it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from coderl_ray.records import TEST_KINDS
+
+DIFFICULTIES = ("introductory", "interview", "competition")
+
+
+class ProblemError(ValueError):
+    """A problem record that does not follow DESIGN.md's canonical schema; the message says where and why."""
+
+
+def _fail(where: str, msg: str) -> None:
+    raise ProblemError(f"{where}: {msg}")
+
+
+def validate_tests(tests: Any, where: str, fn_name: str | None) -> None:
+    if not isinstance(tests, dict):
+        _fail(where, f"expected an object with a 'kind' field, got {type(tests).__name__}")
+    kind = tests.get("kind")
+    if kind not in TEST_KINDS:
+        _fail(where, f"'kind' must be one of {', '.join(TEST_KINDS)}, got {kind!r}")
+    if kind in ("stdio", "call"):
+        inputs, outputs = tests.get("inputs"), tests.get("outputs")
+        if not isinstance(inputs, list) or not isinstance(outputs, list):
+            _fail(where, f"a {kind} test needs 'inputs' and 'outputs' lists")
+        if len(inputs) != len(outputs):
+            _fail(where, f"{len(inputs)} inputs but {len(outputs)} outputs")
+        if kind == "stdio":
+            for i, (x, y) in enumerate(zip(inputs, outputs)):
+                if not isinstance(x, str) or not isinstance(y, str):
+                    _fail(where, f"stdio test {i}: input and output must be strings, got "
+                                 f"{type(x).__name__} and {type(y).__name__}")
+        else:
+            if not fn_name:
+                _fail(where, "a call test needs the problem's 'fn_name'")
+            for i, x in enumerate(inputs):
+                if not isinstance(x, list):
+                    _fail(where, f"call test {i}: input must be a list of arguments, got {type(x).__name__}")
+    else:
+        asserts = tests.get("asserts")
+        if not isinstance(asserts, list) or not all(isinstance(a, str) for a in asserts):
+            _fail(where, "an assert test needs 'asserts', a list of strings")
+        if not isinstance(tests.get("setup_code", ""), str):
+            _fail(where, "'setup_code' must be a string")
+
+
+def validate_problem(problem: Any, where: str = "problem") -> dict[str, Any]:
+    """Check one canonical problem record and return it with optional fields filled in.
+
+    ``where`` names the record in errors (e.g. ``"problems.jsonl:12"``).
+    """
+    if not isinstance(problem, dict):
+        _fail(where, f"expected a JSON object, got {type(problem).__name__}")
+    pid = problem.get("problem_id")
+    if not isinstance(pid, str) or not pid:
+        _fail(where, "missing 'problem_id' (a non-empty string)")
+    where = f"{where} ({pid})"
+    if not isinstance(problem.get("question"), str):
+        _fail(where, "missing 'question' (a string)")
+    difficulty = problem.get("difficulty")
+    if difficulty is not None and not isinstance(difficulty, str):
+        _fail(where, f"'difficulty' must be a string, got {type(difficulty).__name__}")
+    fn_name = problem.get("fn_name") or None
+    if fn_name is not None and not isinstance(fn_name, str):
+        _fail(where, f"'fn_name' must be a string or null, got {type(fn_name).__name__}")
+    if "tests" not in problem:
+        _fail(where, "missing 'tests'")
+    validate_tests(problem["tests"], f"{where} tests", fn_name)
+    if problem.get("example_tests") is not None:
+        validate_tests(problem["example_tests"], f"{where} example_tests", fn_name)
+    solutions = problem.get("solutions") or []
+    if not isinstance(solutions, list) or not all(isinstance(s, str) for s in solutions):
+        _fail(where, "'solutions' must be a list of strings")
+    starter = problem.get("starter_code") or ""
+    if not isinstance(starter, str):
+        _fail(where, "'starter_code' must be a string")
+    return {
+        **problem,
+        "source": problem.get("source") or "",
+        "difficulty": difficulty or "",
+        "starter_code": starter,
+        "fn_name": fn_name,
+        "example_tests": problem.get("example_tests"),
+        "solutions": solutions,
+    }
+
+
+def read_problems(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a canonical problems JSON Lines file. Errors name the file and the line."""
+    return list(iter_problems(path))
+
+
+def iter_problems(path: str | Path) -> Iterator[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ProblemError(f"{path}: no such problems file")
+    seen: set[str] = set()
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProblemError(f"{where}: not UTF-8 text ({exc})") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ProblemError(f"{where}: bad JSON ({exc})") from None
+            problem = validate_problem(record, where)
+            if problem["problem_id"] in seen:
+                raise ProblemError(f"{where}: duplicate problem_id {problem['problem_id']!r}")
+            seen.add(problem["problem_id"])
+            yield problem
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Write records as JSON Lines (atomically: a crash leaves no half-written file). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read any JSON Lines file; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    out = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                out.append(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path}:{lineno}: {exc}") from None
+    return out
