@@ -22,9 +22,10 @@ import ast
 import json
 import math
 import re
+import warnings
 from typing import Any
 
-__all__ = ["extract_example_tests", "parse_call_arguments", "parse_literal"]
+__all__ = ["extract_example_tests", "parse_call_arguments", "parse_literal", "quiet_parse"]
 
 # An APPS section heading: "-----Sample Input 1-----", "-----Examples-----", "-----Input:-----".
 _HEADING = re.compile(r"^[ \t]*-{3,}[ \t]*(.*?)[ \t]*-{3,}[ \t]*$", re.M)
@@ -218,7 +219,7 @@ def parse_literal(text: str) -> Any:
     >>> parse_literal("[1, -2.5, 'a', null, true]")
     [1, -2.5, 'a', None, True]
     """
-    value = _literal(ast.parse(text.strip(), mode="eval").body)
+    value = _literal(quiet_parse(text.strip(), mode="eval").body)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("non-finite float")
     return value
@@ -230,7 +231,7 @@ def parse_call_arguments(text: str) -> list[Any]:
     >>> parse_call_arguments("arr = [2,3], k = 5")
     [[2, 3], 5]
     """
-    call = ast.parse(f"f({text.strip()})", mode="eval").body
+    call = quiet_parse(f"f({text.strip()})", mode="eval").body
     assert isinstance(call, ast.Call)
     if call.args and call.keywords:
         raise ValueError("mixed positional and keyword arguments")
@@ -361,9 +362,17 @@ def _arrow_examples(text: str, fn_name: str) -> list[tuple[list[Any], Any]]:
 
 # --- assert-based --------------------------------------------------------------------------------------------------
 
+def quiet_parse(source: str, mode: str = "exec") -> ast.AST:
+    """``ast.parse`` without SyntaxWarnings: benchmark programs are full of regexes like "\\d" in plain strings,
+    which Python warns about and which are no concern of a parser that only looks for names and literals."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(source, mode=mode)
+
+
 def _compiles(statement: str) -> bool:
     try:
-        ast.parse(statement)
+        quiet_parse(statement)
     except (SyntaxError, ValueError):
         return False
     return True
@@ -408,7 +417,7 @@ def _doctest_asserts(text: str) -> list[str]:
                 break
             expected_lines.append(s)
         try:
-            tree = ast.parse(expr, mode="eval").body
+            tree = quiet_parse(expr, mode="eval").body
         except (SyntaxError, ValueError):
             continue
         if not expected_lines:

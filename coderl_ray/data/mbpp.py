@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from coderl_ray.data.examples import quiet_parse
 from coderl_ray.data.jsonl import iter_records
 from coderl_ray.data.loaded import LoadedProblems
 from coderl_ray.data.problems import ProblemError, validate_problem
@@ -44,7 +45,7 @@ def function_name(asserts: list[str], code: str) -> str | None:
     called name that is not a builtin)."""
     defined: set[str] = set()
     try:
-        for node in ast.walk(ast.parse(code)):
+        for node in ast.walk(quiet_parse(code)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 defined.add(node.name)
     except SyntaxError:
@@ -52,7 +53,7 @@ def function_name(asserts: list[str], code: str) -> str | None:
     called: list[str] = []
     for statement in asserts:
         try:
-            tree = ast.parse(statement)
+            tree = quiet_parse(statement)
         except SyntaxError:
             continue
         for node in ast.walk(tree):
