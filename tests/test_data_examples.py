@@ -255,3 +255,33 @@ def test_apps_sample_examples_match_the_hidden_tests(shared_data):
     assert found["4184"] is None
     assert {k: len(v["inputs"]) for k, v in found.items() if v} == {"0001": 1, "0111": 1, "2287": 1, "2404": 2}
     assert found["2404"]["inputs"][1] == [[1, 2, 3, 4], 2] and found["2404"]["outputs"][1] == 6
+
+
+def test_assert_examples_keep_python_spelling_and_reject_arithmetic():
+    text = '''def f(s, n):
+    """
+    >>> f("ab", 2)  # a comment that must not swallow the comparison
+    ('ab', 2)
+    f("x", 1) ==> ("x", 1)
+    f("y", 19) -> 19 - 5 - 6 = 8
+    For s = "z", n = 0 the output should be true
+    """
+'''
+    ex = extract_example_tests(text, "assert", "f")
+    assert ex["asserts"] == [
+        "assert f('ab', 2) == ('ab', 2)",  # the tuple stays a tuple (a JSON-like value could not say so)
+        'assert f("x", 1) == ("x", 1)',
+        'assert f("z", 0) == True',  # JSON spelling -> Python
+    ]
+    call = extract_example_tests(text, "call", "f")
+    assert call["inputs"] == [["x", 1], ["z", 0]] and call["outputs"] == [["x", 1], True]
+
+
+@pytest.mark.parametrize("name", ["coderl_ray.data.examples", "coderl_ray.data.apps", "coderl_ray.data.mbpp",
+                                  "coderl_ray.eval.metrics"])
+def test_module_doctests(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0 and result.attempted > 0

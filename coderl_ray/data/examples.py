@@ -75,7 +75,8 @@ def extract_example_tests(question: str, kind: str = "stdio", fn_name: str | Non
     if kind == "call":
         if not fn_name:
             raise ValueError("call-kind example tests need fn_name")
-        pairs = _dedupe(_call_examples(question, fn_name))[:max_examples]
+        pairs = _dedupe([([v for v, _ in args], expected[0]) for args, expected in _call_examples(question, fn_name)])
+        pairs = pairs[:max_examples]
         if not pairs:
             return None
         return {"kind": "call", "inputs": [p[0] for p in pairs], "outputs": [p[1] for p in pairs]}
@@ -89,7 +90,11 @@ def extract_example_tests(question: str, kind: str = "stdio", fn_name: str | Non
     raise ValueError(f"kind must be one of stdio, call, assert; got {kind!r}")
 
 
-def _call_examples(question: str, fn_name: str) -> list[tuple[list[Any], Any]]:
+# An example call: [(argument value, its source)], (expected value, its source).
+_Example = tuple[list[tuple[Any, str]], tuple[Any, str]]
+
+
+def _call_examples(question: str, fn_name: str) -> list[_Example]:
     return _leetcode_examples(question) + _arrow_examples(question, fn_name) + _for_the_output_examples(question)
 
 
@@ -231,13 +236,20 @@ def parse_call_arguments(text: str) -> list[Any]:
     >>> parse_call_arguments("arr = [2,3], k = 5")
     [[2, 3], 5]
     """
-    call = quiet_parse(f"f({text.strip()})", mode="eval").body
+    return [value for value, _ in _call_arguments(text)]
+
+
+def _call_arguments(text: str) -> list[tuple[Any, str]]:
+    """(value, source text) of each argument of ``f(<text>)``."""
+    source = f"f({text.strip()})"
+    call = quiet_parse(source, mode="eval").body
     assert isinstance(call, ast.Call)
     if call.args and call.keywords:
         raise ValueError("mixed positional and keyword arguments")
     if any(k.arg is None for k in call.keywords) or any(isinstance(a, ast.Starred) for a in call.args):
         raise ValueError("starred arguments")
-    return [_literal(a) for a in call.args] + [_literal(k.value) for k in call.keywords]
+    nodes = list(call.args) + [k.value for k in call.keywords]
+    return [(_literal(node), ast.get_source_segment(source, node) or "") for node in nodes]
 
 
 def _parse_prefix(text: str) -> tuple[Any, str] | None:
@@ -248,11 +260,24 @@ def _parse_prefix(text: str) -> tuple[Any, str] | None:
         if not chunk or (end < len(text) and (text[end - 1].isalnum() and text[end].isalnum()
                                               or text[end - 1] in "'\"" and text[end] == text[end - 1])):
             continue
+        # "19 - 5 - 6 = 8" is arithmetic in prose, not the value 19.
+        if text[end:].lstrip().startswith(tuple("+-*/%=<>&|^")):
+            continue
         try:
             return parse_literal(chunk), chunk
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
     return None
+
+
+def _python_source(src: str, value: Any) -> str:
+    """Source for an assert: the statement's own spelling when it is a Python literal (so tuples stay tuples, which
+    the JSON-like parsed value cannot keep), else the repr of the parsed value (JSON's true/null become True/None)."""
+    try:
+        ast.literal_eval(src)
+        return src
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
+        return repr(value)
 
 
 # --- call-based ----------------------------------------------------------------------------------------------------
@@ -261,10 +286,10 @@ _LC_INPUT = re.compile(r"^\s*Input\s*:\s*(.*)$", re.I)
 _LC_OUTPUT = re.compile(r"^\s*Output\s*:\s*(.*)$", re.I)
 
 
-def _leetcode_examples(text: str) -> list[tuple[list[Any], Any]]:
+def _leetcode_examples(text: str) -> list[_Example]:
     """``Input: a = [1,2], k = 3`` then ``Output: 9`` (arguments may wrap onto following lines)."""
     lines = text.split("\n")
-    pairs: list[tuple[list[Any], Any]] = []
+    pairs: list[_Example] = []
     i = 0
     while i < len(lines):
         m = _LC_INPUT.match(lines[i])
@@ -278,11 +303,11 @@ def _leetcode_examples(text: str) -> list[tuple[list[Any], Any]]:
         if j < len(lines) and (mo := _LC_OUTPUT.match(lines[j])):
             parsed = _parse_prefix(mo.group(1))
             try:
-                args = parse_call_arguments(args_text) if args_text.strip() else None
+                args = _call_arguments(args_text) if args_text.strip() else None
             except (SyntaxError, ValueError, RecursionError):
                 args = None
             if args is not None and parsed is not None:
-                pairs.append((args, parsed[0]))
+                pairs.append((args, parsed))
             i = j + 1
         else:
             i = j
@@ -293,7 +318,7 @@ _FOR_THE_OUTPUT = re.compile(r"^\s*for\s+(.+?),?\s+the\s+(?:output|result|answer
                              re.I)
 
 
-def _for_the_output_examples(text: str) -> list[tuple[list[Any], Any]]:
+def _for_the_output_examples(text: str) -> list[_Example]:
     """HumanEval's ``For lst = [1,2] the output should be 3``."""
     pairs = []
     for line in text.split("\n"):
@@ -302,11 +327,11 @@ def _for_the_output_examples(text: str) -> list[tuple[list[Any], Any]]:
             continue
         parsed = _parse_prefix(m.group(2))
         try:
-            args = parse_call_arguments(m.group(1))
+            args = _call_arguments(m.group(1))
         except (SyntaxError, ValueError, RecursionError):
             continue
         if parsed is not None:
-            pairs.append((args, parsed[0]))
+            pairs.append((args, parsed))
     return pairs
 
 
@@ -334,9 +359,9 @@ def _balanced_call(text: str, open_at: int) -> int | None:
     return None
 
 
-def _arrow_examples(text: str, fn_name: str) -> list[tuple[list[Any], Any]]:
+def _arrow_examples(text: str, fn_name: str) -> list[_Example]:
     """``fn(args) <arrow> value`` anywhere in the prose (Codewars, HumanEval docstrings)."""
-    pairs: list[tuple[list[Any], Any]] = []
+    pairs: list[_Example] = []
     for m in re.finditer(rf"(?<![\w.]){re.escape(fn_name)}\s*\(", text):
         line_start = text.rfind("\n", 0, m.start()) + 1
         before = text[line_start:m.start()]
@@ -353,10 +378,10 @@ def _arrow_examples(text: str, fn_name: str) -> list[tuple[list[Any], Any]]:
         if parsed is None:
             continue
         try:
-            args = parse_call_arguments(text[m.end():end - 1])
+            args = _call_arguments(text[m.end():end - 1])
         except (SyntaxError, ValueError, RecursionError):
             continue
-        pairs.append((args, parsed[0]))
+        pairs.append((args, parsed))
     return pairs
 
 
@@ -387,9 +412,9 @@ def _assert_lines(text: str) -> list[str]:
     return out
 
 
-def _assert_of(fn_name: str, args: list[Any], expected: Any) -> str:
-    call = f"{fn_name}({', '.join(repr(a) for a in args)})"
-    return _compare(call, repr(expected), expected)
+def _assert_of(fn_name: str, args: list[tuple[Any, str]], expected: tuple[Any, str]) -> str:
+    call = f"{fn_name}({', '.join(_python_source(src, value) for value, src in args)})"
+    return _compare(call, _python_source(expected[1], expected[0]), expected[0])
 
 
 def _compare(call: str, expected_src: str, expected: Any) -> str:
@@ -422,11 +447,12 @@ def _doctest_asserts(text: str) -> list[str]:
             continue
         if not expected_lines:
             if isinstance(tree, ast.Compare) and isinstance(tree.ops[0], ast.Eq):
-                out.append(f"assert {expr}")
+                out.append(f"assert {ast.unparse(tree)}")
             continue
         # The docstring's closing quotes often share the value's line: keep the longest literal prefix.
         parsed = _parse_prefix(" ".join(expected_lines))
         if parsed is None:
             continue  # printed output rather than a value: not an assertion we can write
-        out.append(_compare(expr, repr(parsed[0]), parsed[0]))
+        # Unparsing drops a trailing comment ("f(x)  # because ..."), which would swallow the comparison.
+        out.append(_compare(ast.unparse(tree), _python_source(parsed[1], parsed[0]), parsed[0]))
     return out
