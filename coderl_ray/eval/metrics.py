@@ -40,7 +40,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
     n samples were drawn, c of them passed; k <= n.
 
-    >>> pass_at_k(5, 1, 1)  # one of five passes: 1/5
+    >>> round(pass_at_k(5, 1, 1), 4)  # one of five passes: 1/5
     0.2
     >>> round(pass_at_k(5, 2, 2), 4)  # 1 - C(3,2)/C(5,2) = 1 - 3/10
     0.7
