@@ -115,19 +115,33 @@ def iter_line_range(f: Any, start: int, end: int, read_size: int = 1 << 20) -> I
     else:
         f.seek(0)
         pos, buf = 0, b""
+    # `i` indexes into `buf` so that taking a line does not copy the rest of the buffer, and a line longer than the
+    # buffer (APPS has test data of tens of MB on one line) is collected in parts and joined once.
+    i = 0
     while pos < end:
-        nl = buf.find(b"\n")
-        while nl < 0:
+        nl = buf.find(b"\n", i)
+        if nl >= 0:
+            yield pos, buf[i:nl]
+            pos += nl + 1 - i
+            i = nl + 1
+            continue
+        parts = [buf[i:]]
+        while True:
             chunk = f.read(read_size)
             if not chunk:
-                if buf:
-                    yield pos, buf
+                line = b"".join(parts)
+                if line:
+                    yield pos, line
                 return
-            buf += chunk
-            nl = buf.find(b"\n", len(buf) - len(chunk))
-        yield pos, buf[:nl]
-        pos += nl + 1
-        buf = buf[nl + 1:]
+            k = chunk.find(b"\n")
+            if k >= 0:
+                parts.append(chunk[:k])
+                line = b"".join(parts)
+                yield pos, line
+                pos += len(line) + 1
+                buf, i = chunk, k + 1
+                break
+            parts.append(chunk)
 
 
 def rows_from_lines(lines: Iterator[tuple[int, bytes]], path: str, fmt: str, split: str | None,
