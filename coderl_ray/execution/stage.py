@@ -30,8 +30,11 @@ class ExecuteBatch:
     Sample columns other than the result's own pass through, so ids such as ``round`` stay on every row.
     """
 
-    def __init__(self, problems: dict[str, dict[str, Any]], limits: SandboxLimits):
-        self.problems = problems
+    def __init__(self, problems, limits: SandboxLimits):
+        import ray
+
+        # Passed as an ObjectRef so the driver ships the problems once to the object store, not once per actor.
+        self.problems = ray.get(problems) if isinstance(problems, ray.ObjectRef) else problems
         self.limits = limits
 
     def __call__(self, batch: pa.Table) -> pa.Table:
