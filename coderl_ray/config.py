@@ -75,6 +75,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPU
     grad_clip: float = 1.0
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
+    checkpoint_every: int = 0  # steps between Ray Train checkpoints (0 = only the final one)
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -97,6 +98,7 @@ class RolloutConfig:
     """Sampling programs from the actor (paper: ~20 samples per problem at temperature 0.6, plus one greedy)."""
 
     num_samples: int = 8
+    problems_per_round: int = 0  # 0 = every training problem each round; else a fresh seeded subset per round
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 128
@@ -131,7 +133,7 @@ class SandboxConfig:
 class CriticConfig:
     """The critic: a backbone plus an MLP error head (d_model -> head_hidden -> ReLU -> n_classes)."""
 
-    backbone: str = "actor-init"  # "actor-init" = same architecture as the initial actor; or a folder / Hub id
+    backbone: str = "actor"  # "actor" = start from the SFT actor's weights; or a folder / Hub id (paper: codet5-base)
     n_classes: Literal[2, 4] = 4
     head_hidden: int = 128
     epochs: float = 3.0

@@ -1,0 +1,169 @@
+"""The CodeRL pipeline, top to bottom, with a checkpoint after every stage.
+
+    SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate
+
+Every stage writes a folder under ``output_dir`` and is recorded in ``output_dir/state.json`` when it finishes; a
+rerun of the same command skips finished stages and resumes with the first unfinished one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from coderl_ray import stages
+from coderl_ray.config import PipelineConfig, config_to_dict, diff_configs, save_config
+from coderl_ray.data.problems import read_problems
+
+
+class StageError(RuntimeError):
+    """A pipeline stage failed; finished stages are kept and a rerun resumes here."""
+
+
+class StageLog:
+    """Which stages are finished, with their wall time and summary, persisted after each one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+    def done(self, name: str) -> bool:
+        return name in self.state["stages"]
+
+    def info(self, name: str) -> dict[str, Any]:
+        return self.state["stages"][name]["info"]
+
+    def run(self, name: str, fn: Callable[[], dict | None]) -> dict[str, Any]:
+        if self.done(name):
+            print(f"==> {name}: finished in an earlier run, skipped", flush=True)
+            return self.info(name)
+        print(f"==> {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            info = fn() or {}
+        except Exception as exc:
+            raise StageError(f"stage '{name}' failed: {root_cause(exc)}\n"
+                             f"Finished stages are kept in {self.path.parent}; rerun the same command to resume "
+                             f"from '{name}'.") from exc
+        wall = time.perf_counter() - start
+        self.state["stages"][name] = {"wall_s": round(wall, 2), "info": info}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2, default=str))
+        tmp.replace(self.path)
+        print(f"    {name} done in {wall:.1f}s", flush=True)
+        return info
+
+
+def check_resume(cfg: PipelineConfig, out: Path, fresh: bool) -> None:
+    saved = out / "config.yaml"
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    if saved.is_file() and not fresh:
+        import yaml
+
+        changed = diff_configs(yaml.safe_load(saved.read_text()) or {}, config_to_dict(cfg))
+        if changed:
+            print(f"WARNING: resuming {out} with changed config keys: {', '.join(changed)}. Finished stages are "
+                  "not redone; pass --fresh to start over.", flush=True)
+    save_config(cfg, saved)
+
+
+def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
+    from coderl_ray.ray_runtime import init_ray
+    from coderl_ray.summary import write_summary
+
+    out = Path(cfg.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    check_resume(cfg, out, fresh)
+    log = StageLog(out / "state.json")
+    init_ray(cfg.ray_address, cfg.sandbox.resource)
+    models, evals, buffer, storage = out / "models", out / "eval", out / "buffer", out / "ray_train"
+
+    def data() -> dict:
+        train, test = stages.load_problems(cfg.data)
+        stages.write_problems(train, test, out / "data")
+        return {"train_problems": len(train), "test_problems": len(test)}
+
+    log.run("data", data)
+    train, test = read_problems(out / "data" / "train.jsonl"), read_problems(out / "data" / "test.jsonl")
+
+    def init() -> dict:
+        actor = stages.prepare_actor(cfg, train, models)
+        stages.ground_truth_dataset(train, actor, cfg, out / "data" / "ground_truth")
+        return {"actor": str(actor)}
+
+    log.run("init", init)
+    gt = out / "data" / "ground_truth"
+
+    def evaluation(phase: str, actor: Path) -> None:
+        log.run(f"eval/{phase}", lambda: stages.evaluate(cfg, test, actor, evals / phase, phase))
+
+    evaluation("untrained", models / "actor_init")
+    log.run("sft", lambda: stages.train_sft(cfg, gt, models / "actor_init", models / "actor_sft", storage))
+    evaluation("sft", models / "actor_sft")
+
+    actor, critic = models / "actor_sft", None
+    for r in range(1, cfg.rl.rounds + 1):
+        tag = f"round_{r}"
+        log.run(f"{tag}/rollout", lambda: stages.rollout_round(cfg, train, actor, r, buffer))
+        critic_out = models / f"critic_{tag}"
+        init_from, new = (critic, False) if critic else (_critic_backbone(cfg, models), True)
+        log.run(f"{tag}/critic", lambda: stages.train_critic(cfg, buffer, list(range(1, r + 1)), gt, init_from, new,
+                                                              critic_out, storage, f"critic_{tag}"))
+        previous_eval = evals / ("sft" if r == 1 else f"round_{r - 1}") / "results"
+        log.run(f"{tag}/score", lambda: stages.score_round(cfg, buffer / f"round_{r:04d}", critic_out,
+                                                            out / "scored" / tag, previous_eval))
+        actor_out = models / f"actor_{tag}"
+        log.run(f"{tag}/rl", lambda: stages.train_rl(cfg, out / "scored" / tag, gt, actor, actor_out, storage,
+                                                      f"rl_{tag}"))
+        actor, critic = actor_out, critic_out
+        if cfg.eval.every_round or r == cfg.rl.rounds:
+            evaluation(tag, actor)
+
+    summary = write_summary(log.state, out / "report")
+    print(summary["table"], flush=True)
+    print(f"\nReport: {out / 'report' / 'summary.md'}", flush=True)
+    return summary
+
+
+def _critic_backbone(cfg: PipelineConfig, models: Path) -> Path:
+    # The paper starts the critic from a pretrained code LM; here the warm-started actor is the best code LM we have.
+    return models / "actor_sft" if cfg.critic.backbone == "actor" else Path(cfg.critic.backbone)
+
+
+def root_cause(exc: BaseException) -> str:
+    """The original error of a chain, as one line.
+
+    Ray delivers a worker's exception as text inside wrapper exceptions (RayTaskError, UserCodeException), so the
+    first "SomethingError: message" line of that text, not the wrapper, names what went wrong.
+    """
+    text = "\n".join(str(e) for e in _chain(exc))
+    for line in text.splitlines():
+        m = _ERROR_LINE.match(line.strip())
+        if m and m.group(1).split(".")[-1] not in _WRAPPERS:
+            return line.strip()
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)):\s")
+_WRAPPERS = {"RayTaskError", "UserCodeException", "RayActorError", "TrainingFailedError", "WorkerGroupError"}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        out.append(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return out
+
+
+def format_error(exc: BaseException) -> str:
+    cause = exc.__cause__
+    tb = "".join(traceback.format_exception(cause)) if cause else ""
+    return f"{tb}\n{exc}"

@@ -1,0 +1,29 @@
+"""Connecting to Ray: a running cluster when there is one, otherwise a local one that advertises ``sandbox``."""
+
+from __future__ import annotations
+
+import os
+
+
+def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or ``$RAY_ADDRESS``, set by ``ray job submit``), else to a cluster started on this
+    machine with ``ray start --head``, else start Ray in-process.
+
+    An in-process Ray advertises the execution resource on every CPU, so one machine runs every stage; on a real
+    cluster only the sandbox nodes advertise it (see cluster/).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address)
+        return
+    try:
+        ray.init(address="auto")
+        return
+    except ConnectionError:
+        pass
+    cpus = num_cpus or os.cpu_count() or 1
+    ray.init(num_cpus=cpus, resources={sandbox_resource: cpus} if sandbox_resource else None)

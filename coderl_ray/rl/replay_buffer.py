@@ -1,0 +1,73 @@
+"""The replay buffer: execution results with returns, as Parquet, one folder per round.
+
+    <root>/round_0001/part-*.parquet     samples + results + reward + relative_return
+
+A round folder appears only when complete (written to ``round_0001.tmp`` then renamed), so a crash mid-write never
+leaves a half round that a rerun would mistake for a finished one. Trainers read the folders back as a Ray Dataset
+and take their share with ``ray.train.get_dataset_shard``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from coderl_ray.rl.returns import add_relative_returns
+
+
+def round_dir(root: str | Path, round_: int) -> Path:
+    return Path(root) / f"round_{round_:04d}"
+
+
+def _with_returns(group: pa.Table) -> pa.Table:
+    rows = add_relative_returns(group.to_pylist())
+    if not rows:
+        return pa.Table.from_pylist([], schema=_schema_with_returns(group.schema))
+    return pa.Table.from_pylist(rows, schema=_schema_with_returns(group.schema))
+
+
+def _schema_with_returns(schema: pa.Schema) -> pa.Schema:
+    for name in ("reward", "relative_return"):
+        if name not in schema.names:
+            schema = schema.append(pa.field(name, pa.float64()))
+    return schema
+
+
+def write_round(results, root: str | Path, round_: int) -> Path:
+    """Group a results Dataset by problem, add rewards and relative returns, write the round folder."""
+    dest = round_dir(root, round_)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    results.groupby("problem_id").map_groups(_with_returns, batch_format="pyarrow").write_parquet(str(tmp))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def read_rounds(root: str | Path, rounds: list[int]):
+    import ray
+
+    paths = [str(round_dir(root, r)) for r in rounds]
+    missing = [p for p in paths if not Path(p).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"replay buffer round folder(s) missing: {', '.join(missing)}")
+    return ray.data.read_parquet(paths)
+
+
+def ground_truth_rows(problems: list[dict[str, Any]], tokenizer, max_source_tokens: int,
+                      max_target_tokens: int) -> list[dict[str, Any]]:
+    """Reference programs as training rows: the SFT data, and "passed" examples for the critic (paper)."""
+    from coderl_ray.data.prompts import build_prompt
+    from coderl_ray.models.batching import encode_program, encode_prompt
+
+    rows = []
+    for p in problems:
+        prompt_ids = encode_prompt(tokenizer, build_prompt(p), max_source_tokens)
+        for k, code in enumerate(p.get("solutions") or []):
+            rows.append({"problem_id": p["problem_id"], "sample_id": f"{p['problem_id']}#gt{k}",
+                         "prompt_ids": prompt_ids, "token_ids": encode_program(tokenizer, code, max_target_tokens),
+                         "outcome": "passed"})
+    return rows

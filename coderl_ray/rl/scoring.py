@@ -1,0 +1,57 @@
+"""Critic scoring on Ray Data: token-level critic logits for every sample (a pool of critic actors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+class ScoreBatch:
+    """``map_batches`` callable: adds ``critic_logits`` (flattened [T, C]), ``critic_pred`` and ``critic_pass_prob``."""
+
+    def __init__(self, critic_dir: str):
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        from coderl_ray.models.critic import load_critic
+        from coderl_ray.models.tokenizer import load_tokenizer
+
+        hf_logging.disable_progress_bar()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.critic = load_critic(critic_dir).to(self.device).eval()
+        self.pad_id = load_tokenizer(critic_dir).pad_token_id
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from coderl_ray.train.objectives import critic_token_logits
+
+        rows = batch.to_pylist()
+        logits = critic_token_logits(self.critic, rows, self.pad_id, self.device)
+        # Max-pool over tokens, as in training; an empty program (no tokens at all) gets a uniform prediction.
+        program = [lg.max(axis=0) if len(lg) else np.zeros(self.critic.n_classes, np.float32) for lg in logits]
+        probs = [np.exp(p - p.max()) / np.exp(p - p.max()).sum() for p in program]
+        table = batch
+        table = table.append_column("critic_logits", pa.array([lg.reshape(-1) for lg in logits],
+                                                              type=pa.list_(pa.float32())))
+        table = table.append_column("critic_pred", pa.array([int(p.argmax()) for p in program], type=pa.int32()))
+        table = table.append_column("critic_pass_prob", pa.array([float(p[-1]) for p in probs], type=pa.float64()))
+        return table
+
+
+def score_samples(ds, critic_dir: str, batch_size: int = 64, num_workers: int = 1, num_cpus: float = 1.0,
+                  num_gpus: float = 0.0):
+    """Lazy Dataset: ``ds`` rows (need ``prompt_ids``, ``token_ids``) plus the critic's scores."""
+    import ray
+
+    return ds.map_batches(ScoreBatch, fn_constructor_args=(str(critic_dir),), batch_size=batch_size,
+                          batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=num_workers),
+                          num_cpus=num_cpus, num_gpus=num_gpus)
+
+
+def critic_accuracy(rows: list[dict], n_classes: int) -> float | None:
+    """Share of scored rows whose predicted class is the class of their real outcome (None if no rows)."""
+    from coderl_ray.records import Outcome, critic_class
+
+    labelled = [r for r in rows if Outcome(r["outcome"]).is_label]
+    if not labelled:
+        return None
+    return sum(int(r["critic_pred"]) == critic_class(r["outcome"], n_classes) for r in labelled) / len(labelled)

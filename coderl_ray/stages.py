@@ -1,0 +1,275 @@
+"""The pipeline's stages: each wires pure cores (sandbox, generator, objectives) to Ray Data and Ray Train.
+
+Every stage reads its inputs from folders and writes its outputs to a folder, so the driver
+(:mod:`coderl_ray.pipeline`) can checkpoint after each one and a rerun can skip what is finished.
+Resources are declared here, where stages are wired, never in decorators.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from coderl_ray.config import DataConfig, PipelineConfig
+from coderl_ray.data.problems import read_problems, write_jsonl
+from coderl_ray.eval.metrics import pass_at_k
+from coderl_ray.records import Outcome
+
+# --- data and models -------------------------------------------------------------------------------------------
+
+
+def load_problems(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, test) problems: the user's canonical files, or the embedded suite."""
+    if cfg.train_path:
+        train, test = read_problems(cfg.train_path), read_problems(cfg.test_path)
+    else:
+        from coderl_ray.data.suite import generate_suite
+
+        train, test = generate_suite(cfg.suite_seed, cfg.suite_train_problems, cfg.suite_test_problems)
+    train = [p for p in train if p.get("solutions")] or train
+    if cfg.max_train_problems and len(train) > cfg.max_train_problems:
+        train = random.Random(cfg.suite_seed).sample(train, cfg.max_train_problems)
+    if cfg.max_test_problems and len(test) > cfg.max_test_problems:
+        test = random.Random(cfg.suite_seed + 1).sample(test, cfg.max_test_problems)
+    overlap = {p["problem_id"] for p in train} & {p["problem_id"] for p in test}
+    if overlap:
+        raise ValueError(f"{len(overlap)} problem ids are in both the train and test data, e.g. {sorted(overlap)[0]}")
+    return train, test
+
+
+def write_problems(train: list[dict], test: list[dict], out: Path) -> None:
+    write_jsonl(train, out / "train.jsonl")
+    write_jsonl(test, out / "test.jsonl")
+
+
+def prepare_actor(cfg: PipelineConfig, train: list[dict[str, Any]], out: Path) -> Path:
+    """The initial actor folder (model + tokenizer): a tiny random model, or a pretrained one copied locally."""
+    from coderl_ray.data.prompts import build_prompt
+    from coderl_ray.models.actor import build_tiny_actor, load_actor
+    from coderl_ray.models.tokenizer import load_tokenizer, train_tokenizer
+
+    m = cfg.model
+    if m.name_or_path == "tiny":
+        if m.tokenizer:
+            tokenizer = load_tokenizer(m.tokenizer)
+        else:
+            texts = [build_prompt(p) for p in train] + [s for p in train for s in p.get("solutions") or []]
+            tokenizer = train_tokenizer(texts, out / "tokenizer", vocab_size=m.tokenizer_vocab_size)
+        model = build_tiny_actor(m, tokenizer, seed=cfg.seed)
+    else:
+        tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
+        model = load_actor(m.name_or_path)
+    dest = out / "actor_init"
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+def ground_truth_dataset(train: list[dict[str, Any]], actor_dir: Path, cfg: PipelineConfig, out: Path) -> Path:
+    """Tokenised reference programs, the SFT data and the critic's "passed" examples."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from coderl_ray.models.tokenizer import load_tokenizer
+    from coderl_ray.rl.replay_buffer import ground_truth_rows
+
+    rows = ground_truth_rows(train, load_tokenizer(actor_dir), cfg.model.max_source_tokens,
+                             cfg.model.max_target_tokens)
+    if not rows:
+        raise ValueError("no training problem has a reference solution; SFT needs at least one")
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / "part-0.parquet")
+    return out
+
+
+# --- training (Ray Train) --------------------------------------------------------------------------------------
+
+
+def _steps(epochs: float, rows: int, batch_size: int) -> int:
+    return max(1, round(epochs * rows / batch_size))
+
+
+def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path) -> dict:
+    import ray
+
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained
+
+    ds = ray.data.read_parquet(str(gt_dir))
+    n = ds.count()
+    loop = LoopConfig(objective="sft", init_path=str(actor_in), steps=_steps(cfg.sft.epochs, n, cfg.sft.batch_size),
+                      batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, warmup_ratio=cfg.sft.warmup_ratio,
+                      weight_decay=cfg.sft.weight_decay, grad_clip=cfg.train.grad_clip,
+                      precision=cfg.train.precision, seed=cfg.seed, report_every=25,
+                      checkpoint_every=cfg.train.checkpoint_every)
+    ckpt = fit(loop, {"train": ds}, **_scaling(cfg), storage_path=storage, name="sft")
+    load_trained(ckpt, actor_out)
+    return {"steps": loop.steps, "rows": n}
+
+
+def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, init: Path,
+                 new_critic: bool, critic_out: Path, storage: Path, name: str) -> dict:
+    import ray
+
+    from coderl_ray.rl.replay_buffer import read_rounds
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained
+
+    cols = ["prompt_ids", "token_ids", "outcome"]
+    ds = read_rounds(buffer_root, rounds).select_columns(cols)
+    if cfg.critic.include_ground_truth:
+        ds = ds.union(ray.data.read_parquet(str(gt_dir)).select_columns(cols))
+    n = ds.count()
+    loop = LoopConfig(objective="critic", init_path=str(init), new_critic=new_critic,
+                      steps=_steps(cfg.critic.epochs, n, cfg.critic.batch_size), batch_size=cfg.critic.batch_size,
+                      lr=cfg.critic.lr, n_classes=cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
+                      grad_clip=cfg.train.grad_clip, precision=cfg.train.precision, seed=cfg.seed, report_every=25,
+                      checkpoint_every=cfg.train.checkpoint_every)
+    ckpt = fit(loop, {"train": ds.random_shuffle(seed=cfg.seed)}, **_scaling(cfg), storage_path=storage, name=name)
+    load_trained(ckpt, critic_out)
+    return {"steps": loop.steps, "rows": n}
+
+
+def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path,
+             name: str) -> dict:
+    import ray
+
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained
+
+    rl = ray.data.read_parquet(str(scored_dir)).filter(
+        lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0)
+    rl = rl.materialize()
+    n = rl.count()
+    workers = _scaling(cfg)["num_workers"]
+    use_rl = n >= workers
+    loop = LoopConfig(objective="rl" if use_rl else "sft", init_path=str(actor_in), steps=cfg.rl.steps_per_round,
+                      batch_size=cfg.rl.batch_size, lr=cfg.rl.lr, n_classes=cfg.critic.n_classes,
+                      use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce, grad_clip=cfg.train.grad_clip,
+                      precision=cfg.train.precision, seed=cfg.seed, report_every=10, warmup_ratio=0.0,
+                      checkpoint_every=cfg.train.checkpoint_every)
+    gt = ray.data.read_parquet(str(gt_dir))
+    # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
+    # round then falls back to its cross-entropy half rather than failing.
+    datasets = {"train": rl, "ce": gt} if use_rl else {"train": gt}
+    ckpt = fit(loop, datasets, **_scaling(cfg), storage_path=storage, name=name)
+    load_trained(ckpt, actor_out)
+    return {"steps": loop.steps, "rl_rows": n, "rl_used": use_rl}
+
+
+def _scaling(cfg: PipelineConfig) -> dict:
+    t = cfg.train
+    return {"num_workers": t.num_workers, "use_gpu": t.use_gpu, "cpus_per_worker": t.cpus_per_worker,
+            "max_failures": t.max_failures}
+
+
+# --- rollout, execution, scoring (Ray Data) --------------------------------------------------------------------
+
+
+def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: Path, round_: int,
+                  buffer_root: Path) -> dict:
+    """Sample, execute (streaming, overlapped) and store one round of programs with their returns."""
+    import ray
+
+    from coderl_ray.execution import execute_samples
+    from coderl_ray.rl.replay_buffer import write_round
+    from coderl_ray.rollout.stage import generate_samples, sampling_params
+
+    problems = train
+    if cfg.rollout.problems_per_round and len(train) > cfg.rollout.problems_per_round:
+        problems = random.Random(cfg.seed * 1000 + round_).sample(train, cfg.rollout.problems_per_round)
+    params = sampling_params(cfg.rollout, cfg.model.max_source_tokens)
+    samples = generate_samples(problems, str(actor_dir), cfg.rollout, params, round_=round_,
+                               policy_version=round_ - 1, seed=cfg.seed)
+    results = execute_samples(samples, problems, cfg.sandbox)
+    dest = write_round(results, buffer_root, round_)
+    stats = ray.data.read_parquet(str(dest)).select_columns(["outcome", "is_greedy", "relative_return"]).to_pandas()
+    counts = stats["outcome"].value_counts().to_dict()
+    sampled = stats[~stats["is_greedy"]]
+    return {"problems": len(problems), "programs": int(len(stats)), "outcomes": counts,
+            "sample_pass_rate": float((sampled["outcome"] == "passed").mean()) if len(sampled) else 0.0,
+            "greedy_pass_rate": float((stats[stats["is_greedy"]]["outcome"] == "passed").mean())
+            if stats["is_greedy"].any() else 0.0,
+            "nonzero_returns": int((sampled["relative_return"].fillna(0) != 0).sum())}
+
+
+def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_out: Path,
+                heldout_dir: Path | None) -> dict:
+    """Score the round's samples with the critic; measure its accuracy on held-out (test-problem) programs."""
+    import shutil
+
+    import ray
+
+    from coderl_ray.rl.scoring import critic_accuracy, score_samples
+
+    kw = {"batch_size": 64, "num_workers": cfg.rollout.num_workers, "num_cpus": cfg.rollout.cpus_per_worker,
+          "num_gpus": cfg.rollout.gpus_per_worker}
+    tmp = scored_out.with_name(scored_out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw).write_parquet(str(tmp))
+    shutil.rmtree(scored_out, ignore_errors=True)
+    tmp.rename(scored_out)
+    cols = ["outcome", "critic_pred"]
+    train_rows = ray.data.read_parquet(str(scored_out)).select_columns(cols).take_all()
+    stats = {"train_accuracy": critic_accuracy(train_rows, cfg.critic.n_classes)}
+    if heldout_dir is not None and heldout_dir.is_dir():
+        held = score_samples(ray.data.read_parquet(str(heldout_dir)), str(critic_dir), **kw)
+        stats["heldout_accuracy"] = critic_accuracy(held.select_columns(cols).take_all(), cfg.critic.n_classes)
+    return stats
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------
+
+
+def evaluate(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, out: Path, phase: str) -> dict:
+    """pass@k on the test split: sample, execute, write results and metrics under ``out``."""
+    import pandas as pd
+
+    from coderl_ray.execution import execute_samples
+    from coderl_ray.rollout.stage import generate_samples, sampling_params
+
+    e = cfg.eval
+    params = sampling_params(cfg.rollout, cfg.model.max_source_tokens, num_samples=e.num_samples,
+                             temperature=e.temperature, top_p=e.top_p, greedy_baseline=False)
+    samples = generate_samples(test, str(actor_dir), cfg.rollout, params, round_=0, seed=cfg.seed + 7)
+    results = execute_samples(samples, test, cfg.sandbox)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.tmp"
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    results.write_parquet(str(tmp))
+    shutil.rmtree(out / "results", ignore_errors=True)
+    tmp.rename(out / "results")
+    rows = pd.read_parquet(out / "results", columns=["problem_id", "sample_id", "outcome", "passed_tests",
+                                                     "total_tests"]).to_dict("records")
+    metrics = summarize(rows, test, e.ks)
+    metrics["phase"] = phase
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def summarize(results: list[dict[str, Any]], problems: list[dict[str, Any]], ks: list[int]) -> dict:
+    """pass@k overall and per difficulty, from result rows (infrastructure failures excluded and counted)."""
+    by_problem: dict[str, list[str]] = {p["problem_id"]: [] for p in problems}
+    infra = 0
+    for r in results:
+        if r["outcome"] == Outcome.INFRA_ERROR.value:
+            infra += 1
+            continue
+        by_problem.setdefault(r["problem_id"], []).append(r["outcome"])
+    difficulty = {p["problem_id"]: p.get("difficulty") or "unknown" for p in problems}
+    groups: dict[str, list[str]] = {"all": list(by_problem)}
+    for pid in by_problem:
+        groups.setdefault(difficulty.get(pid, "unknown"), []).append(pid)
+    out: dict[str, Any] = {"infra_errors": infra, "outcomes": {}}
+    for r in results:
+        out["outcomes"][r["outcome"]] = out["outcomes"].get(r["outcome"], 0) + 1
+    for name, pids in groups.items():
+        scores = {}
+        for k in ks:
+            vals = [pass_at_k(len(by_problem[p]), sum(o == "passed" for o in by_problem[p]), k)
+                    for p in pids if len(by_problem[p]) >= k]
+            scores[f"pass@{k}"] = sum(vals) / len(vals) if vals else 0.0
+        scores["problems"] = len(pids)
+        out[name] = scores
+    return out

@@ -1,0 +1,74 @@
+"""The pipeline's closing summary: pass@k per difficulty for every phase, critic accuracy, wall time per stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DIFFICULTY_ORDER = ("introductory", "interview", "competition", "all")
+
+
+def _phases(state: dict[str, Any]) -> list[tuple[str, dict]]:
+    return [(name.split("/", 1)[1], s["info"]) for name, s in state["stages"].items() if name.startswith("eval/")]
+
+
+def format_table(state: dict[str, Any]) -> str:
+    phases = _phases(state)
+    if not phases:
+        return "(no evaluation finished)"
+    ks = sorted({int(k.split("@")[1]) for _, m in phases for k in m.get("all", {}) if k.startswith("pass@")})
+    groups = [g for g in DIFFICULTY_ORDER if any(g in m for _, m in phases)]
+    head = ["phase"] + [f"{g[:5]} p@{k}" for g in groups for k in ks]
+    rows = [[phase] + [f"{100 * m.get(g, {}).get(f'pass@{k}', 0.0):.1f}" for g in groups for k in ks]
+            for phase, m in phases]
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    out = ["pass@k on the test split (%)", line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+    critic = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items() if n.endswith("/score")]
+    if critic:
+        out.append("")
+        out.append("critic accuracy (held-out test-problem programs / this round's samples)")
+        for rnd, info in critic:
+            held, tr = info.get("heldout_accuracy"), info.get("train_accuracy")
+            out.append(f"  {rnd}: " + (f"{100 * held:.1f}%" if held is not None else "n/a") + " / " +
+                       (f"{100 * tr:.1f}%" if tr is not None else "n/a"))
+    out.append("")
+    out.append("wall time per stage (s)")
+    total = 0.0
+    for name, s in state["stages"].items():
+        out.append(f"  {name:<22} {s['wall_s']:8.1f}")
+        total += s["wall_s"]
+    out.append(f"  {'total':<22} {total:8.1f}")
+    return "\n".join(out)
+
+
+def plot(state: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = _phases(state)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for g in DIFFICULTY_ORDER:
+        ys = [100 * m.get(g, {}).get("pass@1", float("nan")) for _, m in phases]
+        ax.plot([p for p, _ in phases], ys, marker="o", label=g, linewidth=2.5 if g == "all" else 1.5)
+    ax.set_ylabel("pass@1 on the test split (%)")
+    ax.set_xlabel("phase")
+    ax.set_title("CodeRL on Ray: pass@1 after each phase")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_summary(state: dict[str, Any], out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_table(state)
+    plot(state, out / "pass_at_1.png")
+    (out / "summary.md").write_text("# Pipeline summary\n\n```\n" + table + "\n```\n\n![pass@1](pass_at_1.png)\n")
+    (out / "summary.json").write_text(json.dumps(state, indent=2, default=str))
+    return {"table": table, "report_dir": str(out)}

@@ -1,0 +1,73 @@
+"""The three training objectives, each a pure function of (model, rows) -> loss, shared by every loop.
+
+Rows are dicts as they come out of the Ray Datasets (``prompt_ids`` and ``token_ids`` token lists, plus the fields
+an objective needs); batches are padded to their own longest row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from coderl_ray.models.batching import cross_entropy, pad_batch, token_logprobs
+from coderl_ray.models.critic import critic_loss, program_logits
+from coderl_ray.records import critic_class
+from coderl_ray.rl.returns import rl_loss, sequence_returns, token_returns
+
+
+def _ids(v: Any) -> list[int]:
+    return v.tolist() if isinstance(v, np.ndarray) else list(v)
+
+
+def program_batch(rows: list[dict[str, Any]], pad_id: int, device: torch.device | str = "cpu") -> dict:
+    batch = pad_batch([_ids(r["prompt_ids"]) for r in rows], [_ids(r["token_ids"]) for r in rows], pad_id)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def sft_loss(model, rows: list[dict[str, Any]], pad_id: int, device="cpu") -> tuple[torch.Tensor, dict]:
+    """Token-mean cross-entropy on reference programs (warm-up, and the CE half of each RL round)."""
+    batch = program_batch(rows, pad_id, device)
+    loss = cross_entropy(token_logprobs(model, batch), batch["program_mask"])
+    return loss, {"ce_loss": loss.item(), "tokens": int(batch["program_mask"].sum())}
+
+
+def rl_objective(model, rows: list[dict[str, Any]], pad_id: int, n_classes: int, use_critic: bool,
+                 device="cpu") -> tuple[torch.Tensor, dict]:
+    """-mean_t(q_t log p(w_t)) on sampled programs, q_t from the stored critic logits (or the sequence return)."""
+    batch = program_batch(rows, pad_id, device)
+    mask = batch["program_mask"].float()
+    ret = torch.tensor([float(r["relative_return"]) for r in rows], device=device)
+    if use_critic:
+        t = mask.shape[1]
+        logits = torch.zeros((len(rows), t, n_classes), device=device)
+        for i, r in enumerate(rows):
+            lg = np.asarray(r["critic_logits"], dtype=np.float32).reshape(-1, n_classes)[:t]
+            logits[i, : len(lg)] = torch.from_numpy(lg)
+        cls = torch.tensor([critic_class(r["outcome"], n_classes) for r in rows], device=device)
+        q = token_returns(logits, cls, ret, mask)
+    else:
+        q = sequence_returns(ret, mask)
+    loss = rl_loss(token_logprobs(model, batch), q, mask)
+    return loss, {"rl_loss": loss.item(), "mean_return": ret.mean().item(), "tokens": int(mask.sum())}
+
+
+def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu") -> tuple[torch.Tensor, dict]:
+    """Cross-entropy of the max-pooled token logits against each program's outcome class."""
+    batch = program_batch(rows, pad_id, device)
+    core = getattr(critic, "module", critic)
+    labels = torch.tensor([critic_class(r["outcome"], core.n_classes) for r in rows], device=device)
+    token_logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
+    loss = critic_loss(token_logits, batch["program_mask"], labels)
+    acc = (program_logits(token_logits, batch["program_mask"]).argmax(-1) == labels).float().mean().item()
+    return loss, {"critic_loss": loss.item(), "critic_acc": acc, "tokens": int(batch["program_mask"].sum())}
+
+
+@torch.no_grad()
+def critic_token_logits(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu") -> list[np.ndarray]:
+    """Token-level critic logits of each program, [T_i, C] float32 each (scoring)."""
+    batch = program_batch(rows, pad_id, device)
+    logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
+    lengths = batch["program_mask"].sum(-1).tolist()
+    return [logits[i, : n].float().cpu().numpy() for i, n in enumerate(lengths)]
