@@ -18,7 +18,18 @@ from coderl_ray.data.problems import ProblemError, write_jsonl
 from coderl_ray.data.streaming import SKIP_COLUMN, iter_line_range, read_problems_dataset
 from coderl_ray.records import problem_from_row
 
-from test_data_apps import SAMPLE_IDS, hf_row
+SAMPLE_IDS = ["0001", "0111", "2287", "2404", "4184"]
+
+
+def hf_row(folder) -> dict:
+    """A codeparrot/apps row made from a raw problem folder (as in test_data_apps; test modules do not import each
+    other, so the suite runs whether or not tests/ is a package)."""
+    meta = json.loads((folder / "metadata.json").read_text())
+    starter = folder / "starter_code.py"
+    return {"problem_id": int(folder.name), "question": (folder / "question.txt").read_text(),
+            "solutions": (folder / "solutions.json").read_text(),
+            "input_output": (folder / "input_output.json").read_text(), "difficulty": meta["difficulty"],
+            "url": meta["url"], "starter_code": starter.read_text() if starter.is_file() else ""}
 
 
 def test_line_ranges_cover_every_line_once():
