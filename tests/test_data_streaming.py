@@ -107,3 +107,14 @@ def test_errors_name_file_and_byte_offset(ray_cluster, tmp_path):
         read_problems_dataset(tmp_path / "absent.jsonl")
     with pytest.raises(ProblemError, match="unknown problems format"):
         read_problems_dataset(path, "csv")
+
+
+def test_convert_command_with_ray_reports_skips(ray_cluster, apps_dump, tmp_path, capsys):
+    from coderl_ray.cli import main
+    from coderl_ray.data.jsonl import load_jsonl
+
+    path, _ = apps_dump
+    assert main(["convert", "apps", str(path), "--ray", "--out", str(tmp_path / "apps.jsonl")]) == 0
+    assert load_jsonl(tmp_path / "apps.jsonl") == sorted(load_apps_rows(path), key=lambda p: p["problem_id"])
+    err = capsys.readouterr().err
+    assert "skipped 1 problem(s) without usable tests" in err and "apps/test/99999" in err
