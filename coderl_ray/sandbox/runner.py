@@ -1,153 +1,875 @@
-"""Skeleton runner: a fresh interpreter per program, tests run inside it, verdicts decided in the parent."""
+"""Run one program against a problem's tests: the worker-side supervisor of sandboxed children.
+
+    from coderl_ray.sandbox import Sandbox, SandboxLimits
+    with Sandbox() as sandbox:
+        result = sandbox.execute(problem, code, sample_id="p1-s0", limits=SandboxLimits(timeout_s=2))
+
+The worker (this module) never runs candidate code. It asks the zygote for children, hands them their job through a
+memfd, enforces wall-clock deadlines (per test and per program), caps what it reads, and decides every verdict on
+plain data. How each test kind runs:
+
+* ``stdio``: one child per test, the program run as ``__main__`` with the input on fd 0 (strict) or APPS's
+  StringIO emulation (``apps``); stdout is compared in the worker.
+* ``call``: one child loads the program once and answers one call per test; the worker rebuilds each return value
+  and compares it with the expected output. A crash or timeout on one test is followed by a fresh child for the
+  remaining tests when all tests are run.
+* ``assert``: the same candidate child, driven either by the worker (fast path) or by a judge child that runs the
+  test code (see :mod:`coderl_ray.sandbox.asserts`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import select
 import signal
-import subprocess
-import sys
-import tempfile
+import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from coderl_ray.records import ExecutionResult, Outcome
+from coderl_ray.sandbox import compare
+from coderl_ray.sandbox._harness import DecodeError, MessageReader, ProtocolError, decode, encode, pack
+from coderl_ray.sandbox.asserts import AssertPlan, fast_verdict, plan_asserts
 from coderl_ray.sandbox.limits import SandboxLimits
+from coderl_ray.sandbox.zygote import TierUnavailable, Zygote, ZygoteError
 
-# The child receives the program and the test *inputs* only; expected outputs stay in the parent.
-_HARNESS = r'''
-import io, json, sys, traceback
-spec = json.loads(sys.stdin.read())
-out = sys.stdout
-sys.setrecursionlimit(10000)
-def report(obj):
-    out.write(json.dumps(obj) + "\n"); out.flush()
-try:
-    code = compile(spec["code"], "<program>", "exec")
-except BaseException as exc:
-    report({"compile_error": f"{type(exc).__name__}: {exc}"}); sys.exit(0)
-for i, inp in enumerate(spec["inputs"]):
-    buf = io.StringIO()
-    sys.stdout = buf
-    try:
-        if spec["kind"] == "stdio":
-            sys.stdin = io.StringIO(inp)
-            exec(code, {"__name__": "__main__"})
-            value = None
+MAX_ERROR_CHARS = 2000
+
+
+class SandboxSetupError(ZygoteError):
+    """A child failed before it read its job (an infrastructure failure, retried)."""
+
+
+# --- per-test records ----------------------------------------------------------------------------------------------
+
+PASS, FAIL, ERROR, TIMEOUT, NOT_RUN = "pass", "fail", "error", "timeout", "not_run"
+
+
+@dataclass
+class _Tests:
+    """Per-test statuses of one program, filled in as tests finish."""
+
+    n: int
+    status: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    compile_error: str | None = None
+
+    def __post_init__(self):
+        self.status = [NOT_RUN] * self.n
+        self.errors = [""] * self.n
+
+    def set(self, i: int, status: str, error: str = "") -> None:
+        self.status[i] = status
+        self.errors[i] = error
+
+    def settle_rest(self, start: int, status: str, error: str) -> None:
+        for i in range(start, self.n):
+            if self.status[i] == NOT_RUN:
+                self.set(i, status, error)
+
+    def stop_after(self, i: int, limits: SandboxLimits) -> bool:
+        return limits.stop_on_first_failure and self.status[i] != PASS
+
+    def result(self, pid: str, sid: str, duration: float) -> ExecutionResult:
+        n = self.n
+        if self.compile_error is not None:
+            return ExecutionResult(pid, sid, Outcome.COMPILE_ERROR, 0, n, [None] * n,
+                                   _clip(self.compile_error), duration)
+        results = [True if s == PASS else False if s == FAIL else None for s in self.status]
+        passed = sum(r is True for r in results)
+        # CodeRL's label precedence: a runtime error (a timeout is one, in APPS) anywhere decides, then a failed test.
+        first_bad = next((i for i, s in enumerate(self.status) if s in (ERROR, TIMEOUT)), None)
+        if first_bad is not None:
+            outcome = Outcome.TIMEOUT if self.status[first_bad] == TIMEOUT else Outcome.RUNTIME_ERROR
+            error = self.errors[first_bad]
+        elif FAIL in self.status:
+            outcome, error = Outcome.FAILED, self.errors[self.status.index(FAIL)]
+        elif NOT_RUN in self.status and n:
+            outcome, error = Outcome.FAILED, "stopped before running every test"
         else:
-            env = {"__name__": "__main__"}
-            exec(code, env)
-            fn = env.get(spec["fn_name"])
-            if fn is None and "Solution" in env:
-                fn = getattr(env["Solution"](), spec["fn_name"])
-            if fn is None:
-                raise NameError(f"function {spec['fn_name']!r} is not defined")
-            value = json.loads(json.dumps(fn(*json.loads(inp))))
-        sys.stdout = out
-        report({"i": i, "stdout": buf.getvalue(), "value": value})
-    except SystemExit:
-        sys.stdout = out
-        report({"i": i, "stdout": buf.getvalue(), "value": None})
-    except BaseException as exc:
-        sys.stdout = out
-        report({"i": i, "error": f"{type(exc).__name__}: {exc}"})
-'''
+            outcome, error = Outcome.PASSED, ""
+        return ExecutionResult(pid, sid, outcome, passed, n, results, _clip(error), duration)
 
 
-def _normalise(text: str) -> str:
-    return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").strip().split("\n"))
+def _clip(text: str) -> str:
+    text = text or ""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return text[:MAX_ERROR_CHARS // 3] + "\n...\n" + text[-(2 * MAX_ERROR_CHARS // 3):]
 
 
-def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
+# --- talking to one child ------------------------------------------------------------------------------------------
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("coderl-job", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Stream:
+    """The non-blocking read end of a pipe from a child, with a byte cap."""
+
+    def __init__(self, fd: int, cap: int, messages: bool):
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.cap = cap
+        self.eof = False
+        self.overflow = False
+        self.total = 0
+        self.data = bytearray()
+        self.reader = MessageReader(cap) if messages else None
+        self.messages: list[dict] = []
+        self.corrupt: str | None = None
+
+    def pump(self) -> None:
+        while not self.eof and not self.overflow:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                return
+            self.total += len(chunk)
+            if self.total > self.cap:
+                self.overflow = True
+                return
+            if self.reader is None:
+                self.data += chunk
+            elif self.corrupt is None:
+                try:
+                    self.messages.extend(self.reader.feed(chunk))
+                except ProtocolError as exc:
+                    self.corrupt = str(exc)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _wait_any(streams: list[_Stream], deadline: float) -> bool:
+    """Block until a stream has data or hits EOF, or the deadline passes (returns False then)."""
+    live = [s for s in streams if not s.eof and not s.overflow and s.fd >= 0]
+    if not live:
+        return True
+    timeout = deadline - time.monotonic()
+    if timeout <= 0:
+        return False
+    poller = select.poll()
+    for s in live:
+        poller.register(s.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    events = poller.poll(max(1, math.ceil(timeout * 1000)))
+    for s in live:
+        s.pump()
+    return bool(events) or time.monotonic() < deadline
+
+
+class _Child:
+    """A spawned child: its pid, its result stream, and the zygote to release it with."""
+
+    def __init__(self, zygote: Zygote, pid: int, result: _Stream, extra: list[_Stream] = ()):
+        self.zygote = zygote
+        self.pid = pid
+        self.result = result
+        self.extra = list(extra)
+        self.done = False
+        self.phase = "setup"  # setup -> compiling -> ready
+        self.cursor = 0
+
+    def next_message(self, deadline: float) -> dict | None:
+        """The next protocol message; None at EOF; raises TimeoutError at the deadline."""
+        while True:
+            if self.cursor < len(self.result.messages):
+                msg = self.result.messages[self.cursor]
+                self.cursor += 1
+                self._advance(msg)
+                return msg
+            if self.result.corrupt is not None:
+                return {"t": "corrupt", "error": self.result.corrupt}
+            if self.result.overflow:
+                return {"t": "overflow"}
+            if self.result.eof:
+                return None
+            if not _wait_any([self.result], deadline):
+                raise TimeoutError
+
+    def _advance(self, msg: dict) -> None:
+        t = msg.get("t")
+        if t == "setup_error" and self.phase != "setup":
+            msg["t"] = "corrupt"  # only the harness, before any candidate code ran, may report a setup failure
+            msg["error"] = "setup_error after the job started"
+        elif t == "compiling":
+            self.phase = "compiling"
+        elif t == "ready":
+            self.phase = "ready"
+
+    def status(self) -> tuple[int, float]:
+        """Wait status and CPU time; kills the child if it still runs."""
+        self.done = True
+        return self.zygote.wait(self.pid)
+
+    def release(self) -> None:
+        if not self.done:
+            self.done = True
+            try:
+                self.zygote.release(self.pid)
+            except ZygoteError:
+                pass
+        for s in [self.result, *self.extra]:
+            s.close()
+
+
+def _crash_reason(status: int, cpu: float, cpu_limit: float) -> tuple[str, str]:
+    """(test status, error) for a child that died without reporting."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= cpu_limit - 0.05):
+            return TIMEOUT, f"CPU time limit exceeded ({cpu:.2f}s)"
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return ERROR, f"killed by signal {name}"
+    if os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        if code == 124:
+            return TIMEOUT, f"CPU time limit exceeded ({cpu:.2f}s)"
+        return ERROR, f"exited with status {code} before reporting"
+    return ERROR, f"ended with wait status {status}"
+
+
+# --- the sandbox ---------------------------------------------------------------------------------------------------
+
+class Sandbox:
+    """A warm zygote plus the supervisor logic; safe to share between threads (each call runs its own children).
+
+    ``tier``: ``"auto"`` (namespaces where the kernel allows them, else the process tier), ``"namespace"``,
+    ``"process"`` or ``"bwrap"``. See docs/sandbox.md for what each guarantees.
+    """
+
+    def __init__(self, tier: str = "auto", sandbox_uid: int = 65534):
+        self.requested_tier = tier
+        self.sandbox_uid = sandbox_uid
+        self._zygotes: dict[str, Zygote] = {}
+        self._lock = threading.Lock()
+
+    # zygote lifecycle ---------------------------------------------------------------------------------------------
+    def _get_zygote(self, flavor: str = "lean") -> Zygote:
+        with self._lock:
+            zygote = self._zygotes.get(flavor)
+            if zygote is not None and zygote.alive:
+                return zygote
+            if zygote is not None:
+                zygote.close()
+            zygote = self._zygotes[flavor] = self._start_zygote(flavor)
+            return zygote
+
+    def _start_zygote(self, flavor: str) -> Zygote:
+        if self.requested_tier != "auto":
+            return Zygote(self.requested_tier, self.sandbox_uid, flavor=flavor)
         try:
-            return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
-        except (TypeError, ValueError):
-            return False
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
+            return Zygote("namespace", self.sandbox_uid, flavor=flavor)
+        except TierUnavailable:
+            self.requested_tier = "process"  # decided once: the kernel will not change its mind
+            return Zygote("process", self.sandbox_uid, flavor=flavor)
+
+    def _restart(self, broken: Zygote | None) -> None:
+        with self._lock:
+            for flavor, zygote in list(self._zygotes.items()):
+                if zygote is broken:
+                    broken.close()
+                    del self._zygotes[flavor]
+
+    @staticmethod
+    def flavor_for(code: str, limits: SandboxLimits) -> str:
+        """APPS's prelude imports numpy, as do some programs: fork those from the zygote that has it warm."""
+        return "full" if limits.compare == "apps" or "numpy" in code else "lean"
+
+    @property
+    def info(self) -> dict:
+        """What the running zygote reported: tier, whether uids are dropped, seccomp, Landlock ABI, user namespace."""
+        return dict(self._get_zygote().info)
+
+    def zygote_pids(self) -> list[int]:
+        """Process ids of the running zygotes (to find them from outside, e.g. in tests)."""
+        with self._lock:
+            return [z.pid for z in self._zygotes.values() if z.alive]
+
+    def close(self) -> None:
+        with self._lock:
+            for zygote in self._zygotes.values():
+                zygote.close()
+            self._zygotes.clear()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # the public entry point ---------------------------------------------------------------------------------------
+    def execute(self, problem: dict[str, Any], code: str, sample_id: str = "",
+                limits: SandboxLimits | None = None) -> ExecutionResult:
+        """Run ``code`` against ``problem``'s tests (or example tests); never raises for anything the program does.
+
+        Sandbox failures are retried ``limits.infra_retries`` times with a fresh zygote, then reported as
+        ``infra_error`` (which is never a training label).
+        """
+        limits = limits or SandboxLimits()
+        pid = str(problem.get("problem_id", ""))
+        tests = problem.get("example_tests") if limits.example_tests else problem.get("tests")
+        start = time.monotonic()
+        if not tests:
+            which = "example tests" if limits.example_tests else "tests"
+            return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error=f"problem {pid!r} has no {which}")
+        if not isinstance(code, str):
+            return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error="sample code is not a string")
+        error = ""
+        for attempt in range(limits.infra_retries + 1):
+            zygote = None
+            try:
+                zygote = self._get_zygote(self.flavor_for(code, limits))
+                outcome = self._run(zygote, problem, tests, code, limits)
+                return outcome.result(pid, sample_id, time.monotonic() - start)
+            except TierUnavailable:
+                raise
+            except ZygoteError as exc:
+                error = str(exc)
+                if not isinstance(exc, SandboxSetupError):
+                    self._restart(zygote)
+            except OSError as exc:  # the worker itself ran out of something (fds, memory)
+                error = f"{type(exc).__name__}: {exc}"
+                self._restart(zygote)
+        return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, 0, 0, [],
+                               _clip(f"sandbox failure after {limits.infra_retries + 1} attempts: {error}"),
+                               time.monotonic() - start)
+
+    def _run(self, zygote: Zygote, problem: dict, tests: dict, code: str, limits: SandboxLimits) -> _Tests:
+        kind = tests.get("kind")
+        program_deadline = time.monotonic() + limits.program_timeout_s
+        if kind == "stdio":
+            return self._run_stdio(zygote, tests, code, limits, program_deadline)
+        if kind == "call":
+            return self._run_call(zygote, problem, tests, code, limits, program_deadline)
+        if kind == "assert":
+            return self._run_assert(zygote, problem, tests, code, limits, program_deadline)
+        raise ValueError(f"problem {problem.get('problem_id')!r}: unknown test kind {kind!r}")
+
+    # stdio ------------------------------------------------------------------------------------------------------
+    def _run_stdio(self, zygote, tests, code, limits, program_deadline) -> _Tests:
+        inputs, outputs = tests["inputs"], tests["outputs"]
+        record = _Tests(len(inputs))
+        apps = limits.compare == "apps"
+
+        def verdict(i: int, output: str) -> tuple[str, str]:
+            ok = (compare.apps_stdout_equal(output, outputs[i]) if apps
+                  else compare.strict_stdout_equal(output, outputs[i], limits.float_tolerance))
+            if ok:
+                return PASS, ""
+            return FAIL, f"test {i}: wrong answer: expected {_short(outputs[i])}, got {_short(output)}"
+
+        start = 0
+        while start < len(inputs):
+            if time.monotonic() >= program_deadline:
+                record.settle_rest(start, TIMEOUT, f"program time limit of {limits.program_timeout_s}s exhausted")
+                break
+            next_start = self._stdio_batch(zygote, code, inputs, start, apps, verdict, record, limits,
+                                           program_deadline)
+            if next_start is None:
+                break
+            start = next_start
+        return record
+
+    def _stdio_batch(self, zygote, code, inputs, start, apps, verdict, record: _Tests, limits, program_deadline):
+        """Tests ``start..`` in one child; returns the index to continue from in a fresh child, or None."""
+        cap = limits.output_cap_bytes
+        cpu = limits.program_cpu_limit_s(len(inputs) - start)
+        fds_here: list[int] = []
+        import socket
+
+        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            spec_fd = _memfd(json.dumps({"code": code, "apps": apps, "output_cap": cap}).encode())
+            fds_here.append(spec_fd)
+            res_r, res_w = os.pipe2(os.O_CLOEXEC)
+            fds_here.append(res_w)
+            result = _Stream(res_r, cap + (1 << 20), messages=True)
+            fds = {3: res_w, 4: spec_fd, 5: ctl_child.fileno()}
+            out = None
+            if not apps:
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                fds_here.append(out_w)
+                out = _Stream(out_r, cap, messages=False)
+                fds[1] = out_w
+            pid = zygote.spawn("stdio", limits.child_limits(cpu), fds)
+        except BaseException:
+            ctl.close()
+            raise
+        finally:
+            ctl_child.close()
+            for fd in fds_here:
+                os.close(fd)
+        child = _Child(zygote, pid, result, [out] if out is not None else [])
+        try:
+            return self._stdio_loop(child, ctl, out, inputs, start, apps, verdict, record, limits, program_deadline,
+                                    cpu)
+        finally:
+            ctl.close()
+            child.release()
+
+    def _stdio_loop(self, child: _Child, ctl, out, inputs, start, apps, verdict, record, limits, program_deadline,
+                    cpu):
+        streams = [child.result] + ([out] if out is not None else [])
+        i = start
+        sent = -1
+        deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+        while i < len(inputs):
+            if sent < i:
+                stdin_fd = _memfd(inputs[i].encode("utf-8", "surrogateescape"))
+                try:
+                    socket_send_fds(ctl, {"i": i}, stdin_fd)
+                except OSError:
+                    pass  # the child is gone (a compile error, say); its result stream tells why
+                finally:
+                    os.close(stdin_fd)
+                sent = i
+                if child.phase == "ready":
+                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+            end = None
+            while child.cursor < len(child.result.messages) and end is None:
+                msg = child.result.messages[child.cursor]
+                child.cursor += 1
+                child._advance(msg)
+                t = msg.get("t")
+                if t == "setup_error":
+                    raise SandboxSetupError(str(msg.get("error")))
+                if t == "compile_error" and child.phase == "compiling":
+                    record.compile_error = str(msg.get("error", ""))
+                    return None
+                if t == "cpu_limit":
+                    record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
+                    return None if record.stop_after(i, limits) else i + 1
+                if child.phase != "ready":
+                    continue
+                if t == "ready" or (t == "begin" and msg.get("i") == i):
+                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+                elif t == "end" and msg.get("i") == i:
+                    end = msg
+            if end is None:
+                problem = None
+                if child.result.corrupt:
+                    problem = (ERROR, f"result channel corrupted: {child.result.corrupt}")
+                elif child.result.overflow or (out is not None and out.overflow):
+                    problem = (ERROR, f"output limit exceeded ({limits.max_output_mb} MB)")
+                elif child.result.eof:
+                    if out is not None:
+                        while not out.eof and not out.overflow and _wait_any([out], deadline):
+                            pass
+                    problem = self._stdio_died(child, out, i, apps, verdict, cpu)
+                    if problem is None:
+                        return None
+                if problem is not None:
+                    record.set(i, problem[0], f"test {i}: {problem[1]}")
+                    return None if record.stop_after(i, limits) else i + 1
+                if not _wait_any(streams, deadline):
+                    if child.phase != "ready" and i == start:
+                        record.settle_rest(start, TIMEOUT, "time limit exceeded while loading the program")
+                        return None
+                    record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
+                    return None if record.stop_after(i, limits) else i + 1
+                continue
+            # The test ended: everything it wrote to fd 1 is already in the pipe, so a non-blocking drain gets it.
+            if out is not None:
+                out.pump()
+                if out.overflow:
+                    record.set(i, ERROR, f"test {i}: output limit exceeded ({limits.max_output_mb} MB)")
+                    return None if record.stop_after(i, limits) else i + 1
+                output = out.data.decode("utf-8", "replace")
+                out.data.clear()
+                out.total = 0
+            else:
+                if end.get("truncated"):
+                    record.set(i, ERROR, f"test {i}: output limit exceeded ({limits.max_output_mb} MB)")
+                    return None if record.stop_after(i, limits) else i + 1
+                output = str(end.get("text") or "")
+            if end.get("error"):
+                status, error = ERROR, f"test {i}: {end['error']}"
+            elif end.get("code") not in (0, None):
+                status, error = ERROR, f"test {i}: exited with status {end.get('code')}"
+            else:
+                status, error = verdict(i, output)
+            record.set(i, status, error)
+            if record.stop_after(i, limits):
+                return None
+            i += 1
+        return None
+
+    def _stdio_died(self, child: _Child, out, i, apps, verdict, cpu):
+        """The child ended during test ``i`` without reporting its end: (status, error), or None when the record
+        was settled (compile error). ``os._exit(0)`` after printing is a normal end for a strict stdio program."""
+        if child.phase == "setup":
+            status, _ = child.status()
+            raise SandboxSetupError(f"child ended during setup (wait status {status})")
+        status, cpu_used = child.status()
+        if child.phase == "compiling":
+            return ERROR, f"compiler crashed ({_crash_reason(status, cpu_used, cpu)[1]})"
+        if not apps and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and out is not None:
+            output = out.data.decode("utf-8", "replace")
+            out.data.clear()
+            return verdict(i, output)
+        return _crash_reason(status, cpu_used, cpu)
+
+    # call -------------------------------------------------------------------------------------------------------
+    def _run_call(self, zygote, problem, tests, code, limits, program_deadline) -> _Tests:
+        inputs, outputs = tests["inputs"], tests["outputs"]
+        apps = limits.compare == "apps"
+        fn_name = problem.get("fn_name")
+        if not fn_name:
+            raise ValueError(f"problem {problem.get('problem_id')!r}: call tests need fn_name")
+        solution_class = True if "class Solution" in (problem.get("starter_code") or "") else None
+        requests = []
+        for i, args in enumerate(inputs):
+            if apps:
+                args = compare.apps_call_inputs(list(args))
+            requests.append({"op": "call", "target": "entry", "args": [encode(a) for a in args], "i": i})
+
+        def verdict(i: int, value: Any) -> tuple[str, str]:
+            try:
+                ok = (compare.apps_value_equal(value, outputs[i]) if apps
+                      else compare.strict_value_equal(value, outputs[i], limits.float_tolerance))
+            except Exception as exc:  # APPS counts an exception while comparing as a runtime error
+                return ERROR, f"test {i}: comparing the result raised {type(exc).__name__}: {exc}"
+            if ok:
+                return PASS, ""
+            return FAIL, f"test {i}: wrong answer: expected {_short(outputs[i])}, got {_short(value)}"
+
+        spec = {"code": code, "apps": apps, "entry": {"name": fn_name, "solution_class": solution_class}}
+        return self._run_server(zygote, spec, requests, verdict, limits, program_deadline)
+
+    # assert -----------------------------------------------------------------------------------------------------
+    def _run_assert(self, zygote, problem, tests, code, limits, program_deadline) -> _Tests:
+        asserts = tuple(tests.get("asserts") or ())
+        setup = tests.get("setup_code") or ""
+        fn_name = problem.get("fn_name") or None
+        plan: AssertPlan = plan_asserts(setup, asserts, fn_name)
+        spec = {"code": code, "apps": False}
+        if plan.fast is None:
+            return self._run_judged(zygote, spec, setup, asserts, plan, fn_name, limits, program_deadline)
+        requests = [{**check.request, "i": i} for i, check in enumerate(plan.fast)]
+
+        def verdict(i: int, value: Any) -> tuple[str, str]:
+            if fast_verdict(value, plan.fast[i]):
+                return PASS, ""
+            return FAIL, f"test {i}: assertion failed: {asserts[i][:300]} (got {_short(value)})"
+
+        return self._run_server(zygote, spec, requests, verdict, limits, program_deadline)
+
+    # one candidate child answering a batch of calls ----------------------------------------------------------------
+    def _run_server(self, zygote, spec, requests, verdict, limits, program_deadline) -> _Tests:
+        record = _Tests(len(requests))
+        start = 0
+        while start < len(requests):
+            if time.monotonic() >= program_deadline:
+                record.settle_rest(start, TIMEOUT, f"program time limit of {limits.program_timeout_s}s exhausted")
+                break
+            next_start = self._server_batch(zygote, spec, requests, start, verdict, record, limits,
+                                            program_deadline)
+            if next_start is None:
+                break
+            start = next_start
+        return record
+
+    def _server_batch(self, zygote, spec, requests, start, verdict, record: _Tests, limits, program_deadline):
+        """Run tests ``start..`` in one child. Returns the index to continue from in a fresh child, or None."""
+        cpu = limits.program_cpu_limit_s(len(requests) - start)
+        fds_here = []
+        try:
+            spec_fd = _memfd(json.dumps(spec).encode())
+            fds_here.append(spec_fd)
+            req_fd = _memfd(b"".join(pack(r) for r in requests[start:]))
+            fds_here.append(req_fd)
+            res_r, res_w = os.pipe2(os.O_CLOEXEC)
+            fds_here.append(res_w)
+            result = _Stream(res_r, limits.output_cap_bytes + (1 << 20), messages=True)
+            pid = zygote.spawn("server", limits.child_limits(cpu), {3: res_w, 4: spec_fd, 5: req_fd})
+        finally:
+            for fd in fds_here:
+                os.close(fd)
+        child = _Child(zygote, pid, result)
+        try:
+            deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+            i = start
+            while i < len(requests):
+                try:
+                    msg = child.next_message(deadline)
+                except TimeoutError:
+                    where = "loading the program" if child.phase != "ready" else f"test {i}"
+                    if child.phase != "ready" and i == start:
+                        record.settle_rest(start, TIMEOUT, f"time limit exceeded while {where}")
+                        return None
+                    record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
+                    return None if record.stop_after(i, limits) else i + 1
+                if msg is None or msg.get("t") in ("corrupt", "overflow"):
+                    if msg is None and child.phase == "setup":
+                        status, _ = child.status()
+                        raise SandboxSetupError(f"child ended during setup (wait status {status})")
+                    if msg is None and child.phase == "compiling":
+                        status, cpu_used = child.status()
+                        record.compile_error = f"compiler crashed ({_crash_reason(status, cpu_used, cpu)[1]})"
+                        return None
+                    if msg is None:
+                        status, cpu_used = child.status()
+                        kind, error = _crash_reason(status, cpu_used, cpu)
+                        if child.phase != "ready":
+                            record.settle_rest(start, kind, f"while loading the program: {error}")
+                            return None
+                        error = f"the program ended the process ({error})" if kind == ERROR else error
+                    elif msg.get("t") == "overflow":
+                        kind, error = ERROR, f"output limit exceeded ({limits.max_output_mb} MB)"
+                    else:
+                        kind, error = ERROR, f"result channel corrupted: {msg.get('error')}"
+                    record.set(i, kind, f"test {i}: {error}")
+                    return None if record.stop_after(i, limits) else i + 1
+                t = msg.get("t")
+                if t == "setup_error":
+                    raise SandboxSetupError(str(msg.get("error")))
+                if t == "compile_error" and child.phase == "compiling":
+                    record.compile_error = str(msg.get("error", ""))
+                    return None
+                if t == "load_error" and child.phase == "compiling":
+                    record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
+                    return None
+                if t == "cpu_limit":
+                    record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
+                    return None if record.stop_after(i, limits) else i + 1
+                if t == "ready" and child.phase == "ready":
+                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+                    continue
+                if t != "reply" or child.phase != "ready" or msg.get("i") != i:
+                    continue
+                if "exc" in msg:
+                    status, error = ERROR, f"test {i}: {msg.get('tb') or msg.get('exc')}"
+                else:
+                    try:
+                        value = decode(msg.get("ok"))
+                    except DecodeError as exc:
+                        status, error = ERROR, f"test {i}: malformed return value: {exc}"
+                    else:
+                        status, error = verdict(i, value)
+                record.set(i, status, error)
+                if record.stop_after(i, limits):
+                    return None
+                i += 1
+                deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+            return None
+        finally:
+            child.release()
+
+    # judge + candidate --------------------------------------------------------------------------------------------
+    def _run_judged(self, zygote, spec, setup, asserts, plan, fn_name, limits, program_deadline) -> _Tests:
+        record = _Tests(len(asserts))
+        start = 0
+        while start < len(asserts):
+            if time.monotonic() >= program_deadline:
+                record.settle_rest(start, TIMEOUT, f"program time limit of {limits.program_timeout_s}s exhausted")
+                break
+            next_start = self._judged_batch(zygote, spec, setup, asserts, plan, fn_name, start, record, limits,
+                                            program_deadline)
+            if next_start is None:
+                break
+            start = next_start
+        return record
+
+    def _judged_batch(self, zygote, spec, setup, asserts, plan, fn_name, start, record, limits, program_deadline):
+        cpu = limits.program_cpu_limit_s(len(asserts) - start)
+        fds_here = []
+        children: list[_Child] = []
+        try:
+            req_r, req_w = os.pipe2(os.O_CLOEXEC)
+            rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+            c_res_r, c_res_w = os.pipe2(os.O_CLOEXEC)
+            j_res_r, j_res_w = os.pipe2(os.O_CLOEXEC)
+            fds_here += [req_r, req_w, rep_r, rep_w, c_res_w, j_res_w]
+            cand_spec = _memfd(json.dumps({**spec, "rpc": True, "entry": {"name": fn_name}}).encode())
+            fds_here.append(cand_spec)
+            judge_spec = _memfd(json.dumps({"setup_code": setup, "asserts": list(asserts), "start": start,
+                                            "free_names": list(plan.free_names), "fn_name": fn_name}).encode())
+            fds_here.append(judge_spec)
+            c_result = _Stream(c_res_r, limits.output_cap_bytes + (1 << 20), messages=True)
+            j_result = _Stream(j_res_r, limits.output_cap_bytes + (1 << 20), messages=True)
+            cand_pid = zygote.spawn("server", limits.child_limits(cpu),
+                                    {3: c_res_w, 4: cand_spec, 5: req_r, 6: rep_w})
+            children.append(_Child(zygote, cand_pid, c_result))
+            judge_pid = zygote.spawn("judge", limits.child_limits(cpu),
+                                     {3: j_res_w, 4: judge_spec, 5: req_w, 6: rep_r})
+            children.append(_Child(zygote, judge_pid, j_result))
+        except BaseException:
+            for c in children:
+                c.release()
+            raise
+        finally:
+            for fd in fds_here:
+                os.close(fd)
+        cand, judge = children
+        try:
+            return self._judge_loop(cand, judge, asserts, start, record, limits, program_deadline, cpu)
+        finally:
+            judge.release()
+            cand.release()
+
+    @staticmethod
+    def _candidate_events(cand: _Child, record: _Tests, start: int, cpu: float) -> bool:
+        """Handle the candidate's own reports; True when they decide the program (compile or load error)."""
+        while cand.cursor < len(cand.result.messages):
+            msg = cand.result.messages[cand.cursor]
+            cand.cursor += 1
+            cand._advance(msg)
+            t = msg.get("t")
+            if t == "setup_error":
+                raise SandboxSetupError(str(msg.get("error")))
+            if t == "compile_error" and cand.phase == "compiling":
+                record.compile_error = str(msg.get("error", ""))
+                return True
+            if t == "load_error" and cand.phase == "compiling":
+                record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
+                return True
+        if cand.result.eof and cand.phase == "setup":
+            status, _ = cand.status()
+            raise SandboxSetupError(f"candidate child ended during setup (wait status {status})")
+        if cand.result.eof and cand.phase == "compiling":
+            status, cpu_used = cand.status()
+            record.compile_error = f"compiler crashed ({_crash_reason(status, cpu_used, cpu)[1]})"
+            return True
+        return False
+
+    def _judge_loop(self, cand: _Child, judge: _Child, asserts, start, record, limits, program_deadline, cpu):
+        """Follow the judge's begin/verdict messages; returns the index to continue from in fresh children."""
+        deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+        current = start
+        while True:
+            cand.result.pump()
+            judge.result.pump()
+            if self._candidate_events(cand, record, start, cpu):
+                return None
+            gone_at = None
+            while judge.cursor < len(judge.result.messages) and gone_at is None:
+                msg = judge.result.messages[judge.cursor]
+                judge.cursor += 1
+                t, i = msg.get("t"), msg.get("i")
+                if t == "setup_error" and judge.phase == "setup":
+                    raise SandboxSetupError(f"judge: {msg.get('error')}")
+                judge.phase = "ready"
+                if not isinstance(i, int) or not start <= i < len(asserts):
+                    continue
+                if t == "begin":
+                    current = i
+                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+                elif t == "verdict":
+                    status = {"pass": PASS, "fail": FAIL}.get(msg.get("v"), ERROR)
+                    record.set(i, status, "" if status == PASS else f"test {i}: {msg.get('error', '')}")
+                    if record.stop_after(i, limits):
+                        return None
+                    current = i + 1
+                elif t == "candidate_gone":
+                    gone_at = i
+            if gone_at is not None:
+                # The candidate died. If it never got ready, its own report (compile or load error) decides.
+                while not cand.result.eof and _wait_any([cand.result], deadline):
+                    pass
+                if self._candidate_events(cand, record, start, cpu):
+                    return None
+                status, cpu_used = cand.status()
+                kind, error = _crash_reason(status, cpu_used, cpu)
+                record.set(gone_at, kind, f"test {gone_at}: the program ended the process ({error})")
+                return None if record.stop_after(gone_at, limits) else gone_at + 1
+            if judge.result.corrupt or judge.result.overflow:
+                record.set(current, ERROR, f"test {current}: the judge's channel failed")
+                return None if record.stop_after(current, limits) else current + 1
+            if judge.result.eof and judge.cursor >= len(judge.result.messages):
+                if all(s != NOT_RUN for s in record.status[start:]):
+                    return None
+                if judge.phase == "setup":
+                    status, _ = judge.status()
+                    raise SandboxSetupError(f"judge ended during setup (wait status {status})")
+                status, cpu_used = judge.status()
+                kind, error = _crash_reason(status, cpu_used, cpu)
+                record.set(current, TIMEOUT if kind == TIMEOUT else ERROR, f"test {current}: judge died ({error})")
+                return None if record.stop_after(current, limits) else current + 1
+            if not _wait_any([cand.result, judge.result], deadline):
+                if cand.phase != "ready" and current == start:
+                    record.settle_rest(start, TIMEOUT, "time limit exceeded while loading the program")
+                    return None
+                record.set(current, TIMEOUT, f"test {current}: time limit exceeded ({limits.timeout_s}s)")
+                return None if record.stop_after(current, limits) else current + 1
+
+
+def socket_send_fds(sock, msg: dict, fd: int) -> None:
+    import socket
+
+    socket.send_fds(sock, [json.dumps(msg).encode()], [fd])
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = repr(text) if isinstance(value, str) else text
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --- module-level convenience: one warm sandbox per process and tier ------------------------------------------------
+
+_DEFAULT: dict[tuple[int, str], Sandbox] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_sandbox(tier: str = "auto") -> Sandbox:
+    """The process-wide sandbox for ``tier`` (a fresh one after ``fork``)."""
+    key = (os.getpid(), tier)
+    with _DEFAULT_LOCK:
+        sandbox = _DEFAULT.get(key)
+        if sandbox is None:
+            sandbox = _DEFAULT[key] = Sandbox(tier)
+        return sandbox
 
 
 def execute(problem: dict[str, Any], code: str, sample_id: str = "",
             limits: SandboxLimits | None = None) -> ExecutionResult:
     """Run ``code`` against ``problem``'s tests (or example tests) and return the result record."""
     limits = limits or SandboxLimits()
-    tests = problem["example_tests"] if limits.example_tests else problem["tests"]
-    pid = problem["problem_id"]
-    if tests is None:
-        return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error=f"problem {pid} has no example tests")
-    if tests["kind"] == "assert":
-        raise NotImplementedError("assert-style tests need the hardened sandbox")
-    inputs = tests["inputs"] if tests["kind"] == "stdio" else [json.dumps(x) for x in tests["inputs"]]
-    spec = {"kind": tests["kind"], "code": code, "inputs": inputs, "fn_name": problem.get("fn_name")}
-    n = len(inputs)
-    start = time.perf_counter()
-    budget = min(limits.program_timeout_s, limits.timeout_s * max(n, 1))
-    with tempfile.TemporaryDirectory(prefix="coderl-") as scratch:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _HARNESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, cwd=scratch, start_new_session=True,
-            env={"PATH": "/usr/bin:/bin", "HOME": scratch},
-        )
-        timed_out = False
-        try:
-            stdout, _ = proc.communicate(json.dumps(spec).encode(), timeout=budget)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            stdout, _ = proc.communicate()
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    duration = time.perf_counter() - start
-    results: list[bool | None] = [None] * n
-    outcome, error = None, ""
-    for line in stdout.decode("utf-8", "replace").splitlines():
-        try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(msg, dict):
-            continue
-        if "compile_error" in msg:
-            return ExecutionResult(pid, sample_id, Outcome.COMPILE_ERROR, 0, n, [None] * n,
-                                   str(msg["compile_error"]), duration)
-        i = msg.get("i")
-        if not isinstance(i, int) or not 0 <= i < n:
-            continue
-        if "error" in msg:
-            results[i] = None
-            outcome = outcome or Outcome.RUNTIME_ERROR
-            error = error or str(msg["error"])
-        elif tests["kind"] == "stdio":
-            results[i] = _normalise(str(msg.get("stdout", ""))) == _normalise(tests["outputs"][i])
-        else:
-            results[i] = _same_value(msg.get("value"), tests["outputs"][i])
-    if timed_out and outcome is None:
-        outcome, error = Outcome.TIMEOUT, f"timed out after {budget:.1f}s"
-    passed = sum(r is True for r in results)
-    if outcome is None:
-        if any(r is None for r in results):
-            outcome, error = Outcome.RUNTIME_ERROR, "program exited before running every test"
-        else:
-            outcome = Outcome.PASSED if passed == n else Outcome.FAILED
-    return ExecutionResult(pid, sample_id, outcome, passed, n, results, error[:2000], duration)
+    return default_sandbox(limits.tier).execute(problem, code, sample_id, limits)
 
 
 def execute_many(problems: dict[str, dict[str, Any]], samples: Iterable[dict[str, Any]],
-                 limits: SandboxLimits | None = None) -> list[ExecutionResult]:
-    """Run each sample (``{problem_id, sample_id, code}``) against its problem, in order."""
-    out = []
-    for s in samples:
+                 limits: SandboxLimits | None = None, max_workers: int = 1,
+                 sandbox: Sandbox | None = None) -> list[ExecutionResult]:
+    """Run each sample (``{problem_id, sample_id, code}``) against its problem; results in the input order.
+
+    ``max_workers`` > 1 runs that many programs at a time (threads sharing one zygote).
+    """
+    limits = limits or SandboxLimits()
+    box = sandbox or default_sandbox(limits.tier)
+    samples = list(samples)
+
+    def one(s: dict[str, Any]) -> ExecutionResult:
         problem = problems.get(s["problem_id"])
         if problem is None:
-            out.append(ExecutionResult(s["problem_id"], s["sample_id"], Outcome.INFRA_ERROR,
-                                       error=f"unknown problem_id {s['problem_id']!r}"))
-            continue
-        out.append(execute(problem, s["code"], s["sample_id"], limits))
-    return out
+            return ExecutionResult(s["problem_id"], s.get("sample_id", ""), Outcome.INFRA_ERROR,
+                                   error=f"unknown problem_id {s['problem_id']!r}")
+        return box.execute(problem, s.get("code"), s.get("sample_id", ""), limits)
+
+    if max_workers <= 1 or len(samples) <= 1:
+        return [one(s) for s in samples]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        return list(pool.map(one, samples))
