@@ -264,6 +264,7 @@ def test_assert_examples_keep_python_spelling_and_reject_arithmetic():
     ('ab', 2)
     f("x", 1) ==> ("x", 1)
     f("y", 19) -> 19 - 5 - 6 = 8
+    f("w", 1) == ""ww""
     For s = "z", n = 0 the output should be true
     """
 '''

@@ -257,8 +257,10 @@ def _parse_prefix(text: str) -> tuple[Any, str] | None:
     text = text.strip().rstrip("`").strip()
     for end in range(len(text), 0, -1):
         chunk = text[:end].rstrip(" \t.,;`")
-        if not chunk or (end < len(text) and (text[end - 1].isalnum() and text[end].isalnum()
-                                              or text[end - 1] in "'\"" and text[end] == text[end - 1])):
+        # A value ends at a token boundary: not inside a word ("Trueish"), and a string literal is not followed
+        # by more of the same text (HumanEval/158 writes ""aaaaaaa"", which is not the empty string).
+        if not chunk or (end < len(text) and not text[end - 1].isspace()
+                         and (text[end].isalnum() or text[end] in "'\"_")):
             continue
         # "19 - 5 - 6 = 8" is arithmetic in prose, not the value 19.
         if text[end:].lstrip().startswith(tuple("+-*/%=<>&|^")):
