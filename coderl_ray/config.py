@@ -116,17 +116,45 @@ class RolloutConfig:
 
 @dataclass
 class SandboxConfig:
-    """Running programs against unit tests on CPU Ray tasks that request a custom resource."""
+    """Running programs against unit tests on CPU Ray tasks that request a custom resource (docs/sandbox.md).
+
+    Each executor is a Ray actor holding one warm sandbox; it runs ``batch_size`` programs per call, one at a time.
+    The pool has up to ``max_tasks_in_flight`` executors (0: one per unit of ``resource`` in the cluster), each with
+    at most ``tasks_in_flight_per_worker`` batches queued, which bounds the work in flight to
+    ``executors * tasks_in_flight_per_worker * batch_size`` programs.
+    """
 
     timeout_s: float = 4.0  # wall time per test
     program_timeout_s: float = 20.0  # wall time for all tests of one program
-    memory_mb: int = 1024
-    compare: Literal["strict", "apps"] = "strict"
-    stop_on_first_failure: bool = False
+    cpu_s: float = 0.0  # CPU time per test; 0 = timeout_s
+    memory_mb: int = 1024  # address space of a program
+    max_output_mb: float = 8.0  # stdout of one test (or everything one process reports); beyond: runtime_error
+    max_processes: int = 1  # 1 = a program may not create processes (threads are allowed)
+    compare: Literal["strict", "apps"] = "strict"  # strict for training rewards; apps reproduces APPS's verdicts
+    stop_on_first_failure: bool = False  # CodeRL stops early for speed; run all for per-test results
+    tier: Literal["auto", "namespace", "process", "bwrap"] = "auto"  # isolation; auto = namespace where possible
+    infra_retries: int = 2  # reruns of a program, with a fresh zygote, when the sandbox itself fails
     resource: str = "sandbox"  # custom resource requested by execution tasks; "" = plain CPUs
     cpus_per_task: float = 1.0
     batch_size: int = 64  # programs per Ray task
-    max_tasks_in_flight: int = 0  # 0 = as many as the cluster's sandbox resources allow
+    max_tasks_in_flight: int = 0  # most executors in the pool; 0 = as many as the cluster's sandbox resources allow
+    tasks_in_flight_per_worker: int = 2  # batches queued per executor (keeps it busy, bounds memory)
+    max_task_retries: int = 3  # Ray reruns of a batch whose executor process died (infrastructure failures only)
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.program_timeout_s <= 0:
+            raise ConfigError("sandbox.timeout_s and sandbox.program_timeout_s must be > 0")
+        if self.program_timeout_s < self.timeout_s:
+            raise ConfigError(f"sandbox.program_timeout_s ({self.program_timeout_s}) is below sandbox.timeout_s "
+                              f"({self.timeout_s}): no test could use its own time limit")
+        if self.memory_mb < 64:
+            raise ConfigError("sandbox.memory_mb must be >= 64 (the interpreter alone needs tens of MB)")
+        if self.max_processes < 1 or self.batch_size < 1 or self.tasks_in_flight_per_worker < 1:
+            raise ConfigError("sandbox.max_processes, batch_size and tasks_in_flight_per_worker must be >= 1")
+        if self.max_tasks_in_flight < 0 or self.infra_retries < 0 or self.max_task_retries < 0:
+            raise ConfigError("sandbox.max_tasks_in_flight, infra_retries and max_task_retries must be >= 0")
+        if self.max_output_mb <= 0 or self.cpu_s < 0:
+            raise ConfigError("sandbox.max_output_mb must be > 0 and sandbox.cpu_s >= 0")
 
 
 @dataclass

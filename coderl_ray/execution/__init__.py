@@ -4,6 +4,9 @@ Tasks request a custom resource (``sandbox`` by default) that only execution nod
 scales on its own: add or remove sandbox nodes and nothing else changes.
 """
 
-from coderl_ray.execution.stage import ExecuteBatch, execute_samples, results_schema
+from coderl_ray.execution.stage import (
+    RESULT_FIELDS, ExecuteBatch, execute_samples, execute_table, limits_from_config, results_schema,
+)
 
-__all__ = ["ExecuteBatch", "execute_samples", "results_schema"]
+__all__ = ["RESULT_FIELDS", "ExecuteBatch", "execute_samples", "execute_table", "limits_from_config",
+           "results_schema"]

@@ -1,4 +1,16 @@
-"""Thin Ray Data wrapper over :func:`coderl_ray.sandbox.execute_many`."""
+"""The execution stage on Ray: a pool of sandbox executors applied to a streaming Dataset of samples.
+
+    results = execute_samples(samples_ds, problems, cfg.sandbox)      # lazy; rows stream through
+
+Each executor is a Ray actor (``map_batches`` with a callable class) that owns one warm
+:class:`~coderl_ray.sandbox.Sandbox` - starting a zygote costs ~0.2 s, a program a few ms, so the zygote must
+outlive a batch. Executors request ``cfg.resource`` (``sandbox``), which only execution nodes advertise.
+
+Failure handling: anything a program does is a result row (``runtime_error``, ``timeout`` ...); a sandbox failure
+is retried inside the executor (fresh zygote) and, if it persists, becomes an ``infra_error`` row, which consumers
+drop. Only infrastructure failures reach Ray: if an executor process dies, Ray restarts it and reruns its batch
+(``max_restarts`` / ``max_task_retries``; application exceptions are not retried), so no result is lost.
+"""
 
 from __future__ import annotations
 
@@ -7,69 +19,124 @@ from typing import Any
 import pyarrow as pa
 
 from coderl_ray.config import SandboxConfig
-from coderl_ray.sandbox import SandboxLimits, execute_many
+from coderl_ray.records import problem_from_row
+from coderl_ray.sandbox import Sandbox, SandboxLimits, execute_many
+
+# Result columns and their Arrow types. Fixed here so that every block has the same schema even when a batch's
+# values would infer differently (e.g. a batch where every test_results list is empty).
+RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("outcome", pa.string()),
+    ("passed_tests", pa.int32()),
+    ("total_tests", pa.int32()),
+    ("test_results", pa.list_(pa.bool_())),
+    ("error", pa.string()),
+    ("duration_s", pa.float64()),
+)
 
 
 def results_schema() -> pa.Schema:
-    return pa.schema([
-        ("problem_id", pa.string()), ("sample_id", pa.string()), ("outcome", pa.string()),
-        ("passed_tests", pa.int32()), ("total_tests", pa.int32()), ("test_results", pa.list_(pa.bool_())),
-        ("error", pa.string()), ("duration_s", pa.float64()),
-    ])
+    """Schema of a result row when the samples carry only ``problem_id``, ``sample_id`` and ``code``."""
+    return pa.schema([("problem_id", pa.string()), ("sample_id", pa.string()), ("code", pa.string()),
+                      *RESULT_FIELDS])
 
 
 def limits_from_config(cfg: SandboxConfig, example_tests: bool = False) -> SandboxLimits:
-    return SandboxLimits(timeout_s=cfg.timeout_s, program_timeout_s=cfg.program_timeout_s, memory_mb=cfg.memory_mb,
+    return SandboxLimits(timeout_s=cfg.timeout_s, program_timeout_s=cfg.program_timeout_s, cpu_s=cfg.cpu_s,
+                         memory_mb=cfg.memory_mb, max_output_mb=cfg.max_output_mb, max_processes=cfg.max_processes,
                          compare=cfg.compare, stop_on_first_failure=cfg.stop_on_first_failure,
-                         example_tests=example_tests)
+                         example_tests=example_tests, tier=cfg.tier, infra_retries=cfg.infra_retries)
+
+
+def _problem_dict(problems: Any) -> dict[str, dict[str, Any]]:
+    if isinstance(problems, dict):
+        return problems
+    out = {}
+    for p in problems:
+        # Rows read back from a problems Dataset carry tests in their Arrow form (records.problem_to_row).
+        if isinstance(p.get("tests"), dict) and p["tests"].get("kind") == "call" and p["tests"].get("inputs") \
+                and isinstance(p["tests"]["inputs"][0], str):
+            p = problem_from_row(p)
+        out[p["problem_id"]] = p
+    return out
+
+
+def execute_table(batch: pa.Table, problems: dict[str, dict[str, Any]], limits: SandboxLimits,
+                  sandbox: Sandbox | None = None) -> pa.Table:
+    """Run a table of samples; returns it with the result columns appended (replacing same-named ones)."""
+    samples = batch.select([c for c in ("problem_id", "sample_id", "code") if c in batch.column_names]).to_pylist()
+    results = execute_many(problems, samples, limits, sandbox=sandbox)
+    out = batch.drop_columns([name for name, _ in RESULT_FIELDS if name in batch.column_names])
+    values = {
+        "outcome": [r.outcome.value for r in results],
+        "passed_tests": [r.passed_tests for r in results],
+        "total_tests": [r.total_tests for r in results],
+        "test_results": [list(r.test_results) for r in results],
+        "error": [r.error for r in results],
+        "duration_s": [r.duration_s for r in results],
+    }
+    for name, type_ in RESULT_FIELDS:
+        out = out.append_column(pa.field(name, type_), pa.array(values[name], type=type_))
+    return out
 
 
 class ExecuteBatch:
-    """Callable for ``map_batches``: holds the problems once per worker, runs a batch of samples.
+    """Callable for ``map_batches``: one warm sandbox per executor actor, the problems resolved once.
 
-    Sample columns other than the result's own pass through, so ids such as ``round`` stay on every row.
+    Sample columns other than the result's own pass through untouched (types included), so ids such as ``round``,
+    ``policy_version`` and token ids stay on every row.
     """
 
     def __init__(self, problems, limits: SandboxLimits):
         import ray
 
         # Passed as an ObjectRef so the driver ships the problems once to the object store, not once per actor.
-        self.problems = ray.get(problems) if isinstance(problems, ray.ObjectRef) else problems
+        self.problems = _problem_dict(ray.get(problems) if isinstance(problems, ray.ObjectRef) else problems)
         self.limits = limits
+        self.sandbox = Sandbox(limits.tier)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        samples = batch.to_pylist()
-        results = execute_many(self.problems, samples, self.limits)
-        rows = []
-        for sample, result in zip(samples, results):
-            row = {k: v for k, v in sample.items()}
-            row.update(result.to_dict())
-            row.pop("apps_result", None)  # derivable from outcome; a mixed bool/int column has no Arrow type
-            rows.append(row)
-        return pa.Table.from_pylist(rows)
+        return execute_table(batch, self.problems, self.limits, self.sandbox)
+
+    def __del__(self):
+        sandbox = getattr(self, "sandbox", None)
+        if sandbox is not None:
+            sandbox.close()
+
+
+def pool_size(cfg: SandboxConfig) -> int:
+    """How many executors the pool may grow to: one per unit of the sandbox resource, capped by the config."""
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = resources.get(cfg.resource, 0) if cfg.resource else resources.get("CPU", 1)
+    if slots < 1:
+        raise RuntimeError(f"no node advertises the '{cfg.resource}' resource; start sandbox nodes with "
+                           f"--resources='{{\"{cfg.resource}\": N}}' or set sandbox.resource='' to use plain CPUs")
+    per_executor = 1.0
+    slots = int(slots // per_executor)
+    return max(1, min(slots, cfg.max_tasks_in_flight or slots))
 
 
 def execute_samples(samples, problems: list[dict[str, Any]] | dict[str, dict[str, Any]], cfg: SandboxConfig,
                     example_tests: bool = False):
-    """Samples dataset (``problem_id``, ``sample_id``, ``code``, ...) -> the same rows plus result fields."""
+    """Samples dataset (``problem_id``, ``sample_id``, ``code``, ...) -> the same rows plus the result columns
+    (``outcome``, ``passed_tests``, ``total_tests``, ``test_results``, ``error``, ``duration_s``). Lazy and
+    streaming: nothing runs until the returned Dataset is consumed."""
     import ray
 
-    if isinstance(problems, list):
-        problems = {p["problem_id"]: p for p in problems}
-    problems_ref = ray.put(problems)
-    resources = {cfg.resource: 1} if cfg.resource else None
-    # One warm executor per sandbox slot: the pool grows to whatever the cluster's sandbox nodes advertise.
-    slots = ray.cluster_resources().get(cfg.resource, 0) if cfg.resource else ray.cluster_resources().get("CPU", 1)
-    if slots < 1:
-        raise RuntimeError(f"no node advertises the '{cfg.resource}' resource; start sandbox nodes with "
-                           f"--resources='{{\"{cfg.resource}\": N}}' or set sandbox.resource='' to use plain CPUs")
-    max_size = int(min(slots, cfg.max_tasks_in_flight or slots))
+    problems_ref = ray.put(_problem_dict(problems))
+    size = pool_size(cfg)
     return samples.map_batches(
         ExecuteBatch,
         fn_constructor_args=(problems_ref, limits_from_config(cfg, example_tests)),
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
         num_cpus=cfg.cpus_per_task,
-        resources=resources,
-        concurrency=(1, max_size),
+        resources={cfg.resource: 1} if cfg.resource else None,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size,
+                                           max_tasks_in_flight_per_actor=cfg.tasks_in_flight_per_worker),
+        # Ray reruns a batch only when its executor process died (a system failure); errors raised by the code
+        # are not retried, and programs' failures never raise.
+        max_restarts=cfg.max_task_retries,
+        max_task_retries=cfg.max_task_retries,
     )
