@@ -1601,6 +1601,21 @@ class Handle:
     __hash__ = object.__hash__
 
 
+def _failing_line(exc: BaseException, sources: dict) -> str:
+    """The source line of the innermost frame of the test code where ``exc`` was raised."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name in sources:
+            found = (name, tb.tb_lineno)
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    lines = sources[found[0]].splitlines()
+    return lines[found[1] - 1].strip()[:300] if 0 < found[1] <= len(lines) else ""
+
+
 def _run_judge(spec: dict) -> None:
     import builtins
     import importlib
@@ -1610,6 +1625,7 @@ def _run_judge(spec: dict) -> None:
                                                    errors="backslashreplace")
     chan = _Channel()
     ns = {"__name__": "__judge__", "__builtins__": builtins}
+    setup = spec.get("setup_code") or ""
     setup_error = None
     try:
         free = list(spec.get("free_names", []))
@@ -1628,7 +1644,6 @@ def _run_judge(spec: dict) -> None:
                     ns[name] = chan.value(info.get("value"))
                 elif kind in ("callable", "object"):
                     ns[name] = Handle(chan, {"$ref": name}, str(info.get("type", "")), "")
-        setup = spec.get("setup_code") or ""
         if setup.strip():
             exec(compile(setup, "<setup>", "exec", dont_inherit=True), ns)
     except CandidateGone:
@@ -1653,7 +1668,8 @@ def _run_judge(spec: dict) -> None:
         except CandidateError as exc:
             verdict, error = "error", f"{type(exc).__name__.replace('Candidate', '', 1)}: {exc}"
         except AssertionError as exc:
-            verdict, error = "fail", f"assertion failed: {asserts[i][:300]}" + (f" ({exc})" if str(exc) else "")
+            where = _failing_line(exc, {"<setup>": setup, f"<test {i}>": asserts[i]}) or asserts[i][:300]
+            verdict, error = "fail", f"assertion failed: {where}" + (f" ({exc})" if str(exc) else "")
         except BaseException as exc:
             verdict, error = "fail", f"{type(exc).__name__}: {exc}"[:1000]
         _send({"t": "verdict", "i": i, "v": verdict, "error": error})

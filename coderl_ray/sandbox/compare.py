@@ -9,7 +9,7 @@ encoding into builtin Python types. docs/sandbox.md lists examples where the two
     token may differ by :data:`FLOAT_TOL` (relative or absolute). Nothing else is forgiven: not leading whitespace,
     not blank lines in the middle, not token order, not case.
     return values: equal in JSON's data model (tuples are lists, dict keys are strings), ``bool`` is not a number,
-    ints equal exactly, floats within :data:`FLOAT_TOL`; because APPS stores some call-based outputs wrapped in a
+    an integer expected value must be matched exactly (``2.0`` is fine), a float one within :data:`FLOAT_TOL`; because APPS stores some call-based outputs wrapped in a
     one-element list and others not, a value may also equal the single element of a one-element expected list.
 
 ``apps``
@@ -90,10 +90,10 @@ def _json_equal(actual: Any, expected: Any, tol: float) -> bool:
     if isinstance(expected, (int, float)):
         if isinstance(actual, bool) or not isinstance(actual, (int, float)):
             return False
-        if isinstance(expected, int) and isinstance(actual, int):
-            return actual == expected
+        if isinstance(expected, int):
+            return actual == expected  # an integer answer has no tolerance (2.0 == 2, 2.0000001 != 2)
         try:
-            return _close(float(actual), float(expected), tol)
+            return _close(float(actual), expected, tol)
         except OverflowError:
             return False
     if isinstance(expected, str):

@@ -108,6 +108,14 @@ class Zygote:
             raise TierUnavailable("sandbox tier 'bwrap' needs bubblewrap (`apt-get install bubblewrap`)")
         args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL",
                 "--hostname", "sandbox", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        if os.geteuid() == 0:
+            # Run as root, bwrap keeps uid 0 inside. Without a user namespace (where only uid 0 would be mapped) and
+            # with the capabilities to switch uids and manage scratch directories, the zygote runs each program as
+            # an unprivileged uid (which drops every capability), so no program runs as root.
+            args[3:4] = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+            keep = ["CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
+            at = args.index("ALL") + 1
+            args[at:at] = [x for cap in keep for x in ("--cap-add", cap)]
         for path in paths + [str(HARNESS.parent)]:
             if os.path.islink(path) and os.path.dirname(path) == "/":
                 args += ["--symlink", os.readlink(path), path]
