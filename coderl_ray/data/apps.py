@@ -17,7 +17,7 @@ malformed input (bad JSON in a record, a file that is not UTF-8, a field of the 
 
 Test values are kept as the dataset has them. In particular Codewars problems store a call's expected value wrapped
 in a one-element list (``[[false]]`` for a function returning ``False``); APPS's harness accepts either form, and so
-does the sandbox's ``compare="apps"`` mode, so the wrapping is not "fixed" here (unwrapping would be wrong for
+does the sandbox in both comparison modes, so the wrapping is not "fixed" here (unwrapping would be wrong for
 functions that do return one-element lists).
 """
 
