@@ -163,3 +163,13 @@ def test_malformed_rows_name_file_line_and_problem(tmp_path):
     expect([ok, ok], r"duplicate problem_id 'apps/train/0001'")
     skipped = load_apps_rows([{**good, "input_output": "{bad"}], "train")
     assert skipped == [] and skipped.skipped[0].problem_id == "apps/train/0001"
+
+
+def test_a_folder_of_split_files_loads_each_split(shared_data, tmp_path):
+    rows = [hf_row(shared_data / "apps_sample" / i) for i in SAMPLE_IDS]
+    write_jsonl(rows[:2], tmp_path / "dump" / "test.jsonl")
+    write_jsonl(rows[2:], tmp_path / "dump" / "train.jsonl")
+    ids = [p["problem_id"] for p in load_apps_rows(tmp_path / "dump")]
+    assert ids == ["apps/test/0001", "apps/test/0111", "apps/train/2287", "apps/train/2404", "apps/train/4184"]
+    forced = [p["problem_id"] for p in load_apps_rows(tmp_path / "dump" / "train.jsonl", "test")]
+    assert forced == ["apps/test/2287", "apps/test/2404", "apps/test/4184"]

@@ -83,6 +83,13 @@ def test_parquet_gzip_and_canonical_inputs(ray_cluster, apps_dump, shared_data, 
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test.parquet", row_group_size=20)
     assert _collect(read_problems_dataset(tmp_path / "test.parquet")) == expected
 
+    write_jsonl(rows[:40], tmp_path / "splits" / "train.jsonl")
+    pq.write_table(pa.Table.from_pylist(rows[40:50]), tmp_path / "splits" / "test-00000-of-00001.parquet")
+    assert _collect(read_problems_dataset(tmp_path / "splits")) == \
+        sorted(load_apps_rows(tmp_path / "splits"), key=lambda p: p["problem_id"])
+    assert {p["problem_id"].split("/")[1] for p in _collect(read_problems_dataset(tmp_path / "splits"))} == \
+        {"train", "test"}
+
     mbpp = load_mbpp(shared_data / "mbpp" / "mbpp.jsonl", "validation")
     write_jsonl(mbpp, tmp_path / "canon" / "mbpp.jsonl")
     with gzip.open(tmp_path / "canon" / "more.jsonl.gz", "wt") as f:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from coderl_ray.data.examples import extract_example_tests
-from coderl_ray.data.jsonl import iter_records
+from coderl_ray.data.jsonl import iter_records, record_files
 from coderl_ray.data.loaded import LoadedProblems, SkippedProblem
 from coderl_ray.data.problems import DIFFICULTIES, ProblemError, validate_problem
 
@@ -273,22 +273,25 @@ def load_apps_rows(path_or_rows: str | Path | Iterable[dict[str, Any]], split: s
     """APPS problems from ``codeparrot/apps`` rows: a JSON Lines / Parquet file or folder, or any iterable of row
     dicts (e.g. a ``datasets.Dataset``). Files are streamed record by record.
 
-    For a path whose file name says the split (``test.jsonl``, ``train-00000-of-00001.parquet``) and no ``split``
-    argument, the split is taken from the name.
+    Without a ``split`` argument, each file whose name says its split (``test.jsonl``,
+    ``train-00000-of-00001.parquet``) gives its rows that split, so a folder holding both splits loads as both.
     """
-    if isinstance(path_or_rows, (str, Path)):
-        path = Path(path_or_rows)
-        split = split or _split_from_name(path)
-        pairs: Iterable[tuple[str, dict[str, Any]]] = iter_records(path)
-        source = str(path)
-    else:
-        pairs = ((f"row {i}", row) for i, row in enumerate(path_or_rows))
-        source = "codeparrot/apps rows"
     if split is not None and split not in SPLITS:
         raise ProblemError(f"unknown APPS split {split!r} (expected one of {', '.join(SPLITS)})")
+    if isinstance(path_or_rows, (str, Path)):
+        source = str(path_or_rows)
+        files = record_files(path_or_rows)
+        items: Iterable[dict[str, Any] | SkippedProblem] = (
+            item for file in files
+            for item in iter_apps_rows(iter_records(file), split or split_from_name(file),
+                                       with_examples=with_examples, strict=strict))
+    else:
+        source = "codeparrot/apps rows"
+        items = iter_apps_rows(((f"row {i}", row) for i, row in enumerate(path_or_rows)), split,
+                               with_examples=with_examples, strict=strict)
     out = LoadedProblems(source=source)
     seen: set[str] = set()
-    for item in iter_apps_rows(pairs, split, with_examples=with_examples, strict=strict):
+    for item in items:
         if isinstance(item, SkippedProblem):
             out.skipped.append(item)
             continue
@@ -300,8 +303,9 @@ def load_apps_rows(path_or_rows: str | Path | Iterable[dict[str, Any]], split: s
     return out
 
 
-def _split_from_name(path: Path) -> str | None:
-    stem = path.name.split(".")[0].split("-")[0]
+def split_from_name(path: str | Path) -> str | None:
+    """The split a dump's file name states: ``test.jsonl``, ``train-00000-of-00001.parquet``; else None."""
+    stem = Path(path).name.split(".")[0].split("-")[0]
     return stem if stem in SPLITS else None
 
 

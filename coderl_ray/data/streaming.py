@@ -231,15 +231,17 @@ def _make_datasource(fs: Any, files: list[tuple[str, int]], fmt: str, split: str
             return tasks
 
     def _reader(path: str, start: int, end: int):
+        file_split = split or apps_mod.split_from_name(path)
+
         def read() -> Iterator[pa.Table]:
             with fs.open_input_file(path) as raw:
                 if path.endswith(".gz"):
                     with gzip.GzipFile(fileobj=raw) as f:
                         lines = ((0, line.rstrip(b"\n")) for line in f)
-                        yield from rows_from_lines(_offsets(lines), path, fmt, split, with_examples,
+                        yield from rows_from_lines(_offsets(lines), path, fmt, file_split, with_examples,
                                                    include_skipped, rows_per_block, bytes_per_block)
                     return
-                yield from rows_from_lines(iter_line_range(raw, start, end), path, fmt, split, with_examples,
+                yield from rows_from_lines(iter_line_range(raw, start, end), path, fmt, file_split, with_examples,
                                            include_skipped, rows_per_block, bytes_per_block)
         return read
 
@@ -266,7 +268,8 @@ def _convert_parquet_batch(batch: pa.Table, fmt: str, split: str | None, with_ex
             fmt_here = "canonical"
         else:
             fmt_here = fmt
-        row = convert_record(record, fmt_here, where, split, with_examples, include_skipped)
+        row = convert_record(record, fmt_here, where, split or apps_mod.split_from_name(path), with_examples,
+                             include_skipped)
         if row is not None:
             rows.append(row)
     return pa.Table.from_pylist(rows, schema=problem_row_schema(include_skipped))
@@ -280,7 +283,8 @@ def read_problems_dataset(path: str | Path, fmt: str = "auto", split: str | None
 
     ``path`` is a file or a folder of ``.jsonl`` / ``.jsonl.gz`` / ``.parquet`` files, local or a URI pyarrow
     understands (``s3://...``); on a cluster every node must see it. ``fmt`` is ``canonical``, ``apps`` or ``auto``
-    (decided per record). APPS rows without usable tests are dropped unless ``include_skipped`` is set, in which case
+    (decided per record). APPS ids take ``split``, or else the split each file's name states (``test.jsonl``).
+    APPS rows without usable tests are dropped unless ``include_skipped`` is set, in which case
     they are kept as rows with an empty ``tests`` and the reason in a ``skip_reason`` column (count them with
     ``ds.filter(lambda r: r["skip_reason"] != "")``). ``chunk_bytes`` sets the byte range of one read task
     (default: the total size over Ray's requested parallelism, at least 16 MiB).
@@ -294,8 +298,6 @@ def read_problems_dataset(path: str | Path, fmt: str = "auto", split: str | None
     fs, files = _list_files(str(path))
     jsonl = [(f, s) for f, s in files if f.endswith(JSONL_SUFFIXES)]
     parquet = [f for f, _ in files if f.endswith(PARQUET_SUFFIXES)]
-    if split is None and len(files) == 1:
-        split = apps_mod._split_from_name(Path(files[0][0]))
     parts = []
     if jsonl:
         source = _make_datasource(fs, jsonl, fmt, split, with_examples, include_skipped, chunk_bytes,
