@@ -41,8 +41,11 @@ class ProtocolError(Exception):
     """A malformed message on a channel (a frame too large, bad JSON, not an object)."""
 
 
+_dumps = json.dumps  # bound at import: a program that replaces json.dumps must not garble the harness's messages
+
+
 def pack(obj) -> bytes:
-    data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
+    data = _dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
     return _HEADER.pack(len(data)) + data
 
 
@@ -1093,8 +1096,10 @@ def _apply_rlimits(limits: dict) -> None:
                 resource.setrlimit(which, (value, hard))
 
     mb = 1 << 20
-    cpu = max(1, math.ceil(float(limits.get("cpu_s", 4.0))))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    # The hard limit is the whole process's budget; the soft one (SIGXCPU) is re-armed before each test.
+    total = max(1, math.ceil(float(limits.get("cpu_total_s", limits.get("cpu_s", 4.0)))))
+    per_test = max(1, math.ceil(float(limits.get("cpu_s", total))))
+    resource.setrlimit(resource.RLIMIT_CPU, (min(per_test, total), total + 1))
     setr(resource.RLIMIT_AS, int(limits.get("memory_mb", 1024)) * mb)
     setr(resource.RLIMIT_FSIZE, int(limits.get("max_file_mb", 16)) * mb)
     setr(resource.RLIMIT_NOFILE, int(limits.get("max_open_files", 64)))
@@ -1102,6 +1107,23 @@ def _apply_rlimits(limits: dict) -> None:
     nproc = int(limits.get("max_processes", 1))
     if nproc > 1:
         setr(resource.RLIMIT_NPROC, nproc)
+
+
+def _arm_cpu_limit(cpu_s) -> None:
+    """Give the next test ``cpu_s`` more seconds of CPU (rounded up), within the process's hard limit."""
+    if not cpu_s:
+        return
+    import resource
+
+    try:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = math.ceil(usage.ru_utime + usage.ru_stime + float(cpu_s))
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (ValueError, OSError):
+        pass
 
 
 def _read_all(fd: int) -> bytes:
@@ -1136,10 +1158,12 @@ def _compile(source: str, filename: str):
     """compile() or report a compile error. Runs before any candidate code, so this verdict cannot be forged."""
     _send({"t": "compiling"})
     try:
-        return compile(source, filename, "exec", dont_inherit=True)
+        code = compile(source, filename, "exec", dont_inherit=True)
     except BaseException as exc:
         _send({"t": "compile_error", "error": f"{type(exc).__name__}: {exc}"})
         raise SystemExit(0)
+    _send({"t": "compiled"})  # from here on candidate code may run: a crash is no longer a compile error
+    return code
 
 
 def _new_module(name: str):
@@ -1202,6 +1226,7 @@ def _run_stdio(spec: dict) -> None:
         if job is None:
             break
         i, stdin_fd = job
+        _arm_cpu_limit(spec.get("cpu_s"))
         if stdin_fd >= 0:
             os.dup2(stdin_fd, 0)
             os.close(stdin_fd)
@@ -1317,6 +1342,7 @@ def _run_stdio_apps(spec: dict) -> None:
         if job is None:
             break
         i, stdin_fd = job
+        _arm_cpu_limit(spec.get("cpu_s"))
         inputs = _read_all(stdin_fd).decode("utf-8", "surrogateescape")
         captured = io.StringIO()
         captured.close = lambda x: 1
@@ -1420,6 +1446,7 @@ def _serve_candidate(spec: dict) -> None:
 
     reply_fd = REP_FD if spec.get("rpc") else RESULT_FD
     reader = MessageReader(1 << 30)
+    last_test = None
     while True:
         try:
             req = reader.read_blocking(REQ_FD)
@@ -1428,6 +1455,9 @@ def _serve_candidate(spec: dict) -> None:
         if req is None:
             break
         rid = req.get("i")
+        if rid != last_test:
+            _arm_cpu_limit(spec.get("cpu_s"))
+            last_test = rid
         try:
             op = req.get("op")
             if op == "call":

@@ -65,8 +65,10 @@ class SandboxLimits:
         """CPU budget of a process that loads the program and then runs ``tests_left`` tests."""
         return min(self.cpu_limit_s * (tests_left + 1), max(self.program_timeout_s, self.cpu_limit_s)) + 1
 
-    def child_limits(self, cpu_s: float) -> dict:
-        """The resource limits a child applies to itself (sent to the zygote with each spawn)."""
-        return {"cpu_s": math.ceil(cpu_s), "memory_mb": self.memory_mb, "max_processes": self.max_processes,
+    def child_limits(self, cpu_total_s: float) -> dict:
+        """The resource limits a child applies to itself (sent to the zygote with each spawn): ``cpu_total_s`` is
+        the process's CPU budget, ``cpu_s`` what one test may use of it."""
+        return {"cpu_s": self.cpu_limit_s, "cpu_total_s": math.ceil(cpu_total_s), "memory_mb": self.memory_mb,
+                "max_processes": self.max_processes,
                 "max_file_mb": self.max_file_mb, "max_open_files": self.max_open_files,
                 "scratch_mb": self.scratch_mb}

@@ -187,7 +187,7 @@ class _Child:
         self.result = result
         self.extra = list(extra)
         self.done = False
-        self.phase = "setup"  # setup -> compiling -> ready
+        self.phase = "setup"  # setup -> compiling -> loading (compiled) -> ready
         self.cursor = 0
 
     def next_message(self, deadline: float) -> dict | None:
@@ -212,9 +212,11 @@ class _Child:
         if t == "setup_error" and self.phase != "setup":
             msg["t"] = "corrupt"  # only the harness, before any candidate code ran, may report a setup failure
             msg["error"] = "setup_error after the job started"
-        elif t == "compiling":
+        elif t == "compiling" and self.phase == "setup":
             self.phase = "compiling"
-        elif t == "ready":
+        elif t == "compiled" and self.phase == "compiling":
+            self.phase = "loading"  # candidate code runs from here: its failures are its own
+        elif t == "ready" and self.phase in ("compiling", "loading"):
             self.phase = "ready"
 
     def status(self) -> tuple[int, float]:
@@ -400,7 +402,8 @@ class Sandbox:
 
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            spec_fd = _memfd(json.dumps({"code": code, "apps": apps, "output_cap": cap}).encode())
+            spec_fd = _memfd(json.dumps({"code": code, "apps": apps, "output_cap": cap,
+                                         "cpu_s": limits.cpu_limit_s}).encode())
             fds_here.append(spec_fd)
             res_r, res_w = os.pipe2(os.O_CLOEXEC)
             fds_here.append(res_w)
@@ -454,7 +457,7 @@ class Sandbox:
                 t = msg.get("t")
                 if t == "setup_error":
                     raise SandboxSetupError(str(msg.get("error")))
-                if t == "compile_error" and child.phase == "compiling":
+                if t == "compile_error" and child.phase in ("compiling", "loading"):
                     record.compile_error = str(msg.get("error", ""))
                     return None
                 if t == "cpu_limit":
@@ -595,7 +598,7 @@ class Sandbox:
         cpu = limits.program_cpu_limit_s(len(requests) - start)
         fds_here = []
         try:
-            spec_fd = _memfd(json.dumps(spec).encode())
+            spec_fd = _memfd(json.dumps({**spec, "cpu_s": limits.cpu_limit_s}).encode())
             fds_here.append(spec_fd)
             req_fd = _memfd(b"".join(pack(r) for r in requests[start:]))
             fds_here.append(req_fd)
@@ -644,10 +647,10 @@ class Sandbox:
                 t = msg.get("t")
                 if t == "setup_error":
                     raise SandboxSetupError(str(msg.get("error")))
-                if t == "compile_error" and child.phase == "compiling":
+                if t == "compile_error" and child.phase in ("compiling", "loading"):
                     record.compile_error = str(msg.get("error", ""))
                     return None
-                if t == "load_error" and child.phase == "compiling":
+                if t == "load_error" and child.phase == "loading":
                     record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
                     return None
                 if t == "cpu_limit":
@@ -701,7 +704,8 @@ class Sandbox:
             c_res_r, c_res_w = os.pipe2(os.O_CLOEXEC)
             j_res_r, j_res_w = os.pipe2(os.O_CLOEXEC)
             fds_here += [req_r, req_w, rep_r, rep_w, c_res_w, j_res_w]
-            cand_spec = _memfd(json.dumps({**spec, "rpc": True, "entry": {"name": fn_name}}).encode())
+            cand_spec = _memfd(json.dumps({**spec, "rpc": True, "entry": {"name": fn_name},
+                                           "cpu_s": limits.cpu_limit_s}).encode())
             fds_here.append(cand_spec)
             judge_spec = _memfd(json.dumps({"setup_code": setup, "asserts": list(asserts), "start": start,
                                             "free_names": list(plan.free_names), "fn_name": fn_name}).encode())
@@ -711,7 +715,8 @@ class Sandbox:
             cand_pid = zygote.spawn("server", limits.child_limits(cpu),
                                     {3: c_res_w, 4: cand_spec, 5: req_r, 6: rep_w})
             children.append(_Child(zygote, cand_pid, c_result))
-            judge_pid = zygote.spawn("judge", limits.child_limits(cpu),
+            # The judge runs the tests' own code for every test in one go: it gets the whole budget at once.
+            judge_pid = zygote.spawn("judge", {**limits.child_limits(cpu), "cpu_s": cpu},
                                      {3: j_res_w, 4: judge_spec, 5: req_w, 6: rep_r})
             children.append(_Child(zygote, judge_pid, j_result))
         except BaseException:
@@ -738,10 +743,10 @@ class Sandbox:
             t = msg.get("t")
             if t == "setup_error":
                 raise SandboxSetupError(str(msg.get("error")))
-            if t == "compile_error" and cand.phase == "compiling":
+            if t == "compile_error" and cand.phase in ("compiling", "loading"):
                 record.compile_error = str(msg.get("error", ""))
                 return True
-            if t == "load_error" and cand.phase == "compiling":
+            if t == "load_error" and cand.phase == "loading":
                 record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
                 return True
         if cand.result.eof and cand.phase == "setup":

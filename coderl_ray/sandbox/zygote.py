@@ -113,7 +113,7 @@ class Zygote:
             # with the capabilities to switch uids and manage scratch directories, the zygote runs each program as
             # an unprivileged uid (which drops every capability), so no program runs as root.
             args[3:4] = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-            keep = ["CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
+            keep = ["CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"]
             at = args.index("ALL") + 1
             args[at:at] = [x for cap in keep for x in ("--cap-add", cap)]
         for path in paths + [str(HARNESS.parent)]:

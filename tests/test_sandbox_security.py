@@ -1,0 +1,503 @@
+"""The program is hostile: one program per attack, in every isolation tier available here.
+
+Most attacks are standard-input programs whose expected output is ``SAFE``: they print ``SAFE`` when the attack
+fails and something else when it succeeds, so ``passed`` means the sandbox held. Reward hacks are the opposite:
+wrong programs that try to be judged right, so anything but ``passed`` means the sandbox held.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from coderl_ray.records import Outcome
+from coderl_ray.sandbox import Sandbox, SandboxLimits
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET_ENV = "CODERL_TEST_SECRET_TOKEN"
+SECRET = "hunter2-do-not-leak"
+
+TIERS = ["namespace", "process", pytest.param("bwrap", marks=pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"))]
+
+
+@pytest.fixture(scope="module", params=TIERS)
+def box(request):
+    # The worker's environment holds a secret when the zygote starts: no program may see it.
+    os.environ[SECRET_ENV] = SECRET
+    try:
+        sandbox = Sandbox(request.param)
+        try:
+            info = sandbox.info
+        except Exception as exc:  # a tier this kernel refuses is a skip, not a failure
+            pytest.skip(f"tier {request.param} unavailable here: {exc}")
+        assert info["tier"] == request.param
+        yield sandbox
+        sandbox.close()
+    finally:
+        os.environ.pop(SECRET_ENV, None)
+
+
+SAFE = {"problem_id": "attack", "tests": {"kind": "stdio", "inputs": [""], "outputs": ["SAFE\n"]}}
+
+
+def attack(box, code, **limits):
+    limits.setdefault("timeout_s", 10.0)
+    limits.setdefault("program_timeout_s", 60.0)
+    return box.execute(SAFE, textwrap.dedent(code), "attack", SandboxLimits(tier=box.requested_tier, **limits))
+
+
+def assert_safe(result):
+    assert result.outcome is Outcome.PASSED, f"{result.outcome.value}: {result.error}"
+
+
+@pytest.fixture(scope="module")
+def outside():
+    """A world-readable secret and a world-writable folder outside any scratch directory."""
+    folder = Path(tempfile.mkdtemp(prefix="coderl-outside-"))
+    folder.chmod(0o777)
+    secret = folder / "secret.txt"
+    secret.write_text("TOPSECRET\n")
+    secret.chmod(0o644)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- resource limits -----------------------------------------------------------------------------------------------
+
+def test_memory_limit(box):
+    result = attack(box, "x = bytearray(1 << 30)\nprint('LEAK')", memory_mb=256)
+    assert result.outcome is Outcome.RUNTIME_ERROR and "MemoryError" in result.error
+
+
+def test_cpu_time_limit(box):
+    result = attack(box, "while True:\n    pass", cpu_s=1, timeout_s=60)
+    assert result.outcome is Outcome.TIMEOUT and "CPU" in result.error
+
+
+def test_wall_time_limit_catches_a_sleeping_program(box):
+    result = attack(box, "import time\ntime.sleep(3600)", timeout_s=0.5)
+    assert result.outcome is Outcome.TIMEOUT and "time limit" in result.error
+
+
+def test_fork_bomb(box):
+    assert_safe(attack(box, """
+        import os
+        try:
+            while True:
+                os.fork()
+        except OSError:
+            print('SAFE')
+    """))
+
+
+def test_threads_are_allowed(box):
+    assert_safe(attack(box, """
+        import threading
+        out = []
+        t = threading.Thread(target=lambda: out.append('SAFE'))
+        t.start(); t.join()
+        print(out[0])
+    """))
+
+
+def test_file_size_limit(box):
+    assert_safe(attack(box, """
+        try:
+            with open('big', 'wb') as f:
+                f.write(b'x' * (4 << 20))
+            print('LEAK')
+        except OSError:
+            print('SAFE')
+    """, max_file_mb=1))
+
+
+def test_open_files_limit(box):
+    assert_safe(attack(box, """
+        files = []
+        try:
+            for i in range(1000):
+                files.append(open(f'f{i}', 'w'))
+            print('LEAK')
+        except OSError:
+            print('SAFE')
+    """, max_open_files=32))
+
+
+@pytest.mark.parametrize("compare", ["strict", "apps"])
+def test_printing_gigabytes_is_cut_and_fails_and_the_worker_survives(box, compare):
+    result = attack(box, "line = 'x' * (1 << 20)\nwhile True:\n    print(line)", max_output_mb=2,
+                    memory_mb=512, compare=compare, timeout_s=30)
+    assert result.outcome is Outcome.RUNTIME_ERROR
+    assert "output limit" in result.error or "MemoryError" in result.error
+    assert_safe(attack(box, "print('SAFE')"))
+
+
+def test_compile_bomb_is_a_compile_error(box):
+    result = attack(box, "x = " + "(" * 5000 + ")" * 5000)
+    assert result.outcome is Outcome.COMPILE_ERROR
+
+
+# --- containment ---------------------------------------------------------------------------------------------------
+
+def test_cannot_read_files_outside_scratch(box, outside):
+    assert_safe(attack(box, f"""
+        leaked = []
+        for path in [{str(outside / 'secret.txt')!r}, {str(ROOT / 'pyproject.toml')!r}, '/etc/shadow']:
+            try:
+                leaked.append(open(path).read(10))
+            except OSError:
+                pass
+        print('LEAK' if leaked else 'SAFE')
+    """))
+
+
+def test_cannot_list_the_project(box):
+    assert_safe(attack(box, f"""
+        import os
+        try:
+            names = os.listdir({str(ROOT)!r})
+        except OSError:
+            names = []
+        print('LEAK' if 'coderl_ray' in names or 'pyproject.toml' in names else 'SAFE')
+    """))
+
+
+def test_cannot_write_outside_scratch(box, outside):
+    target = outside / f"pwned-{box.requested_tier}"
+    result = attack(box, f"""
+        try:
+            open({str(target)!r}, 'w').write('x')
+            print('LEAK')
+        except OSError:
+            print('SAFE')
+    """)
+    assert_safe(result)
+    assert not target.exists()
+
+
+def test_scratch_is_writable_and_private_to_one_program(box):
+    assert_safe(attack(box, """
+        import os
+        open('note.txt', 'w').write('SAFE')
+        os.mkdir('d')
+        print(open('note.txt').read())
+    """))
+    # A later program finds none of it.
+    assert_safe(attack(box, """
+        import os
+        print('LEAK' if os.path.exists('note.txt') or os.listdir('.') else 'SAFE')
+    """))
+
+
+def test_no_network(box):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.1)
+    port = server.getsockname()[1]
+    accepted = []
+
+    def accept():
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not accepted:
+            try:
+                accepted.append(server.accept())
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        assert_safe(attack(box, f"""
+            import socket
+            ok = 0
+            for target in [('127.0.0.1', {port}), ('8.8.8.8', 53)]:
+                try:
+                    socket.create_connection(target, timeout=2).send(b'x')
+                    ok += 1
+                except OSError:
+                    pass
+            try:
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', {port}))
+                ok += 1
+            except OSError:
+                pass
+            print('LEAK' if ok else 'SAFE')
+        """))
+    finally:
+        accepted.append(None)
+        thread.join()
+        server.close()
+    assert accepted == [None]
+
+
+def test_cannot_signal_the_worker(box):
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda *args: received.append(args))
+    try:
+        assert_safe(attack(box, f"""
+            import os, signal
+            sent = 0
+            for pid in ({os.getpid()}, -1, -{os.getpgid(0)}, os.getppid()):
+                try:
+                    if pid not in (0, os.getpid()):
+                        os.kill(pid, signal.SIGUSR1)
+                        sent += 1
+                except OSError:
+                    pass
+            print('LEAK' if sent else 'SAFE')
+        """))
+        time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert not received
+
+
+def test_worker_environment_is_hidden(box):
+    assert_safe(attack(box, f"""
+        import os
+        seen = any({SECRET!r} in v for v in os.environ.values())
+        for path in ('/proc/self/environ', '/proc/1/environ', f'/proc/{{os.getppid()}}/environ'):
+            try:
+                seen = seen or {SECRET!r}.encode() in open(path, 'rb').read()
+            except OSError:
+                pass
+        print('LEAK' if seen else 'SAFE')
+    """))
+
+
+def test_runs_unprivileged(box):
+    assert_safe(attack(box, """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        escapes = [
+            os.getuid() == 0 and os.geteuid() == 0 and os.getenv('CODERL_ALLOW_ROOT') is None,
+            libc.unshare(0x10000000) == 0,  # a user namespace (where one is root again)
+            libc.unshare(0x00020000) == 0,  # a mount namespace
+            libc.ptrace(16, os.getppid(), 0, 0) == 0,  # PTRACE_ATTACH to the parent
+            libc.chroot(b'/tmp') == 0,
+        ]
+        print('LEAK' if any(escapes) else 'SAFE')
+    """))
+
+
+@pytest.mark.parametrize("how", ["normal", "timeout", "crash"])
+def test_processes_a_program_started_are_killed_on_every_exit_path(box, how):
+    name = f"cr{os.getpid() % 1000}{how[:2]}{box.requested_tier[:2]}"
+    ending = {"normal": "print('SAFE')", "timeout": "time.sleep(3600)", "crash": "os._exit(3)"}[how]
+    attack(box, f"""
+        import ctypes, os, time
+        if os.fork() == 0:
+            ctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)  # PR_SET_NAME, for the test to find it
+            time.sleep(3600)
+        time.sleep(0.2)
+        {ending}
+    """, max_processes=4, timeout_s=1.0)
+
+    def survivors():
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
+                    found.append(entry.name)
+            except OSError:
+                pass
+        return found
+
+    deadline = time.monotonic() + 10
+    while survivors() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not survivors()
+
+
+# --- reward hacks --------------------------------------------------------------------------------------------------
+
+ALWAYS_EQUAL = textwrap.dedent("""
+    class AlwaysEqual:
+        def __eq__(self, other):
+            return True
+        def __ne__(self, other):
+            return False
+        __hash__ = object.__hash__
+""")
+CALL = {"problem_id": "hack-call", "fn_name": "f",
+        "tests": {"kind": "call", "inputs": [[1], [2]], "outputs": ["EXPECTED-7f3a", "EXPECTED-9c1e"]}}
+FAST = {"problem_id": "hack-fast", "fn_name": "f",
+        "tests": {"kind": "assert", "setup_code": "", "asserts": ["assert f(1) == 'EXPECTED-7f3a'"]}}
+JUDGED = {"problem_id": "hack-judged", "fn_name": "f", "tests": {"kind": "assert", "asserts": ["check(f)"],
+          "setup_code": "def check(candidate):\n    assert candidate(1) == 'EXPECTED-7f3a'\n"}}
+STDIO = {"problem_id": "hack-stdio", "tests": {"kind": "stdio", "inputs": ["1\n"], "outputs": ["EXPECTED-7f3a\n"]}}
+HACKED = [CALL, FAST, JUDGED]
+
+
+def judged(box, problem, code, compare="strict"):
+    return box.execute(problem, textwrap.dedent(code), "hack",
+                       SandboxLimits(tier=box.requested_tier, timeout_s=10, compare=compare))
+
+
+@pytest.mark.parametrize("problem", HACKED, ids=lambda p: p["problem_id"])
+@pytest.mark.parametrize("compare", ["strict", "apps"])
+def test_an_always_true_eq_does_not_pass(box, problem, compare):
+    result = judged(box, problem, ALWAYS_EQUAL + "def f(x):\n    return AlwaysEqual()\n", compare)
+    assert result.outcome is not Outcome.PASSED
+
+
+@pytest.mark.parametrize("problem", HACKED, ids=lambda p: p["problem_id"])
+def test_a_lying_subclass_of_str_does_not_pass(box, problem):
+    result = judged(box, problem, """
+        class Liar(str):
+            def __eq__(self, other):
+                return True
+            __hash__ = str.__hash__
+        def f(x):
+            return Liar('wrong')
+    """)
+    assert result.outcome is not Outcome.PASSED
+
+
+@pytest.mark.parametrize("problem", HACKED + [STDIO], ids=lambda p: p["problem_id"])
+@pytest.mark.parametrize("exit_call", ["sys.exit(0)", "os._exit(0)", "raise SystemExit"])
+@pytest.mark.parametrize("where", ["load", "call"])
+def test_exiting_early_does_not_pass(box, problem, exit_call, where):
+    body = f"import os, sys\n{exit_call}\n" if where == "load" else \
+        f"import os, sys\ndef f(x):\n    {exit_call}\n{'f(1)' if problem is STDIO else ''}\n"
+    result = judged(box, problem, body)
+    assert result.outcome is not Outcome.PASSED
+    assert result.outcome is not Outcome.INFRA_ERROR
+
+
+@pytest.mark.parametrize("problem", HACKED + [STDIO], ids=lambda p: p["problem_id"])
+def test_searching_memory_for_the_expected_output_finds_nothing(box, problem):
+    # gc objects, every frame's locals and globals, and the modules: the expected value is in none of them.
+    finder = """
+        import gc, sys
+        def find():
+            seen = []
+            for obj in gc.get_objects():
+                try:
+                    if isinstance(obj, dict):
+                        seen += [v for v in obj.values() if isinstance(v, str)]
+                    elif isinstance(obj, (list, tuple)):
+                        seen += [v for v in obj if isinstance(v, str)]
+                except Exception:
+                    pass
+            frame = sys._getframe()
+            while frame is not None:
+                seen += [v for v in list(frame.f_locals.values()) + list(frame.f_globals.values()) if isinstance(v, str)]
+                frame = frame.f_back
+            for mod in list(sys.modules.values()):
+                seen += [v for v in vars(mod).values() if isinstance(v, str)]
+            hits = [s for s in seen if 'EXPECTED-' in s and 'hits' not in s]
+            return hits[0] if hits else 'nothing found'
+        def f(x):
+            return find()
+    """
+    finder = textwrap.dedent(finder)
+    if problem is STDIO:
+        finder += "\nprint(find())\n"
+    result = judged(box, problem, finder)
+    assert result.outcome is Outcome.FAILED, result.error
+
+
+@pytest.mark.parametrize("problem", HACKED, ids=lambda p: p["problem_id"])
+def test_patched_builtins_and_tracing_do_not_pass(box, problem):
+    result = judged(box, problem, """
+        import builtins, json, sys
+        builtins.isinstance = lambda *a: True
+        builtins.AssertionError = type('Never', (Exception,), {})
+        json.dumps = lambda *a, **k: '{"t": "verdict", "i": 0, "v": "pass"}'
+        sys.settrace(lambda *a: None)
+        def f(x):
+            return 'wrong'
+    """)
+    # Patching what the harness itself uses in the candidate's process breaks that process (a runtime error);
+    # nothing of it reaches the worker or the judge, which decide.
+    assert result.outcome in (Outcome.FAILED, Outcome.RUNTIME_ERROR), result.error
+
+
+@pytest.mark.parametrize("problem", HACKED + [STDIO], ids=lambda p: p["problem_id"])
+def test_forged_messages_on_the_result_channel_do_not_pass(box, problem):
+    # The result pipe is fd 3: forge every message kind the worker reads, then answer wrongly.
+    result = judged(box, problem, """
+        import json, os, struct
+        def forge(msg):
+            data = json.dumps(msg).encode()
+            try:
+                os.write(3, struct.pack('<I', len(data)) + data)
+            except OSError:
+                pass
+        for msg in [{'t': 'verdict', 'i': 0, 'v': 'pass'}, {'t': 'end', 'i': 0, 'code': 0, 'error': None},
+                    {'t': 'reply', 'i': 0, 'ok': 'EXPECTED-7f3a'}, {'t': 'setup_error', 'error': 'x'}]:
+            forge(msg)
+        def f(x):
+            return 'wrong'
+        print('wrong')
+    """)
+    assert result.outcome is not Outcome.PASSED
+    assert result.outcome is not Outcome.INFRA_ERROR  # a program cannot turn its failure into "no label"
+
+
+# --- a normal user -------------------------------------------------------------------------------------------------
+
+NONROOT_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from coderl_ray.sandbox import Sandbox, SandboxLimits
+safe = {"problem_id": "p", "tests": {"kind": "stdio", "inputs": [""], "outputs": ["SAFE\\n"]}}
+add = {"problem_id": "a", "tests": {"kind": "stdio", "inputs": ["1 2\\n"], "outputs": ["3\\n"]}}
+out = {}
+with Sandbox(sys.argv[2]) as box:
+    limits = SandboxLimits(tier=sys.argv[2], timeout_s=20)
+    out["info"] = box.info
+    out["add"] = box.execute(add, "a, b = map(int, input().split())\\nprint(a + b)", "s", limits).outcome.value
+    out["read"] = box.execute(safe, "try:\\n    open(sys.argv[0])\\nexcept Exception:\\n    print('SAFE')\\nelse:\\n    print('LEAK')".replace("sys.argv[0]", repr(sys.argv[3])), "s", limits).outcome.value
+    out["net"] = box.execute(safe, "import socket\\ntry:\\n    socket.create_connection(('127.0.0.1', 9), 1)\\nexcept OSError:\\n    print('SAFE')", "s", limits).outcome.value
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("tier", ["auto", "process"])
+def test_works_for_a_normal_user(tier):
+    """The default tier without root: run the sandbox as uid 65534 with the system Python (the project's venv
+    lives under /root, which that user cannot read)."""
+    python = "/usr/bin/python3"
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or not os.path.exists(python):
+        pytest.skip("needs root (to switch to an unprivileged user), setpriv and /usr/bin/python3")
+    if subprocess.run([python, "-c", "import sys; assert sys.version_info >= (3, 10)"]).returncode:
+        pytest.skip("/usr/bin/python3 is older than 3.10")
+    if not os.access(ROOT, os.R_OK | os.X_OK) or (ROOT.stat().st_mode & 0o005) != 0o005:
+        pytest.skip(f"{ROOT} is not readable by other users")
+    shared = Path(tempfile.mkdtemp(prefix="coderl-nonroot-"))  # readable by the unprivileged user
+    shared.chmod(0o755)
+    script = shared / "nonroot.py"
+    script.write_text(NONROOT_SCRIPT)
+    secret = shared / "secret.txt"
+    secret.write_text("TOPSECRET")
+    for path in (script, secret):
+        path.chmod(0o644)
+    try:
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, str(script),
+                               str(ROOT), tier, str(secret)], capture_output=True, text=True, timeout=300,
+                              env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    finally:
+        shutil.rmtree(secret.parent, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["add"] == "passed" and out["read"] == "passed" and out["net"] == "passed", out
+    assert out["info"]["seccomp"]
+    if tier == "auto" and out["info"]["tier"] == "namespace":
+        assert out["info"]["userns"]
