@@ -73,10 +73,27 @@ def check_resume(cfg: PipelineConfig, out: Path, fresh: bool) -> None:
     save_config(cfg, saved)
 
 
+def check_paths(cfg: PipelineConfig) -> None:
+    """Fail before any work when a configured local path does not exist (Hub ids are checked when loaded)."""
+    refs = {"data.train_path": cfg.data.train_path, "data.test_path": cfg.data.test_path,
+            "model.tokenizer": cfg.model.tokenizer,
+            "model.name_or_path": "" if cfg.model.name_or_path == "tiny" else cfg.model.name_or_path,
+            "critic.backbone": "" if cfg.critic.backbone == "actor" else cfg.critic.backbone}
+    for key, ref in refs.items():
+        if ref and _looks_local(ref) and not Path(ref).expanduser().exists():
+            raise FileNotFoundError(f"{key}: {ref} does not exist")
+
+
+def _looks_local(ref: str) -> bool:
+    # "Salesforce/codet5-base" is a Hub id; "/data/x", "./x", "~/x" and "x.jsonl" are paths.
+    return ref.startswith(("/", ".", "~")) or ref.endswith((".jsonl", ".json", ".parquet")) or Path(ref).exists()
+
+
 def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     from coderl_ray.ray_runtime import init_ray
     from coderl_ray.summary import write_summary
 
+    check_paths(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     check_resume(cfg, out, fresh)

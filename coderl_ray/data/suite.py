@@ -158,24 +158,31 @@ def _random_list(rng: random.Random, min_len: int = 1) -> list[int]:
 
 
 def _mutants(combo: Combo, ks: list[int | None]) -> list[tuple[Combo, list[int | None]]]:
-    """Programs one mistake away from the reference: a step dropped, or the aggregate swapped."""
+    """Programs one mistake away from the reference: a step dropped, or the aggregate swapped.
+
+    (Swapping min and max, or list and sorted, can coincide on an input, never on all of them.)"""
     out = [(combo[:i] + combo[i + 1:], ks[:i] + ks[i + 1:]) for i in range(len(combo) - 1)]
     out += [(combo[:-1] + (agg,), ks) for agg in AGGS if agg != combo[-1]]
     return out
 
 
+class _Degenerate(Exception):
+    """A drawn problem where some step changes nothing (e.g. absolute values of positive numbers)."""
+
+
 def _hidden_lists(combo: Combo, ks: list[int | None], rng: random.Random, n: int) -> list[list[int]]:
-    """Random inputs, redrawn (a bounded number of times) until they tell the reference from every mutant.
+    """Random inputs, redrawn until they tell the reference from every mutant.
 
     Without this, a filter such as "divisible by 8" empties most random lists, and a program that forgot a step
-    would pass by luck, a false reward the RL stage would learn from.
+    would pass by luck, a false reward the RL stage would learn from. When no draw separates a mutant, the step it
+    drops does nothing for this problem, and the problem is redrawn (:class:`_Degenerate`).
     """
     for _ in range(50):
         lists = [_random_list(rng, min_len=3) for _ in range(n)]
         expected = [_apply(combo, ks, v) for v in lists]
         if all(any(_apply(c, k, v) != e for v, e in zip(lists, expected)) for c, k in _mutants(combo, ks)):
             return lists
-    return lists
+    raise _Degenerate(combo)
 
 
 def _stdio_text(values: list[int]) -> str:
@@ -265,9 +272,14 @@ def generate_split(split: str, n: int, seed: int) -> list[dict[str, Any]]:
     for i in range(n):
         difficulty = DIFFICULTIES[i % len(DIFFICULTIES)]
         train_combos, test_combos = split_combos(difficulty)
-        combo = rng.choice(train_combos if split == "train" else test_combos)
-        kind = rng.choice(("stdio", "call"))
-        problems.append(make_problem(combo, kind, rng, f"suite/{split}/{seed}/{i:05d}", difficulty))
+        while True:
+            combo = rng.choice(train_combos if split == "train" else test_combos)
+            kind = rng.choice(("stdio", "call"))
+            try:
+                problems.append(make_problem(combo, kind, rng, f"suite/{split}/{seed}/{i:05d}", difficulty))
+                break
+            except _Degenerate:
+                continue
     return problems
 
 

@@ -77,6 +77,21 @@ def _lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:
     return f
 
 
+def make_optimizer(cfg: LoopConfig, model, state: dict | None = None, fused: bool = False):
+    """AdamW + warm-up/cosine schedule, restored from a checkpoint's ``state`` when given.
+
+    Order matters: the scheduler's constructor rewrites each group's lr, so the optimizer state (which carries the
+    lr of the step it was saved at) is loaded after it.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    return optimizer, scheduler
+
+
 def build_model(cfg: LoopConfig):
     from transformers.utils import logging as hf_logging
 
@@ -104,9 +119,8 @@ def run_loop(cfg: LoopConfig, model, batches: Iterator[list[dict]], pad_id: int,
     from coderl_ray.train.objectives import critic_objective, rl_objective, sft_loss
 
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = torch.cuda.is_available() and str(device).startswith("cuda")
-    optimizer = optimizer or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    scheduler = scheduler or torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    if optimizer is None:
+        optimizer, scheduler = make_optimizer(cfg, model, fused=str(device).startswith("cuda"))
     autocast = cfg.precision == "bf16" and str(device).startswith("cuda")
     history = []
     model.train()
@@ -199,13 +213,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         tokenizer = load_tokenizer(cfg.init_path)
 
     model = ray.train.torch.prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    optimizer, scheduler = make_optimizer(cfg, model, state, fused=device.type == "cuda")
 
     batches = _shard_batches("train", per_worker, cfg.seed + 1000 * rank)
     ce_batches = _shard_batches("ce", per_worker, cfg.seed + 1000 * rank + 7) if cfg.objective == "rl" and \
