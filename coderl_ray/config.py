@@ -139,7 +139,6 @@ class SandboxConfig:
     batch_size: int = 64  # programs per Ray task
     max_tasks_in_flight: int = 0  # most executors in the pool; 0 = as many as the cluster's sandbox resources allow
     tasks_in_flight_per_worker: int = 2  # batches queued per executor (keeps it busy, bounds memory)
-    max_task_retries: int = 3  # Ray reruns of a batch whose executor process died (infrastructure failures only)
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0 or self.program_timeout_s <= 0:
@@ -151,8 +150,8 @@ class SandboxConfig:
             raise ConfigError("sandbox.memory_mb must be >= 64 (the interpreter alone needs tens of MB)")
         if self.max_processes < 1 or self.batch_size < 1 or self.tasks_in_flight_per_worker < 1:
             raise ConfigError("sandbox.max_processes, batch_size and tasks_in_flight_per_worker must be >= 1")
-        if self.max_tasks_in_flight < 0 or self.infra_retries < 0 or self.max_task_retries < 0:
-            raise ConfigError("sandbox.max_tasks_in_flight, infra_retries and max_task_retries must be >= 0")
+        if self.max_tasks_in_flight < 0 or self.infra_retries < 0:
+            raise ConfigError("sandbox.max_tasks_in_flight and sandbox.infra_retries must be >= 0")
         if self.max_output_mb <= 0 or self.cpu_s < 0:
             raise ConfigError("sandbox.max_output_mb must be > 0 and sandbox.cpu_s >= 0")
 

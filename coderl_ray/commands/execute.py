@@ -99,16 +99,21 @@ def _iter_results_ray(samples, problems, cfg: SandboxConfig, args):
 
     init_ray(args.address, cfg.resource, num_cpus=args.num_workers or None)
     ctx = ray.data.DataContext.get_current()
+    previous = ctx.execution_options.preserve_order, ctx.enable_progress_bars
     ctx.execution_options.preserve_order = True  # stream results out in the samples' order
     ctx.enable_progress_bars = False
-    indexed = [{**s, "_row": i} for i, s in enumerate(samples)]
-    ds = ray.data.from_items(indexed, override_num_blocks=max(1, min(len(indexed) // cfg.batch_size + 1, 1000)))
-    expected = 0
-    for row in execute_samples(ds, problems, cfg, example_tests=args.example_tests).iter_rows():
-        if row["_row"] != expected:
-            raise RuntimeError(f"result {row['_row']} arrived in place of {expected}: order was not preserved")
-        expected += 1
-        yield row
+    try:
+        indexed = [{**s, "_row": i} for i, s in enumerate(samples)]
+        blocks = max(1, min(len(indexed) // cfg.batch_size + 1, 1000))
+        ds = ray.data.from_items(indexed, override_num_blocks=blocks)
+        expected = 0
+        for row in execute_samples(ds, problems, cfg, example_tests=args.example_tests).iter_rows():
+            if row["_row"] != expected:
+                raise RuntimeError(f"result {row['_row']} arrived in place of {expected}: order was not preserved")
+            expected += 1
+            yield row
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = previous
 
 
 def _iter_results_local(samples, problems, cfg: SandboxConfig, args):

@@ -9,7 +9,7 @@ outlive a batch. Executors request ``cfg.resource`` (``sandbox``), which only ex
 Failure handling: anything a program does is a result row (``runtime_error``, ``timeout`` ...); a sandbox failure
 is retried inside the executor (fresh zygote) and, if it persists, becomes an ``infra_error`` row, which consumers
 drop. Only infrastructure failures reach Ray: if an executor process dies, Ray restarts it and reruns its batch
-(``max_restarts`` / ``max_task_retries``; application exceptions are not retried), so no result is lost.
+(system failures only; application exceptions are not retried), so no result is lost.
 """
 
 from __future__ import annotations
@@ -133,10 +133,10 @@ def execute_samples(samples, problems: list[dict[str, Any]] | dict[str, dict[str
         batch_format="pyarrow",
         num_cpus=cfg.cpus_per_task,
         resources={cfg.resource: 1} if cfg.resource else None,
+        # Ray Data's defaults for actor pools are the retry policy we want: a dead executor is restarted and its
+        # batches rerun (max_restarts=-1, max_task_retries=-1), but only system failures are retried
+        # (retry_exceptions=[RaySystemError]); an exception raised by the code would not be - and programs'
+        # failures never raise, they are result rows.
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size,
                                            max_tasks_in_flight_per_actor=cfg.tasks_in_flight_per_worker),
-        # Ray reruns a batch only when its executor process died (a system failure); errors raised by the code
-        # are not retried, and programs' failures never raise.
-        max_restarts=cfg.max_task_retries,
-        max_task_retries=cfg.max_task_retries,
     )

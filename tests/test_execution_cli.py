@@ -1,0 +1,111 @@
+"""``coderl-ray execute``: canonical problems and samples in, one DESIGN.md result record per sample out, in the
+samples' order - in this process (``--no-ray``) and through the Ray execution pool."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coderl_ray.cli import main
+from coderl_ray.data.problems import write_jsonl
+
+PROBLEMS = [
+    {"problem_id": "add", "question": "add two numbers",
+     "tests": {"kind": "stdio", "inputs": ["1 2\n", "5 5\n"], "outputs": ["3\n", "10\n"]},
+     "example_tests": {"kind": "stdio", "inputs": ["2 2\n"], "outputs": ["4\n"]}},
+    {"problem_id": "sq", "question": "square", "fn_name": "sq",
+     "tests": {"kind": "call", "inputs": [[3], [4]], "outputs": [9, 16]}},
+]
+PROGRAMS = {  # code -> expected outcome
+    "add": [("a, b = map(int, input().split())\nprint(a + b)", "passed"), ("print(3)", "failed"),
+            ("import time\ntime.sleep(0.2)\nprint(1 // 0)", "runtime_error"), ("print(", "compile_error")],
+    "sq": [("def sq(x):\n    return x * x", "passed"), ("def sq(x):\n    return 9", "failed"),
+           ("def sq(x):\n    while True:\n        pass", "timeout")],
+}
+FIELDS = {"problem_id", "sample_id", "outcome", "apps_result", "passed_tests", "total_tests", "test_results",
+          "error", "duration_s"}
+APPS_CODES = {"passed": True, "failed": False, "runtime_error": -1, "timeout": -1, "compile_error": -2}
+
+
+@pytest.fixture()
+def files(tmp_path):
+    write_jsonl(PROBLEMS, tmp_path / "problems.jsonl")
+    samples, expected = [], []
+    for i in range(28):
+        pid = "add" if i % 2 else "sq"
+        code, outcome = PROGRAMS[pid][i % len(PROGRAMS[pid])]
+        samples.append({"problem_id": pid, "sample_id": f"{pid}-{i}", "code": code, "extra": [i]})
+        expected.append(outcome)
+    write_jsonl(samples, tmp_path / "samples.jsonl")
+    return tmp_path, samples, expected
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check(results, samples, expected):
+    assert [r["sample_id"] for r in results] == [s["sample_id"] for s in samples]
+    assert [r["outcome"] for r in results] == expected
+    for r in results:
+        assert set(r) == FIELDS
+        assert r["apps_result"] == APPS_CODES[r["outcome"]]
+        assert len(r["test_results"]) == r["total_tests"] == 2
+
+
+def test_cli_in_process(files):
+    tmp, samples, expected = files
+    argv = ["execute", "--problems", str(tmp / "problems.jsonl"), "--samples", str(tmp / "samples.jsonl"),
+            "--out", str(tmp / "results.jsonl"), "--timeout", "1", "--no-ray", "--num-workers", "2"]
+    assert main(argv) == 0
+    check(read(tmp / "results.jsonl"), samples, expected)
+
+
+def test_cli_on_ray_streams_results_in_input_order(ray_cluster, files):
+    tmp, samples, expected = files
+    argv = ["execute", "--problems", str(tmp / "problems.jsonl"), "--samples", str(tmp / "samples.jsonl"),
+            "--out", str(tmp / "results.jsonl"), "--timeout", "1", "--num-workers", "2"]
+    assert main(argv) == 0
+    check(read(tmp / "results.jsonl"), samples, expected)
+    assert ray_cluster.data.DataContext.get_current().execution_options.preserve_order is False
+
+
+def test_cli_example_tests_and_apps_mode(files):
+    tmp, _, _ = files
+    add_samples = [{"problem_id": "add", "sample_id": f"e{i}", "code": code}
+                   for i, (code, _) in enumerate(PROGRAMS["add"][:2])]
+    write_jsonl(add_samples, tmp / "two.jsonl")
+    argv = ["execute", "--problems", str(tmp / "problems.jsonl"), "--samples", str(tmp / "two.jsonl"),
+            "--out", str(tmp / "r.jsonl"), "--example-tests", "--compare", "apps", "--no-ray"]
+    assert main(argv) == 0
+    results = read(tmp / "r.jsonl")
+    assert [r["total_tests"] for r in results] == [1, 1]
+    assert [r["outcome"] for r in results] == ["passed", "failed"]
+
+
+def test_cli_names_the_bad_sample(files, capsys):
+    tmp, samples, _ = files
+    (tmp / "bad.jsonl").write_text(json.dumps(samples[0]) + "\n" + json.dumps({**samples[1], "problem_id": "nope"}))
+    argv = ["execute", "--problems", str(tmp / "problems.jsonl"), "--samples", str(tmp / "bad.jsonl"),
+            "--out", str(tmp / "r.jsonl"), "--no-ray"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2" in err and "'nope'" in err
+    assert not (tmp / "r.jsonl").exists()
+
+
+def test_console_script(files):
+    tmp, samples, expected = files
+    exe = Path(sys.executable).with_name("coderl-ray")
+    if not exe.exists():
+        pytest.skip("coderl-ray console script is not installed")
+    proc = subprocess.run([str(exe), "execute", "--problems", str(tmp / "problems.jsonl"), "--samples",
+                           str(tmp / "samples.jsonl"), "--out", str(tmp / "out.jsonl"), "--timeout", "1",
+                           "--no-ray"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "28 results" in proc.stderr
+    check(read(tmp / "out.jsonl"), samples, expected)
