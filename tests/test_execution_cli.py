@@ -20,12 +20,14 @@ PROBLEMS = [
     {"problem_id": "sq", "question": "square", "fn_name": "sq",
      "tests": {"kind": "call", "inputs": [[3], [4]], "outputs": [9, 16]}},
 ]
-PROGRAMS = {  # code -> expected outcome
-    "add": [("a, b = map(int, input().split())\nprint(a + b)", "passed"), ("print(3)", "failed"),
-            ("import time\ntime.sleep(0.2)\nprint(1 // 0)", "runtime_error"), ("print(", "compile_error")],
-    "sq": [("def sq(x):\n    return x * x", "passed"), ("def sq(x):\n    return 9", "failed"),
-           ("def sq(x):\n    while True:\n        pass", "timeout")],
-}
+ADD_OK = "a, b = map(int, input().split())\nprint(a + b)"
+CASES = [  # (problem, code, outcome), cycled through the samples
+    ("add", ADD_OK, "passed"), ("sq", "def sq(x):\n    return x * x", "passed"),
+    ("add", "print(3)", "failed"), ("sq", "def sq(x):\n    return 9", "failed"),
+    ("add", "import time\ntime.sleep(0.2)\nprint(1 // 0)", "runtime_error"), ("add", "print(", "compile_error"),
+]
+# One never-ending program is enough: it costs its time limit on each of its tests.
+TIMEOUT_CASE = ("sq", "def sq(x):\n    while True:\n        pass", "timeout")
 FIELDS = {"problem_id", "sample_id", "outcome", "apps_result", "passed_tests", "total_tests", "test_results",
           "error", "duration_s"}
 APPS_CODES = {"passed": True, "failed": False, "runtime_error": -1, "timeout": -1, "compile_error": -2}
@@ -34,12 +36,11 @@ APPS_CODES = {"passed": True, "failed": False, "runtime_error": -1, "timeout": -
 @pytest.fixture()
 def files(tmp_path):
     write_jsonl(PROBLEMS, tmp_path / "problems.jsonl")
-    samples, expected = [], []
-    for i in range(28):
-        pid = "add" if i % 2 else "sq"
-        code, outcome = PROGRAMS[pid][i % len(PROGRAMS[pid])]
-        samples.append({"problem_id": pid, "sample_id": f"{pid}-{i}", "code": code, "extra": [i]})
-        expected.append(outcome)
+    cases = [CASES[i % len(CASES)] for i in range(27)]
+    cases.insert(4, TIMEOUT_CASE)
+    samples = [{"problem_id": pid, "sample_id": f"{pid}-{i}", "code": code, "extra": [i]}
+               for i, (pid, code, _) in enumerate(cases)]
+    expected = [outcome for _, _, outcome in cases]
     write_jsonl(samples, tmp_path / "samples.jsonl")
     return tmp_path, samples, expected
 
@@ -76,8 +77,8 @@ def test_cli_on_ray_streams_results_in_input_order(ray_cluster, files):
 
 def test_cli_example_tests_and_apps_mode(files):
     tmp, _, _ = files
-    add_samples = [{"problem_id": "add", "sample_id": f"e{i}", "code": code}
-                   for i, (code, _) in enumerate(PROGRAMS["add"][:2])]
+    add_samples = [{"problem_id": "add", "sample_id": "e0", "code": ADD_OK},
+                   {"problem_id": "add", "sample_id": "e1", "code": "print(3)"}]
     write_jsonl(add_samples, tmp / "two.jsonl")
     argv = ["execute", "--problems", str(tmp / "problems.jsonl"), "--samples", str(tmp / "two.jsonl"),
             "--out", str(tmp / "r.jsonl"), "--example-tests", "--compare", "apps", "--no-ray"]
