@@ -1,0 +1,255 @@
+"""Sandbox throughput: programs per second per core, against a naive baseline measured in the same run.
+
+    .venv/bin/python benchmarks/sandbox_throughput.py              # all scenarios, then Ray Data
+    .venv/bin/python benchmarks/sandbox_throughput.py --quick      # fewer programs (a smoke run)
+    .venv/bin/python benchmarks/sandbox_throughput.py --scenarios a,e --no-ray
+
+Scenarios (issue 3): (a) a trivial stdio program with 1 test, (b) a stdio program with 10 tests, (c) a call-based
+program with 10 tests, (d) MBPP reference solutions with their asserts (``../shared/data/mbpp``), (e) the trivial
+program mixed with 10% programs that never end. Both sides run one thread per core and count programs per second
+divided by the cores. The baseline is the simplest honest runner: a fresh ``python`` subprocess per program that
+runs the tests and prints outputs for the parent to compare (no isolation at all). For (e) the report also gives
+the cost of the timeouts against their own limit: (elapsed - time of the fast programs alone) / (limits / cores).
+
+Then 10,000 programs of (a) go through the Ray Data execution stage on a local 2-CPU Ray, compared with the
+threaded rate of (a) on those cores. Timings on a shared machine are noisy: each number is the best of
+``--repeats`` runs, and the ratios (same run, same machine) are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from coderl_ray.sandbox import Sandbox, SandboxLimits, execute_many  # noqa: E402
+from coderl_ray.sandbox.compare import strict_stdout_equal, strict_value_equal  # noqa: E402
+
+SHARED = Path(os.environ.get("CODERL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+TRIVIAL = "a, b = map(int, input().split())\nprint(a + b)"
+LOOP = "while True:\n    pass"
+
+
+def stdio_problem(pid: str, n: int) -> dict:
+    inputs = [f"{i} {i * 7}\n" for i in range(n)]
+    return {"problem_id": pid, "tests": {"kind": "stdio", "inputs": inputs,
+                                         "outputs": [f"{i * 8}\n" for i in range(n)]}}
+
+
+CALL_PROBLEM = {"problem_id": "call10", "fn_name": "add",
+                "tests": {"kind": "call", "inputs": [[i, i * 7] for i in range(10)],
+                          "outputs": [i * 8 for i in range(10)]}}
+CALL_CODE = "def add(a, b):\n    return a + b"
+
+
+# --- the naive baseline ----------------------------------------------------------------------------------------------
+
+_BASELINE_HARNESS = r"""
+import io, json, sys
+spec = json.loads(sys.stdin.read())
+real = sys.stdout
+out = []
+if spec["kind"] == "stdio":
+    code = compile(spec["code"], "<solution>", "exec")
+    for inp in spec["inputs"]:
+        sys.stdin, sys.stdout = io.StringIO(inp), io.StringIO()
+        try:
+            exec(code, {"__name__": "__main__"})
+            out.append(sys.stdout.getvalue())
+        except BaseException as exc:
+            out.append(None)
+elif spec["kind"] == "call":
+    g = {}
+    exec(spec["code"], g)
+    for args in spec["inputs"]:
+        try:
+            out.append(g[spec["fn_name"]](*args))
+        except BaseException:
+            out.append(None)
+else:
+    g = {}
+    exec(spec["code"] + "\n" + spec.get("setup_code", ""), g)
+    for a in spec["asserts"]:
+        try:
+            exec(a, g)
+            out.append(True)
+        except BaseException:
+            out.append(False)
+real.write(json.dumps(out))
+"""
+
+
+def baseline_execute(problem: dict, code: str, timeout_s: float) -> bool:
+    tests = problem["tests"]
+    spec = {"kind": tests["kind"], "code": code, "fn_name": problem.get("fn_name"),
+            "inputs": tests.get("inputs", []), "asserts": tests.get("asserts", []),
+            "setup_code": tests.get("setup_code", "")}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _BASELINE_HARNESS], input=json.dumps(spec).encode(),
+                              capture_output=True, timeout=timeout_s * max(1, len(spec["inputs"] or spec["asserts"])))
+    except subprocess.TimeoutExpired:
+        return False
+    try:
+        got = json.loads(proc.stdout)
+    except ValueError:
+        return False
+    if tests["kind"] == "stdio":
+        return all(g is not None and strict_stdout_equal(g, e) for g, e in zip(got, tests["outputs"]))
+    if tests["kind"] == "call":
+        return all(strict_value_equal(g, e) for g, e in zip(got, tests["outputs"]))
+    return all(got)
+
+
+# --- measurement ---------------------------------------------------------------------------------------------------
+
+def rate_ours(sandbox, problems, samples, limits, cores) -> tuple[float, float, list]:
+    start = time.perf_counter()
+    results = execute_many(problems, samples, limits, max_workers=cores, sandbox=sandbox)
+    elapsed = time.perf_counter() - start
+    return len(samples) / elapsed, elapsed, results
+
+
+def rate_baseline(problems, samples, timeout_s, cores) -> tuple[float, float, list]:
+    start = time.perf_counter()
+    with cf.ThreadPoolExecutor(cores) as pool:
+        ok = list(pool.map(lambda s: baseline_execute(problems[s["problem_id"]], s["code"], timeout_s), samples))
+    elapsed = time.perf_counter() - start
+    return len(samples) / elapsed, elapsed, ok
+
+
+def best_of(repeats, fn):
+    runs = [fn() for _ in range(repeats)]
+    return max(runs, key=lambda r: r[0])
+
+
+def mbpp_set(n: int):
+    from coderl_ray.data.mbpp import load_mbpp
+
+    path = SHARED / "mbpp" / "mbpp.jsonl"
+    if not path.is_file():
+        return None
+    # Task 123 alone runs for more than 10 s; it measures that program, not the sandbox.
+    problems = [p for p in load_mbpp(path) if p["problem_id"] not in ("mbpp/123",)][:n]
+    return ({p["problem_id"]: p for p in problems},
+            [{"problem_id": p["problem_id"], "sample_id": p["problem_id"], "code": p["solutions"][0]}
+             for p in problems])
+
+
+def scenario_sets(quick: bool):
+    k = 0.2 if quick else 1.0
+    n = lambda x: max(20, int(x * k))  # noqa: E731
+    sets = {}
+    p1 = stdio_problem("stdio1", 1)
+    sets["a"] = ("trivial stdio program, 1 test", {"stdio1": p1},
+                 [{"problem_id": "stdio1", "sample_id": str(i), "code": TRIVIAL} for i in range(n(3000))], n(150))
+    p10 = stdio_problem("stdio10", 10)
+    sets["b"] = ("stdio program, 10 tests", {"stdio10": p10},
+                 [{"problem_id": "stdio10", "sample_id": str(i), "code": TRIVIAL} for i in range(n(1000))], n(100))
+    sets["c"] = ("call-based program, 10 tests", {"call10": CALL_PROBLEM},
+                 [{"problem_id": "call10", "sample_id": str(i), "code": CALL_CODE} for i in range(n(1500))], n(150))
+    mbpp = mbpp_set(n(600))
+    if mbpp is not None:
+        sets["d"] = ("MBPP reference solutions + asserts", mbpp[0], mbpp[1], n(200))
+    mix = [{"problem_id": "stdio1", "sample_id": str(i), "code": LOOP if i % 10 == 9 else TRIVIAL}
+           for i in range(n(400))]
+    sets["e"] = ("(a) with 10% programs that time out", {"stdio1": p1}, mix, n(100))
+    return sets
+
+
+def run_ray(n: int, cores: int, limits: SandboxLimits) -> float:
+    import ray
+
+    from coderl_ray.config import SandboxConfig
+    from coderl_ray.execution import execute_samples
+
+    ray.init(num_cpus=cores, resources={"sandbox": cores}, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        problem = stdio_problem("stdio1", 1)
+        rows = [{"problem_id": "stdio1", "sample_id": str(i), "code": TRIVIAL} for i in range(n)]
+        cfg = SandboxConfig(batch_size=256, timeout_s=limits.timeout_s)
+        # Warm the executors (actor start, zygote start) so the rate is the steady state a pipeline sees.
+        execute_samples(ray.data.from_items(rows[:cores * 256]), [problem], cfg).materialize()
+        ds = ray.data.from_items(rows, override_num_blocks=max(cores * 4, n // 1000))
+        start = time.perf_counter()
+        count = 0
+        for batch in execute_samples(ds, [problem], cfg).iter_batches(batch_size=1024, batch_format="pyarrow"):
+            count += batch.num_rows
+        elapsed = time.perf_counter() - start
+        assert count == n
+        return n / elapsed
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer programs per scenario")
+    parser.add_argument("--scenarios", default="a,b,c,d,e")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1.0, help="per-test limit (the never-ending programs')")
+    parser.add_argument("--ray-programs", type=int, default=10_000)
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--tier", default="auto")
+    args = parser.parse_args()
+    cores = args.cores
+    limits = SandboxLimits(timeout_s=args.timeout, program_timeout_s=max(20.0, 10 * args.timeout), tier=args.tier)
+    sandbox = Sandbox(args.tier)
+    print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}  {platform.node()}  "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},"
+          f" tier {sandbox.info['tier']}, {cores} threads per side, load average {os.getloadavg()[0]:.1f}")
+    rows = []
+    sets = scenario_sets(args.quick)
+    single = None
+    for key in args.scenarios.split(","):
+        if key not in sets:
+            print(f"({key}) skipped: data not available")
+            continue
+        title, problems, samples, n_base = sets[key]
+        execute_many(problems, samples[:4], limits, sandbox=sandbox)  # warm the zygotes this scenario uses
+        ours, ours_t, results = best_of(args.repeats, lambda: rate_ours(sandbox, problems, samples, limits, cores))
+        base, base_t, _ = best_of(args.repeats, lambda: rate_baseline(problems, samples[:n_base], args.timeout,
+                                                                      cores))
+        if key == "a":
+            single, _, _ = best_of(args.repeats, lambda: rate_ours(sandbox, problems, samples, limits, 1))
+        outcomes = {}
+        for r in results:
+            outcomes[r.outcome.value] = outcomes.get(r.outcome.value, 0) + 1
+        extra = ""
+        if key == "e":
+            n_loop = sum(1 for s in samples if s["code"] == LOOP)
+            fast_rate = next((r[2] for r in rows if r[0] == "a"), None)
+            if fast_rate:
+                fast_time = (len(samples) - n_loop) / (fast_rate * cores)
+                timeout_cost = (ours_t - fast_time) / (n_loop * args.timeout / cores)
+                extra = f"; timeouts cost {timeout_cost:.2f}x their limit"
+        rows.append((key, title, ours / cores, base / cores, ours / base, outcomes, extra))
+        print(f"({key}) {title}: {ours / cores:8.1f} programs/s/core vs baseline {base / cores:6.1f} "
+              f"-> {ours / base:5.1f}x   outcomes {outcomes}{extra}", flush=True)
+    if single is not None:
+        print(f"(a) one thread: {single:.1f} programs/s (uses more than one core: the worker, the zygote and the "
+              f"program run in parallel)")
+    sandbox.close()
+    if not args.no_ray and "a" in [r[0] for r in rows]:
+        a_rate = next(r[2] for r in rows if r[0] == "a") * cores
+        n = args.ray_programs if not args.quick else min(args.ray_programs, 2000)
+        ray_rate = run_ray(n, cores, limits)
+        print(f"Ray Data, {n} programs of (a) on {cores} CPUs: {ray_rate:.1f} programs/s = "
+              f"{ray_rate / a_rate:.0%} of the threaded rate of (a) on {cores} cores ({a_rate:.1f}/s)")
+
+
+if __name__ == "__main__":
+    main()
