@@ -253,7 +253,7 @@ def _compiled(source: str) -> bytes | None:
         return None
     try:
         return marshal.dumps(compile(source, "<solution>", "exec", dont_inherit=True))
-    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+    except Exception as exc:  # SyntaxError, null bytes (ValueError), RecursionError, MemoryError, ...
         raise _CompileError(f"{type(exc).__name__}: {exc}") from None
 
 
@@ -359,6 +359,9 @@ class Sandbox:
             return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error=f"problem {pid!r} has no {which}")
         if not isinstance(code, str):
             return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error="sample code is not a string")
+        if tests.get("kind") not in ("stdio", "call", "assert"):  # bad data, not worth a retry
+            return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR,
+                                   error=f"problem {pid!r}: unknown test kind {tests.get('kind')!r}")
         error = ""
         for attempt in range(limits.infra_retries + 1):
             zygote = None
@@ -372,8 +375,10 @@ class Sandbox:
                 error = str(exc)
                 if not isinstance(exc, SandboxSetupError):
                     self._restart(zygote)
-            except OSError as exc:  # the worker itself ran out of something (fds, memory)
-                error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the worker ran out of something (fds, memory), or a bug here: not the program
+                import traceback
+
+                error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
                 self._restart(zygote)
         return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, 0, 0, [],
                                _clip(f"sandbox failure after {limits.infra_retries + 1} attempts: {error}"),
