@@ -1,10 +1,23 @@
-"""The actor: any Hugging Face seq2seq (T5 / CodeT5) or causal LM, or a tiny random one built here."""
+"""The actor: any Hugging Face seq2seq (T5 / CodeT5) or causal LM, or a tiny random one built here.
+
+Where a model can come from (:func:`resolve_model_path`):
+
+* a Hub id (``Salesforce/codet5-large-ntp-py``, ``Qwen/Qwen2.5-Coder-1.5B``), or a local copy of one
+  (``huggingface-cli download`` / ``save_pretrained`` output): loaded as it is;
+* a training checkpoint folder written by :mod:`coderl_ray.train.loop` (the model lives in its ``model/``);
+* a training run folder (``<storage>/<run name>``): its latest checkpoint, so the rollout stage can sample from
+  the newest policy while training is still going.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from coderl_ray.config import ModelConfig
+
+CHECKPOINT_MODEL = "model"  # a checkpoint's Hugging Face model subfolder (train.loop writes it)
+CHECKPOINT_INFO = "trainer_state.json"  # small, human-readable: step, objective, data position
 
 
 def build_tiny_actor(cfg: ModelConfig, tokenizer, seed: int = 0):
@@ -35,12 +48,45 @@ def is_seq2seq(model_or_config) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def load_actor(name_or_path: str | Path, dtype=None):
-    """Load an actor by Hub id or local folder; seq2seq or causal is read from its config."""
+def _checkpoint_step(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / CHECKPOINT_INFO).read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """A Hugging Face model folder or Hub id for any of the forms in the module docstring."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return str(name_or_path)  # a Hub id (or a typo, which from_pretrained reports with the name)
+    if any((path / f).is_file() for f in ("config.json", "tokenizer_config.json", "tokenizer.json")):
+        return str(path)  # a model folder (or a bare tokenizer folder, for load_tokenizer)
+    if (path / CHECKPOINT_MODEL / "config.json").is_file():
+        return str(path / CHECKPOINT_MODEL)
+    checkpoints = [d for d in path.iterdir() if (d / CHECKPOINT_MODEL / "config.json").is_file()]
+    if checkpoints:
+        # Highest step first; Ray Train names checkpoints by time, so the name breaks ties between runs.
+        latest = max(checkpoints, key=lambda d: (_checkpoint_step(d), d.name))
+        return str(latest / CHECKPOINT_MODEL)
+    raise FileNotFoundError(f"{path} holds no model: expected a Hugging Face model folder (config.json), a training "
+                            f"checkpoint ({CHECKPOINT_MODEL}/config.json) or a training run folder of checkpoints")
+
+
+def load_actor(name_or_path: str | Path, dtype=None, attn_implementation: str | None = None):
+    """Load an actor by Hub id, local folder or checkpoint; seq2seq or causal is read from its config.
+
+    ``dtype``: e.g. ``torch.bfloat16`` for inference; training keeps fp32 weights and autocasts.
+    ``attn_implementation``: "sdpa", "eager", "flash_attention_2", ...; None lets transformers choose.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    name_or_path = str(name_or_path)
-    config = AutoConfig.from_pretrained(name_or_path)
+    path = resolve_model_path(name_or_path)
+    config = AutoConfig.from_pretrained(path)
     cls = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    return cls.from_pretrained(name_or_path, **kwargs)
+    kwargs = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return cls.from_pretrained(path, **kwargs)

@@ -2,20 +2,45 @@
 
 Both architectures share one batch layout: the prompt ``input_ids`` [B, S] (left-padded, so for a causal LM the
 prompt ends where the program starts) and the program ``program_ids`` [B, T] (right-padded, ending in EOS). Batches
-are padded to their own longest row, never to the configured maximum (dynamic padding).
+are padded to their own longest row, never to the configured maximum (dynamic padding); ``pad_to_multiple_of``
+rounds that length up so a compiled model sees a bounded set of shapes.
+
+For a causal LM the prompt is the prefix of one sequence and only the program's tokens are scored, so the loss is
+masked on the prompt by construction.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 
 
+def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts around a text: CodeT5 ``<s> ... </s>``, GPT-2 and Qwen nothing.
+
+    transformers 5 has no public ``build_inputs_with_special_tokens``; encoding one character with and without the
+    specials and locating the body gives the same answer for every tokenizer family.
+    """
+    body = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    for i in range(len(full) - len(body) + 1):
+        if full[i: i + len(body)] == body:
+            return full[:i], full[i + len(body):]
+    return [], []
+
+
 def encode_prompt(tokenizer, prompt: str, max_tokens: int) -> list[int]:
-    """Token ids of a prompt, cut from the left when too long (the end, "ANSWER:", must survive)."""
+    """Token ids of a prompt with the tokenizer's own special tokens, cut from the left when too long.
+
+    The end ("ANSWER:") must survive the cut. The specials matter for pretrained checkpoints: CodeT5 models were
+    trained on ``<s> text </s>`` encoder inputs, so dropping them shifts every prompt out of distribution.
+    """
+    prefix, suffix = special_affixes(tokenizer)
+    room = max(0, max_tokens - len(prefix) - len(suffix))
     ids = tokenizer(prompt, add_special_tokens=False).input_ids
-    return ids[-max_tokens:]
+    return prefix + (ids[-room:] if room else []) + suffix
 
 
 def encode_program(tokenizer, code: str, max_tokens: int) -> list[int]:
@@ -24,9 +49,14 @@ def encode_program(tokenizer, code: str, max_tokens: int) -> list[int]:
     return ids + [tokenizer.eos_token_id]
 
 
-def pad_batch(prompts: Sequence[Sequence[int]], programs: Sequence[Sequence[int]], pad_id: int) -> dict:
-    s = max(len(p) for p in prompts)
-    t = max(len(p) for p in programs)
+def _round_up(n: int, multiple: int) -> int:
+    return n if multiple <= 1 else -(-n // multiple) * multiple
+
+
+def pad_batch(prompts: Sequence[Sequence[int]], programs: Sequence[Sequence[int]], pad_id: int,
+              pad_to_multiple_of: int = 1) -> dict:
+    s = _round_up(max(len(p) for p in prompts), pad_to_multiple_of)
+    t = _round_up(max(len(p) for p in programs), pad_to_multiple_of)
     b = len(prompts)
     input_ids = torch.full((b, s), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((b, s), dtype=torch.long)
@@ -47,25 +77,62 @@ def causal_position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def shift_right(config, ids: torch.Tensor) -> torch.Tensor:
+    """Decoder inputs for teacher forcing: the decoder start token, then the program without its last token.
+
+    What T5's private ``_shift_right`` does, for any encoder-decoder config (BART keeps it in a module function).
+    """
+    start = config.decoder_start_token_id
+    if start is None:
+        raise ValueError(f"{type(config).__name__} has no decoder_start_token_id; cannot build decoder inputs")
+    out = ids.new_empty(ids.shape)
+    out[:, 1:] = ids[:, :-1]
+    out[:, 0] = start
+    return out
+
+
+def unwrap(model):
+    """The module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(model, "module", None)
+        if inner is None:
+            inner = getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def token_logprobs(model, batch: dict) -> torch.Tensor:
     """log p(w_t | prompt, w_<t) for every program token: [B, T] (padding positions are 0).
 
     Seq2seq: the decoder reads the program shifted right (teacher forcing). Causal: one sequence, prompt then
-    program; the logits at the position before each program token score it.
+    program; the logits at the position before each program token score it. Causal models that accept
+    ``logits_to_keep`` project only those T positions onto the vocabulary, not the prompt's: with a 600-token
+    prompt and a 150k vocabulary (Qwen2.5) the prompt's logits alone would be ~0.4 GB per row in fp32.
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     program_ids, program_mask = batch["program_ids"], batch["program_mask"]
-    core = getattr(model, "module", model)  # DDP / FSDP wrappers
+    core = unwrap(model)
+    t = program_ids.shape[1]
     if getattr(core.config, "is_encoder_decoder", False):
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       decoder_input_ids=core._shift_right(program_ids), decoder_attention_mask=program_mask,
+                       decoder_input_ids=shift_right(core.config, program_ids), decoder_attention_mask=program_mask,
                        use_cache=False).logits
     else:
         ids = torch.cat([input_ids, program_ids], dim=1)
         mask = torch.cat([attention_mask, program_mask], dim=1)
-        s = input_ids.shape[1]
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=causal_position_ids(mask),
-                       use_cache=False).logits[:, s - 1: s - 1 + program_ids.shape[1]]
+        kwargs = {"logits_to_keep": t + 1} if _accepts_logits_to_keep(core) else {}
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=causal_position_ids(mask), use_cache=False,
+                       **kwargs).logits
+        # The last position predicts the token after the program: never scored.
+        logits = logits[:, -(t + 1):-1]
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, program_ids.unsqueeze(-1)).squeeze(-1)
     return logp * program_mask
 

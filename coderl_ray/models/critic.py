@@ -2,7 +2,12 @@
 
 Paper, Sec. 3.2: an MLP (d_model -> 128 -> ReLU -> n_classes) on each decoder state gives token-level logits; their
 max over the program's tokens is the program's logit vector, trained with cross-entropy against the unit-test
-outcome. We wrap a stock ``transformers`` model instead of forking it (as the original CodeRL did).
+outcome (4 classes: compile error, runtime error, failed, passed; or binary: not passed, passed). We wrap a stock
+``transformers`` model instead of forking it (as the original CodeRL did).
+
+The backbone is any seq2seq model (the paper: CodeT5-base; the encoder reads the problem, the decoder the program)
+or any causal LM (prompt and program in one sequence). The head reads the backbone's *base* model's last hidden
+states, so the vocabulary projection, the largest matmul of a code LM, is never computed for the critic.
 
 A critic folder holds the backbone's ``save_pretrained`` files plus ``critic_head.safetensors`` and
 ``critic_config.json``; :func:`load_critic` refuses any folder without them.
@@ -16,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from coderl_ray.models.batching import causal_position_ids, shift_right
+
 HEAD_WEIGHTS = "critic_head.safetensors"
 HEAD_CONFIG = "critic_config.json"
 
@@ -27,46 +34,73 @@ class NotACriticError(ValueError):
 class CodeCritic(nn.Module):
     def __init__(self, backbone: nn.Module, n_classes: int = 4, head_hidden: int = 128):
         super().__init__()
+        if n_classes not in (2, 4):
+            raise ValueError(f"a critic has 4 classes (compile error, runtime error, failed, passed) or 2 "
+                             f"(not passed, passed), not {n_classes}")
         self.backbone = backbone
         self.n_classes = n_classes
         self.head_hidden = head_hidden
         d_model = _hidden_size(backbone.config)
         self.head = nn.Sequential(nn.Linear(d_model, head_hidden), nn.ReLU(), nn.Linear(head_hidden, n_classes))
+        # The LM head is never used by the critic. When it is a separate matrix (untied embeddings, e.g. Qwen2.5-7B),
+        # DDP would wait forever for its gradient, so it is frozen; a tied one is the input embedding and trains.
+        out, inp = backbone.get_output_embeddings(), backbone.get_input_embeddings()
+        if out is not None and inp is not None and out.weight is not inp.weight:
+            out.weight.requires_grad_(False)
 
     @property
     def is_seq2seq(self) -> bool:
         return bool(getattr(self.backbone.config, "is_encoder_decoder", False))
 
-    def forward(self, input_ids, attention_mask, program_ids, program_mask):
+    def token_states(self, input_ids, attention_mask, program_ids, program_mask) -> torch.Tensor:
+        """Last hidden state at every program position: [B, T, d_model]; position t has read the prompt and w_<t."""
+        if self.is_seq2seq:
+            encoded = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+            # The decoder reads the program shifted right, as in CodeRL, so the value at t is aligned with the
+            # actor's log p(w_t).
+            decoded = self.backbone.get_decoder()(
+                input_ids=shift_right(self.backbone.config, program_ids), attention_mask=program_mask,
+                encoder_hidden_states=encoded.last_hidden_state, encoder_attention_mask=attention_mask,
+                use_cache=False)
+            return decoded.last_hidden_state
+        ids = torch.cat([input_ids, program_ids], dim=1)
+        mask = torch.cat([attention_mask, program_mask], dim=1)
+        out = self.backbone.base_model(input_ids=ids, attention_mask=mask, position_ids=causal_position_ids(mask),
+                                       use_cache=False)
+        s = input_ids.shape[1]
+        # The state after the last prompt token predicts program token 0, and so on.
+        return out.last_hidden_state[:, s - 1: s - 1 + program_ids.shape[1]]
+
+    def forward(self, input_ids, attention_mask, program_ids, program_mask) -> torch.Tensor:
         """Token-level logits over the program tokens.
 
-        Shapes: ``input_ids``/``attention_mask`` [B, S] (the prompt), ``program_ids``/``program_mask`` [B, T]
-        (the program's tokens, right-padded). Returns ``token_logits`` [B, T, C] where position t has read the
-        prompt and the program tokens before t (the decoder input is the program shifted right, as in CodeRL's
-        implementation, so the value at t is aligned with the actor's log p(w_t)).
+        Shapes: ``input_ids``/``attention_mask`` [B, S] (the prompt, left-padded), ``program_ids``/``program_mask``
+        [B, T] (the program's tokens, right-padded). Returns ``token_logits`` [B, T, C].
         """
-        if self.is_seq2seq:
-            decoder_input_ids = self.backbone._shift_right(program_ids)
-            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                                decoder_input_ids=decoder_input_ids, decoder_attention_mask=program_mask,
-                                output_hidden_states=True)
-            states = out.decoder_hidden_states[-1]
-        else:
-            # Causal backbone: prompt and program in one sequence; the state before program token t predicts t.
-            ids = torch.cat([input_ids, program_ids], dim=1)
-            mask = torch.cat([attention_mask, program_mask], dim=1)
-            out = self.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            s = input_ids.shape[1]
-            states = out.hidden_states[-1][:, s - 1: s - 1 + program_ids.shape[1]]
-        return self.head(states)
+        return self.head(self.token_states(input_ids, attention_mask, program_ids, program_mask))
 
-    def save_pretrained(self, folder: str | Path) -> None:
+    @torch.no_grad()
+    def score(self, input_ids, attention_mask, program_ids, program_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token logits [B, T, C], max-pooled program logits [B, C]) for inference."""
+        token_logits = self(input_ids, attention_mask, program_ids, program_mask)
+        return token_logits, program_logits(token_logits, program_mask)
+
+    def gradient_checkpointing_enable(self) -> None:
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def save_pretrained(self, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Backbone in Hugging Face format plus the head. ``state_dict``: a full state dict of this module (FSDP
+        gathers one on rank 0 instead of saving its shard)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        self.backbone.save_pretrained(folder)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                  str(folder / HEAD_WEIGHTS))
+        if state_dict is None:
+            state_dict = self.state_dict()
+        backbone_sd = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        head_sd = {k[len("head."):]: v.detach().cpu().contiguous() for k, v in state_dict.items()
+                   if k.startswith("head.")}
+        self.backbone.save_pretrained(folder, state_dict=backbone_sd)
+        save_file(head_sd, str(folder / HEAD_WEIGHTS))
         (folder / HEAD_CONFIG).write_text(json.dumps({"n_classes": self.n_classes, "head_hidden": self.head_hidden,
                                                       "seq2seq": self.is_seq2seq}))
 
@@ -79,7 +113,7 @@ def program_logits(token_logits: torch.Tensor, program_mask: torch.Tensor) -> to
 
 def critic_loss(token_logits: torch.Tensor, program_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the max-pooled logits against the outcome class; labels [B] in 0..C-1."""
-    return nn.functional.cross_entropy(program_logits(token_logits, program_mask), labels)
+    return nn.functional.cross_entropy(program_logits(token_logits, program_mask).float(), labels)
 
 
 def _hidden_size(config) -> int:
@@ -89,24 +123,41 @@ def _hidden_size(config) -> int:
     raise ValueError(f"cannot find the hidden size of a {type(config).__name__}")
 
 
-def build_critic(backbone_path: str | Path, n_classes: int = 4, head_hidden: int = 128, seed: int = 0) -> CodeCritic:
-    """A new critic: the backbone's weights from ``backbone_path`` (an actor checkpoint or a Hub id), a fresh head."""
+def is_critic_folder(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / HEAD_CONFIG).is_file() and (folder / HEAD_WEIGHTS).is_file()
+
+
+def build_critic(backbone_path: str | Path, n_classes: int = 4, head_hidden: int = 128, seed: int = 0,
+                 dtype=None) -> CodeCritic:
+    """A new critic: the backbone's weights from ``backbone_path`` (an actor folder, a Hub id such as
+    ``Salesforce/codet5-base``, or a local copy of one), and a freshly initialised head."""
     from coderl_ray.models.actor import load_actor
 
     torch.manual_seed(seed)
-    return CodeCritic(load_actor(backbone_path), n_classes=n_classes, head_hidden=head_hidden)
+    return CodeCritic(load_actor(backbone_path, dtype=dtype), n_classes=n_classes, head_hidden=head_hidden)
 
 
-def load_critic(folder: str | Path) -> CodeCritic:
+def load_critic(folder: str | Path, dtype=None) -> CodeCritic:
     from safetensors.torch import load_file
 
-    from coderl_ray.models.actor import load_actor
+    from coderl_ray.models.actor import load_actor, resolve_model_path
 
     folder = Path(folder)
-    if not (folder / HEAD_CONFIG).is_file() or not (folder / HEAD_WEIGHTS).is_file():
-        raise NotACriticError(f"{folder} is not a critic folder: it lacks {HEAD_CONFIG} and {HEAD_WEIGHTS} "
-                              "(a critic is saved with CodeCritic.save_pretrained)")
+    if folder.is_dir() and not is_critic_folder(folder):
+        folder = Path(resolve_model_path(folder))  # a training checkpoint or run folder: its latest model
+    if not is_critic_folder(folder):
+        missing = [n for n in (HEAD_CONFIG, HEAD_WEIGHTS) if not (folder / n).is_file()]
+        raise NotACriticError(f"{folder} is not a critic folder: it lacks {' and '.join(missing)} "
+                              "(a critic is saved with CodeCritic.save_pretrained; to start a critic from an actor "
+                              "or a pretrained backbone use build_critic)")
     meta = json.loads((folder / HEAD_CONFIG).read_text())
-    critic = CodeCritic(load_actor(folder), n_classes=meta["n_classes"], head_hidden=meta["head_hidden"])
-    critic.head.load_state_dict(load_file(str(folder / HEAD_WEIGHTS)))
+    critic = CodeCritic(load_actor(folder, dtype=dtype), n_classes=meta["n_classes"], head_hidden=meta["head_hidden"])
+    head = load_file(str(folder / HEAD_WEIGHTS))
+    try:
+        critic.head.load_state_dict(head)
+    except RuntimeError as exc:
+        raise NotACriticError(f"{folder / HEAD_WEIGHTS} does not fit the backbone in {folder}: {exc}") from None
+    if dtype is not None:
+        critic.head.to(dtype)
     return critic

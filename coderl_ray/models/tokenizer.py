@@ -40,10 +40,15 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
 
 
 def load_tokenizer(name_or_path: str | Path):
-    """Load a tokenizer from a local folder or a Hub id; makes sure it has a pad token (GPT-2 has none)."""
+    """Load a tokenizer from a local folder, a Hub id or a training checkpoint (see ``resolve_model_path``).
+
+    Makes sure it has a pad token: GPT-2's has none, and its EOS serves (padding is always masked out).
+    """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    from coderl_ray.models.actor import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
