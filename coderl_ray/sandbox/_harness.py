@@ -895,7 +895,9 @@ class _Zygote:
                 if op == "spawn":
                     reply = self._spawn(req, fds)
                 elif op == "release":
-                    self._release(int(req["pid"]))
+                    pids = req["pid"] if isinstance(req["pid"], list) else [req["pid"]]
+                    for pid in pids:
+                        self._release(int(pid))
                     reply = None
                 elif op == "wait":
                     reply = self._wait(int(req["pid"]))
@@ -964,6 +966,8 @@ class _Zygote:
         return {"status": status, "cpu": cpu, "maxrss_kb": usage.ru_maxrss if usage else 0}
 
     def _spawn(self, req: dict, fds: list) -> dict:
+        for pid in req.get("release") or ():
+            self._release(int(pid))
         roles = [int(r) for r in req["fds"]]
         if len(roles) != len(fds):
             return {"error": f"{len(fds)} fds for {len(roles)} roles"}

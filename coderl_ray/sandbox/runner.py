@@ -231,11 +231,12 @@ class _Child:
         self.done = True
         return self.zygote.wait(self.pid)
 
-    def release(self) -> None:
+    def release(self, finished: bool = False) -> None:
+        """Kill the child; ``finished``: it has reported everything and is exiting by itself."""
         if not self.done:
             self.done = True
             try:
-                self.zygote.release(self.pid)
+                self.zygote.release(self.pid, finished=finished)
             except ZygoteError:
                 pass
         for s in [self.result, *self.extra]:
@@ -465,12 +466,16 @@ class Sandbox:
             for fd in fds_here:
                 os.close(fd)
         child = _Child(zygote, pid, result, [out] if out is not None else [])
+        finished = False
         try:
-            return self._stdio_loop(child, go_w, out, inputs, start, apps, verdict, record, limits, program_deadline,
-                                    cpu)
+            next_start = self._stdio_loop(child, go_w, out, inputs, start, apps, verdict, record, limits,
+                                          program_deadline, cpu)
+            # All tests ran: closing the go pipe makes the child exit on its own.
+            finished = next_start is None and record.status[-1] != NOT_RUN and child.phase == "ready"
+            return next_start
         finally:
             os.close(go_w)
-            child.release()
+            child.release(finished=finished)
 
     def _stdio_loop(self, child: _Child, go_w, out, inputs, start, apps, verdict, record, limits, program_deadline,
                     cpu):
@@ -651,6 +656,7 @@ class Sandbox:
             for fd in fds_here:
                 os.close(fd)
         child = _Child(zygote, pid, result)
+        finished = False
         try:
             deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
             i = start
@@ -716,9 +722,10 @@ class Sandbox:
                     return None
                 i += 1
                 deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+            finished = True  # every request answered: the child reads the end of its requests and exits
             return None
         finally:
-            child.release()
+            child.release(finished=finished)
 
     # judge + candidate --------------------------------------------------------------------------------------------
     def _run_judged(self, zygote, spec, setup, asserts, plan, fn_name, limits, program_deadline) -> _Tests:

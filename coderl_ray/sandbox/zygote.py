@@ -91,6 +91,7 @@ class Zygote:
         self.start_timeout_s = start_timeout_s
         self.info: dict = {}
         self._lock = threading.Lock()
+        self._finished: list[int] = []  # children to release with the next spawn request
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._stderr = None
@@ -224,11 +225,25 @@ class Zygote:
 
     def spawn(self, mode: str, limits: dict, fds: dict[int, int]) -> int:
         """Fork a child running ``mode`` with ``fds`` ({fd number in the child: fd here}); returns its pid."""
-        reply = self._request({"op": "spawn", "mode": mode, "limits": limits, "fds": list(fds)}, list(fds.values()))
+        with self._lock:
+            finished, self._finished = self._finished, []
+        req = {"op": "spawn", "mode": mode, "limits": limits, "fds": list(fds), "release": finished}
+        reply = self._request(req, list(fds.values()))
         return int(reply["pid"])
 
-    def release(self, pid: int) -> None:
-        """Kill the child (and, by its PID namespace or process group, all it started); reaped in the background."""
+    def release(self, pid: int, finished: bool = False) -> None:
+        """Kill the child (and, by its PID namespace or process group, all it started); reaped in the background.
+
+        ``finished``: the child has delivered everything and is exiting by itself, so the kill is only cleanup; it
+        then rides on the next spawn request (one wake-up of the zygote per program instead of two)."""
+        if finished:
+            with self._lock:
+                self._finished.append(pid)
+                if len(self._finished) < 32:
+                    return
+                pid, self._finished = self._finished, []
+            self._request({"op": "release", "pid": pid}, reply=False)
+            return
         self._request({"op": "release", "pid": pid}, reply=False)
 
     def wait(self, pid: int) -> tuple[int, float]:
