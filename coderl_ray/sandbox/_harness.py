@@ -756,6 +756,9 @@ class _Zygote:
         os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
                            "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
         _FRESH_STREAMS.append((_text_stdio(0, "r"), _text_stdio(1, "w"), _text_stdio(2, "w")))
+        _FRESH_MODULES.append(_new_module("__main__", register=False))
+        signal.signal(signal.SIGXCPU, _on_sigxcpu)  # inherited by every child; the zygote has no CPU limit
+        sys.argv = ["solution.py"]
         import atexit
         import gc
 
@@ -1124,8 +1127,6 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
     except BaseException as exc:
         _send({"t": "setup_error", "error": f"cannot read job: {type(exc).__name__}: {exc}"})
         raise SystemExit(EXIT_SETUP_FAILED)
-    signal.signal(signal.SIGXCPU, _on_sigxcpu)
-    sys.argv = ["solution.py"]
     mode = req.get("mode")
     if mode == "stdio":
         _run_stdio_apps(spec) if spec.get("apps") else _run_stdio(spec)
@@ -1229,12 +1230,19 @@ def _compile(spec: dict, source_key: str = "code"):
     return code
 
 
-def _new_module(name: str):
+_FRESH_MODULES: list = []
+
+
+def _new_module(name: str, register: bool = True):
     import types
 
-    mod = types.ModuleType(name)
-    mod.__dict__["__builtins__"] = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
-    sys.modules[name] = mod
+    if name == "__main__" and register and _FRESH_MODULES:
+        mod = _FRESH_MODULES.pop()  # made by the zygote: one less allocation in a cold child
+    else:
+        mod = types.ModuleType(name)
+        mod.__dict__["__builtins__"] = __builtins__ if isinstance(__builtins__, dict) else __builtins__.__dict__
+    if register:
+        sys.modules[name] = mod
     return mod
 
 
@@ -1310,11 +1318,13 @@ def _run_stdio(spec: dict) -> None:
     streams = _FRESH_STREAMS.pop() if _FRESH_STREAMS else None
     spec["next"] = int(spec.get("start", 0))
     _send_raw(_READY)
+    first = spec["next"]
     while True:
         i = _next_test(REQ_FD, spec)
         if i is None or i >= len(spec["inputs"]):
             break
-        _arm_cpu_limit(spec.get("cpu_s"))
+        if i != first:  # the first test's CPU limit was set with the process's limits
+            _arm_cpu_limit(spec.get("cpu_s"))
         _stdin_memfd(spec["inputs"][i])
         if streams is None:
             streams = (_text_stdio(0, "r"), _text_stdio(1, "w"), _text_stdio(2, "w"))
@@ -1349,7 +1359,7 @@ def _run_stdio(spec: dict) -> None:
             pass
         if atexit._ncallbacks():
             atexit._clear()
-        for stream in {id(sys.stdout): sys.stdout, id(sys.__stdout__): sys.__stdout__}.values():
+        for stream in (sys.stdout, sys.__stdout__) if sys.stdout is not sys.__stdout__ else (sys.stdout,):
             try:
                 stream.flush()
             except BaseException:
@@ -1552,7 +1562,8 @@ def _serve_candidate(spec: dict) -> None:
             break
         rid = req.get("i")
         if rid != last_test:
-            _arm_cpu_limit(spec.get("cpu_s"))
+            if last_test is not None:  # the first test's CPU limit was set with the process's limits
+                _arm_cpu_limit(spec.get("cpu_s"))
             last_test = rid
         try:
             op = req.get("op")
