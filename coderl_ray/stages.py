@@ -94,15 +94,14 @@ def _steps(epochs: float, rows: int, batch_size: int) -> int:
 def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path) -> dict:
     import ray
 
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
     ds = ray.data.read_parquet(str(gt_dir))
     n = ds.count()
     loop = LoopConfig(objective="sft", init_path=str(actor_in), steps=_steps(cfg.sft.epochs, n, cfg.sft.batch_size),
                       batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, warmup_ratio=cfg.sft.warmup_ratio,
-                      weight_decay=cfg.sft.weight_decay, grad_clip=cfg.train.grad_clip,
-                      precision=cfg.train.precision, seed=cfg.seed, report_every=25,
-                      checkpoint_every=cfg.train.checkpoint_every)
+                      weight_decay=cfg.sft.weight_decay, seed=cfg.seed, report_every=25,
+                      **train_options(cfg.train))
     ckpt = fit(loop, {"train": ds}, **_scaling(cfg), storage_path=storage, name="sft")
     load_trained(ckpt, actor_out)
     return {"steps": loop.steps, "rows": n}
@@ -113,7 +112,7 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
     import ray
 
     from coderl_ray.rl.replay_buffer import read_rounds
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
     cols = ["prompt_ids", "token_ids", "outcome"]
     ds = read_rounds(buffer_root, rounds).select_columns(cols)
@@ -123,8 +122,7 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
     loop = LoopConfig(objective="critic", init_path=str(init), new_critic=new_critic,
                       steps=_steps(cfg.critic.epochs, n, cfg.critic.batch_size), batch_size=cfg.critic.batch_size,
                       lr=cfg.critic.lr, n_classes=cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
-                      grad_clip=cfg.train.grad_clip, precision=cfg.train.precision, seed=cfg.seed, report_every=25,
-                      checkpoint_every=cfg.train.checkpoint_every)
+                      seed=cfg.seed, report_every=25, **train_options(cfg.train))
     ckpt = fit(loop, {"train": ds.random_shuffle(seed=cfg.seed)}, **_scaling(cfg), storage_path=storage, name=name)
     load_trained(ckpt, critic_out)
     return {"steps": loop.steps, "rows": n}
@@ -134,7 +132,7 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
              name: str) -> dict:
     import ray
 
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
     rl = ray.data.read_parquet(str(scored_dir)).filter(
         lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0)
@@ -144,9 +142,8 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     use_rl = n >= workers
     loop = LoopConfig(objective="rl" if use_rl else "sft", init_path=str(actor_in), steps=cfg.rl.steps_per_round,
                       batch_size=cfg.rl.batch_size, lr=cfg.rl.lr, n_classes=cfg.critic.n_classes,
-                      use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce, grad_clip=cfg.train.grad_clip,
-                      precision=cfg.train.precision, seed=cfg.seed, report_every=10, warmup_ratio=0.0,
-                      checkpoint_every=cfg.train.checkpoint_every)
+                      use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce, seed=cfg.seed,
+                      report_every=10, warmup_ratio=0.0, **train_options(cfg.train))
     gt = ray.data.read_parquet(str(gt_dir))
     # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
     # round then falls back to its cross-entropy half rather than failing.

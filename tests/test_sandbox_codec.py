@@ -14,9 +14,9 @@ import math
 
 import pytest
 
-from coderl_ray.sandbox._harness import (
-    CandidateIterator, DecodeError, EncodeError, MessageReader, Opaque, ProtocolError, build_seccomp_filter, decode,
-    encode, pack,
+from coderl_ray.sandbox.isolation import build_seccomp_filter
+from coderl_ray.sandbox.wire import (
+    CandidateIterator, DecodeError, EncodeError, MessageReader, Opaque, ProtocolError, decode, encode, pack,
 )
 from coderl_ray.sandbox.asserts import fast_verdict, free_names, plan_asserts
 

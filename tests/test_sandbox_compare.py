@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from coderl_ray.sandbox._harness import CandidateIterator, Opaque
+from coderl_ray.sandbox.wire import CandidateIterator, Opaque
 from coderl_ray.sandbox.compare import (
     apps_call_inputs, apps_stdout_equal, apps_value_equal, strict_stdout_equal, strict_value_equal,
 )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from coderl_ray.sandbox._harness import encode
+from coderl_ray.sandbox.wire import encode
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
 _OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not"}

@@ -33,9 +33,8 @@ from typing import Any
 
 from coderl_ray.records import ExecutionResult, Outcome
 from coderl_ray.sandbox import compare
-from coderl_ray.sandbox._harness import (
-    APPS_PRELUDE, DecodeError, MessageReader, ProtocolError, apps_stdio_source, decode, encode, pack,
-)
+from coderl_ray.sandbox._harness import APPS_PRELUDE, apps_stdio_source
+from coderl_ray.sandbox.wire import DecodeError, MessageReader, ProtocolError, decode, encode, pack
 from coderl_ray.sandbox.asserts import AssertPlan, fast_verdict, plan_asserts
 from coderl_ray.sandbox.limits import SandboxLimits
 from coderl_ray.sandbox.zygote import TierUnavailable, Zygote, ZygoteError
