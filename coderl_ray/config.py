@@ -67,19 +67,45 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """How Ray Train runs a training loop (shared by SFT, critic and RL)."""
+    """How Ray Train runs a training loop (shared by SFT, critic and RL); docs/training.md explains each choice.
+
+    One optimizer step takes a stage's ``batch_size`` rows, ``batch_size / num_workers`` on each worker; a worker
+    splits its rows into micro-batches of at most ``micro_batch_size_per_worker`` rows and at most
+    ``max_tokens_per_micro_batch`` padded tokens and accumulates their gradients. Micro-batching changes memory,
+    never the objective: the step's loss is exactly the loss of the whole batch.
+    """
 
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPU
-    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPU (fp32 master weights and optimizer)
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
     checkpoint_every: int = 0  # steps between Ray Train checkpoints (0 = only the final one)
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards parameters, gradients and optimizer state
+    micro_batch_size_per_worker: int = 0  # rows per micro-batch (gradient accumulation); 0 = whole worker batch
+    max_tokens_per_micro_batch: int = 0  # padded prompt + program tokens per micro-batch; 0 = no budget
+    bucket_batches: int = 0  # sort this many batches' rows by length and regroup them (less padding); 0 = off
+    pad_to_multiple_of: int = 1  # e.g. 64 with compile: a bounded set of shapes, tensor-core friendly sizes
+    gradient_checkpointing: bool = False  # recompute activations in backward: ~1/3 more compute, far less memory
+    compile: bool = False  # torch.compile the model (per transformer block under fsdp)
+    tensorboard: bool = True  # event files under <output_dir>/ray_train/<run>/tensorboard
+    mlflow_tracking_uri: str = ""  # log metrics to MLflow too (needs `pip install mlflow`)
+    wandb_project: str = ""  # log metrics to Weights & Biases too (needs `pip install wandb`)
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ConfigError("train.num_workers must be >= 1")
+        if min(self.micro_batch_size_per_worker, self.max_tokens_per_micro_batch, self.bucket_batches) < 0:
+            raise ConfigError("train.micro_batch_size_per_worker, train.max_tokens_per_micro_batch and "
+                              "train.bucket_batches must be >= 0 (0 = off)")
+        if self.pad_to_multiple_of < 1:
+            raise ConfigError("train.pad_to_multiple_of must be >= 1")
+        if self.parallel == "fsdp" and self.num_workers == 1:
+            raise ConfigError("train.parallel=fsdp with train.num_workers=1 shards nothing (one worker holds every "
+                              "shard); use ddp, or more workers")
+        if self.precision == "bf16" and not self.use_gpu:
+            raise ConfigError("train.precision=bf16 autocasts on GPU only; set train.use_gpu=true or precision=fp32")
 
 
 @dataclass
@@ -106,8 +132,14 @@ class RolloutConfig:
     num_workers: int = 1  # size of the Ray Data actor pool of generators
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    # "hf": model.generate; "static": static caches, encoder once per prompt, early stop (models/decoding.py).
+    decoder: Literal["hf", "static"] = "hf"
+    compile: bool = False  # static decoder only: torch.compile the decode step, replayed as a CUDA graph on GPU
 
     def __post_init__(self) -> None:
+        if self.compile and self.decoder != "static":
+            raise ConfigError("rollout.compile needs rollout.decoder=static (model.generate's compiled static cache "
+                              "fails under CUDA graphs in stock transformers)")
         if self.temperature <= 0:
             raise ConfigError("rollout.temperature must be > 0 (the greedy baseline is generated separately)")
         if not 0 < self.top_p <= 1:

@@ -2,6 +2,11 @@
 
 For each problem: ``num_samples`` programs sampled with temperature / top-p, plus (optionally) one greedy program,
 the "baseline" whose reward the relative return subtracts (CodeRL, Eq. 6).
+
+Two decoders produce the same distribution: ``hf`` (``model.generate``) and ``static``
+(:class:`coderl_ray.models.decoding.StaticDecoder`: encoder once per prompt, static caches, optionally a compiled
+step replayed as a CUDA graph on GPU). The model folder may be a training checkpoint or a whole training run
+(its latest checkpoint), so rollout can follow a trainer that is still running.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ class SamplingParams:
     max_new_tokens: int = 128
     max_source_tokens: int = 600
     greedy_baseline: bool = True
+    decoder: str = "hf"  # "hf" (model.generate) or "static" (models.decoding.StaticDecoder)
+    compile: bool = False  # static decoder: torch.compile the decode step (CUDA graphs on GPU)
+
+    def __post_init__(self) -> None:
+        if self.decoder not in ("hf", "static"):
+            raise ValueError(f"decoder must be 'hf' or 'static', got {self.decoder!r}")
+        if self.compile and self.decoder != "static":
+            raise ValueError("compile applies to the static decoder only (set decoder='static')")
 
 
 def sample_id(problem_id: str, round_: int, index: int | None) -> str:
@@ -48,6 +61,16 @@ class ProgramGenerator:
         self.tokenizer = load_tokenizer(model_dir)
         self.seq2seq = is_seq2seq(self.model)
         self.seed = seed
+        self._static, self._static_compiled = None, False
+
+    def _static_decoder(self, params: SamplingParams):
+        from coderl_ray.models.decoding import StaticDecoder
+
+        if self._static is None or self._static_compiled != params.compile:
+            self._static = StaticDecoder(self.model, compile_step=params.compile,
+                                         cuda_graphs=params.compile and self.device.type == "cuda")
+            self._static_compiled = params.compile
+        return self._static
 
     def _prompts(self, problems: list[dict[str, Any]], max_source_tokens: int) -> dict[str, torch.Tensor]:
         ids = [encode_prompt(self.tokenizer, build_prompt(p), max_source_tokens) for p in problems]
@@ -60,6 +83,11 @@ class ProgramGenerator:
 
     @torch.no_grad()
     def _generate(self, enc: dict[str, torch.Tensor], n: int, params: SamplingParams, greedy: bool) -> list[list[int]]:
+        if params.decoder == "static":
+            return self._static_decoder(params).generate(
+                enc["input_ids"], enc["attention_mask"], num_samples=n, max_new_tokens=params.max_new_tokens,
+                temperature=params.temperature, top_p=params.top_p, greedy=greedy,
+                eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id)
         kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=self.tokenizer.eos_token_id, num_return_sequences=n)
         if greedy:

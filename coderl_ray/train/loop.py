@@ -1,32 +1,55 @@
 """One training loop for the actor (SFT, RL) and the critic, run by every Ray Train worker.
 
 The loop is plain PyTorch over an iterator of row batches; :func:`train_loop_per_worker` plugs it into Ray Train
-(dataset shards, DDP, checkpoints, reports). The same loop runs without Ray in tests through :func:`run_loop`.
+(dataset shards, DDP or FSDP, checkpoints, reports) and :func:`fit` is the driver. The same loop runs without Ray in
+tests and in ``benchmarks/train_throughput.py`` through :func:`run_loop`, so what is benchmarked is what trains.
 
 Step budget, not epochs: every worker runs exactly ``steps`` optimizer steps over an endlessly cycled (and
-reshuffled) shard, so DDP workers never disagree on the number of collective calls whatever their shard sizes.
+reshuffled) shard, so workers never disagree on the number of collective calls whatever their shard sizes.
+
+One step (``train_step``): the worker's ``batch_size // world_size`` rows are split into micro-batches (rows and
+token budget, :mod:`coderl_ray.train.batching`), each micro-batch's loss is weighted so the sum is the whole batch's
+loss, gradients accumulate (reduced across workers only in the last backward), then clipping, AdamW, the schedule.
+
+A checkpoint (``<checkpoint>/``) holds ``model/`` (Hugging Face ``save_pretrained`` plus the tokenizer; a critic
+adds its head), ``trainer_state.pt`` (optimizer, scheduler, step, data position) and ``trainer_state.json`` (the same
+without tensors, for people and for :func:`coderl_ray.models.actor.resolve_model_path`). A killed run restarted by
+Ray Train (``FailureConfig``) resumes from the latest one: same model, optimizer moments, learning rate, random
+state (seeded per step) and position in each dataset shard, hence the same losses as if it had not been killed.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-MODEL_SUBDIR = "model"
+from coderl_ray.models.actor import CHECKPOINT_INFO, CHECKPOINT_MODEL
+from coderl_ray.train.batching import (
+    BatchCursor,
+    bucket_by_length,
+    micro_batch_weights,
+    padded_tokens,
+    row_lengths,
+    split_micro_batches,
+)
+
+MODEL_SUBDIR = CHECKPOINT_MODEL
 STATE_FILE = "trainer_state.pt"
 
 
 @dataclass
 class LoopConfig:
-    """What one training run does. ``batch_size`` is global; each worker takes ``batch_size // world_size``."""
+    """What one training run does. ``batch_size`` is global; each worker takes ``batch_size // world_size`` rows
+    per step and splits them into micro-batches (see :mod:`coderl_ray.train.batching` for how sizes compose)."""
 
     objective: str  # "sft" | "rl" | "critic"
     init_path: str  # actor folder (sft, rl), or critic folder / backbone folder (critic)
@@ -34,45 +57,69 @@ class LoopConfig:
     batch_size: int
     lr: float
     warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    weight_decay: float = 0.0  # AdamW decay of matrices; biases and norms are never decayed
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     n_classes: int = 4
     head_hidden: int = 128
     use_critic: bool = True
     alternate_ce: bool = True
-    precision: str = "fp32"
+    precision: str = "fp32"  # "bf16": bf16 autocast on GPU (fp32 master weights); CPU always runs fp32
     seed: int = 0
     report_every: int = 10
     checkpoint_every: int = 0  # 0 = only at the end
     new_critic: bool = False  # critic: build a fresh head on the backbone at init_path
+    # Scale (each documented in TrainConfig, which sets them for the pipeline).
+    parallel: str = "ddp"  # "ddp" | "fsdp"
+    micro_batch_size: int = 0  # rows per micro-batch on a worker; 0 = the worker's whole batch
+    max_tokens_per_micro_batch: int = 0  # padded (prompt + program) tokens per micro-batch; 0 = no budget
+    bucket_batches: int = 0  # regroup this many batches by length; 0 or 1 = off
+    pad_to_multiple_of: int = 1  # round padded lengths up (bounds the shapes a compiled model sees)
+    gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the model (per transformer block under FSDP)
+    min_lr_ratio: float = 0.1  # the cosine schedule decays to lr * min_lr_ratio
+    # Metrics.
+    name: str = ""  # run name in logs ("" = the objective)
+    log_dir: str = "auto"  # TensorBoard folder; "auto" = <storage>/<run name>/tensorboard under fit(); "" = off
+    mlflow_tracking_uri: str = ""
+    wandb_project: str = ""
+    progress_bar: bool = True
 
     def __post_init__(self) -> None:
         if self.objective not in ("sft", "rl", "critic"):
             raise ValueError(f"objective must be sft, rl or critic, got {self.objective!r}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps ({self.steps}) and batch_size ({self.batch_size}) must be >= 1")
+        if min(self.micro_batch_size, self.max_tokens_per_micro_batch, self.bucket_batches) < 0:
+            raise ValueError("micro_batch_size, max_tokens_per_micro_batch and bucket_batches must be >= 0")
+        if self.pad_to_multiple_of < 1 or self.report_every < 1:
+            raise ValueError("pad_to_multiple_of and report_every must be >= 1")
 
 
-def _cycle_batches(make_iter: Callable[[int], Iterator[list[dict]]]) -> Iterator[list[dict]]:
-    epoch = 0
-    while True:
-        empty = True
-        for rows in make_iter(epoch):
-            if rows:
-                empty = False
-                yield rows
-        if empty:
-            raise RuntimeError("the training data shard is empty")
-        epoch += 1
+def train_options(train_cfg) -> dict[str, Any]:
+    """The LoopConfig fields that come from the pipeline's ``TrainConfig`` (shared by SFT, critic and RL runs)."""
+    t = train_cfg
+    return {"precision": t.precision, "grad_clip": t.grad_clip, "checkpoint_every": t.checkpoint_every,
+            "parallel": t.parallel, "micro_batch_size": t.micro_batch_size_per_worker,
+            "max_tokens_per_micro_batch": t.max_tokens_per_micro_batch, "bucket_batches": t.bucket_batches,
+            "pad_to_multiple_of": t.pad_to_multiple_of, "gradient_checkpointing": t.gradient_checkpointing,
+            "compile": t.compile, "log_dir": "auto" if t.tensorboard else "",
+            "mlflow_tracking_uri": t.mlflow_tracking_uri, "wandb_project": t.wandb_project}
 
 
 def _lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:
     warmup = max(1, int(cfg.warmup_ratio * cfg.steps))
+    floor = cfg.min_lr_ratio
 
     def f(step: int) -> float:
-        # Linear warm-up then cosine decay to 10%: the tiny runs are short, so the tail matters.
+        # Linear warm-up then cosine decay to a floor: the tiny runs are short, so the tail matters.
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, cfg.steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return f
 
@@ -80,14 +127,20 @@ def _lr_lambda(cfg: LoopConfig) -> Callable[[int], float]:
 def make_optimizer(cfg: LoopConfig, model, state: dict | None = None, fused: bool = False):
     """AdamW + warm-up/cosine schedule, restored from a checkpoint's ``state`` when given.
 
-    Order matters: the scheduler's constructor rewrites each group's lr, so the optimizer state (which carries the
-    lr of the step it was saved at) is loaded after it.
+    Matrices are decayed, biases and norm weights are not (decaying a LayerNorm gain towards 0 only hurts).
+    ``fused``: one kernel for all parameters on GPU. Order matters when restoring: the scheduler's constructor
+    rewrites each group's lr, so the optimizer state (which carries the lr of the step it was saved at) is loaded
+    after it.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    from coderl_ray.train.parallel import load_optimizer_state
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for _, p in named if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     return optimizer, scheduler
 
@@ -101,58 +154,144 @@ def build_model(cfg: LoopConfig):
 
         if cfg.new_critic:
             return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed)
-        return load_critic(cfg.init_path)
+        critic = load_critic(cfg.init_path)
+        if critic.n_classes != cfg.n_classes:
+            raise ValueError(f"the critic in {cfg.init_path} has {critic.n_classes} classes but the run asks for "
+                             f"{cfg.n_classes}; start a new critic (new_critic) to change the number of classes")
+        return critic
     from coderl_ray.models.actor import load_actor
 
     return load_actor(cfg.init_path)
 
 
+def step_kind(cfg: LoopConfig, step: int, has_ce: bool) -> str:
+    """What optimizer step ``step`` (0-based) trains: "sft", "critic", "rl", or "ce" (RL's cross-entropy half)."""
+    if cfg.objective != "rl":
+        return cfg.objective
+    return "ce" if cfg.alternate_ce and has_ce and step % 2 == 0 else "rl"
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The random state of a step is a function of (seed, rank, step), so a resumed run draws the same dropout."""
+    return (seed * 1_000_003 + rank * 10_007 + step) % (2**63)
+
+
+def _micro_loss(kind: str, model, rows, pad_id: int, cfg: LoopConfig, device):
+    from coderl_ray.train.objectives import critic_objective, rl_objective, sft_loss
+
+    pad = {"pad_to_multiple_of": cfg.pad_to_multiple_of}
+    if kind in ("sft", "ce"):
+        return sft_loss(model, rows, pad_id, device, **pad)
+    if kind == "critic":
+        return critic_objective(model, rows, pad_id, device, **pad)
+    return rl_objective(model, rows, pad_id, cfg.n_classes, cfg.use_critic, device, **pad)
+
+
+def train_step(cfg: LoopConfig, model, rows: list[dict], kind: str, pad_id: int, device: torch.device,
+               optimizer, scheduler, params: list[torch.Tensor]) -> dict[str, float]:
+    """One optimizer step on one worker's rows; returns its metrics (one host sync, at the end)."""
+    from coderl_ray.train.parallel import is_fsdp, max_over_workers, no_sync, world_size
+
+    t0 = time.perf_counter()
+    micro = split_micro_batches(rows, cfg.micro_batch_size, cfg.max_tokens_per_micro_batch)
+    weights = micro_batch_weights("sft" if kind == "ce" else kind, micro)
+    if is_fsdp(model):
+        # FSDP gathers parameters in every forward: all workers must run as many micro-batches. Extra ones repeat
+        # the last micro-batch with weight 0 (no gradient, same collectives).
+        n = max_over_workers(len(micro), device)
+        micro, weights = micro + [micro[-1]] * (n - len(micro)), weights + [0.0] * (n - len(micro))
+    sync_each = world_size() > 1
+    autocast = cfg.precision == "bf16" and device.type == "cuda"
+    optimizer.zero_grad(set_to_none=True)
+    loss_total = torch.zeros((), device=device)
+    sums: dict[str, Any] = {}
+    for i, (mb, w) in enumerate(zip(micro, weights)):
+        with no_sync(model, enabled=sync_each and i < len(micro) - 1), \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss, m = _micro_loss(kind, model, mb, pad_id, cfg, device)
+            (loss * w).backward()
+        if w == 0.0:
+            continue
+        loss_total = loss_total + loss.detach() * w
+        for k, v in m.items():
+            if k == "tokens":
+                sums[k] = sums.get(k, 0) + v
+            else:
+                sums[k] = sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) * w
+    if cfg.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    else:
+        grad_norm = torch.zeros((), device=device)
+    optimizer.step()
+    scheduler.step()
+    real = [mb for mb, w in zip(micro, weights) if w > 0]
+    metrics = {k: float(v) for k, v in sums.items()}  # the step's only host sync
+    metrics.update(loss=float(loss_total), grad_norm=float(grad_norm), lr=scheduler.get_last_lr()[0],
+                   micro_batches=len(real), padded_tokens=sum(padded_tokens(mb) for mb in real),
+                   real_tokens=sum(sum(row_lengths(r)) for mb in real for r in mb),
+                   step_s=time.perf_counter() - t0)
+    return metrics
+
+
 def run_loop(cfg: LoopConfig, model, batches: Iterator[list[dict]], pad_id: int, *,
              ce_batches: Iterator[list[dict]] | None = None, device: torch.device | str = "cpu",
-             start_step: int = 0, optimizer=None, scheduler=None,
+             start_step: int = 0, optimizer=None, scheduler=None, rank: int = 0,
              on_step: Callable[[int, dict, Any, Any], None] | None = None) -> list[dict]:
     """The loop itself: ``cfg.steps - start_step`` optimizer steps; returns one metrics dict per step.
 
-    RL alternates as in the paper: even steps are cross-entropy on ground truth (from ``ce_batches``), odd steps
-    the RL objective on sampled programs (from ``batches``).
+    ``model`` is ready to train (on ``device``, wrapped by :func:`coderl_ray.train.parallel.prepare_model` when
+    distributed). RL alternates as in the paper: even steps are cross-entropy on ground truth (from
+    ``ce_batches``), odd steps the RL objective on sampled programs (from ``batches``).
     """
-    from coderl_ray.train.objectives import critic_objective, rl_objective, sft_loss
-
+    device = torch.device(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
-        optimizer, scheduler = make_optimizer(cfg, model, fused=str(device).startswith("cuda"))
-    autocast = cfg.precision == "bf16" and str(device).startswith("cuda")
+        optimizer, scheduler = make_optimizer(cfg, model, fused=device.type == "cuda")
     history = []
     model.train()
     for step in range(start_step, cfg.steps):
-        t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            if cfg.objective == "sft":
-                loss, metrics = sft_loss(model, next(batches), pad_id, device)
-            elif cfg.objective == "critic":
-                loss, metrics = critic_objective(model, next(batches), pad_id, device)
-            elif cfg.alternate_ce and ce_batches is not None and step % 2 == 0:
-                loss, metrics = sft_loss(model, next(ce_batches), pad_id, device)
-            else:
-                loss, metrics = rl_objective(model, next(batches), pad_id, cfg.n_classes, cfg.use_critic, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.)
-        optimizer.step()
-        scheduler.step()
-        metrics.update(step=step + 1, loss=loss.item(), lr=scheduler.get_last_lr()[0],
-                       grad_norm=float(grad_norm), step_s=time.perf_counter() - t0)
+        torch.manual_seed(step_seed(cfg.seed, rank, step))
+        kind = step_kind(cfg, step, ce_batches is not None)
+        rows = next(ce_batches if kind == "ce" else batches)
+        metrics = train_step(cfg, model, rows, kind, pad_id, device, optimizer, scheduler, params)
+        metrics["step"] = step + 1
         history.append(metrics)
         if on_step is not None:
             on_step(step + 1, metrics, optimizer, scheduler)
     return history
 
 
-def save_model(model, folder: str | Path, tokenizer=None) -> None:
-    core = getattr(model, "module", model)
-    core.save_pretrained(folder)
+# --- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def save_model(model, folder: str | Path, tokenizer=None, state_dict: dict | None = None) -> None:
+    """Hugging Face folder of ``model`` (a critic adds its head). ``state_dict``: a full one gathered under FSDP."""
+    from coderl_ray.models.batching import unwrap
+
+    core = unwrap(model)
+    if state_dict is None:
+        core.save_pretrained(folder)
+    else:
+        core.save_pretrained(folder, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+
+
+def write_checkpoint(folder: Path, cfg: LoopConfig, model, optimizer, scheduler, tokenizer, step: int,
+                     positions: dict[str, tuple[int, int]], rank: int) -> bool:
+    """Write a checkpoint into ``folder`` (rank 0 writes; under FSDP every rank must call). True if written."""
+    from coderl_ray.train.parallel import full_state_dicts
+
+    model_sd, optim_sd = full_state_dicts(model, optimizer, rank)
+    if rank != 0:
+        return False
+    save_model(model, folder / MODEL_SUBDIR, tokenizer, state_dict=model_sd)
+    info = {"step": step, "steps": cfg.steps, "objective": cfg.objective, "parallel": cfg.parallel,
+            "data_position": {k: list(v) for k, v in positions.items()}}
+    torch.save({**info, "optimizer": optim_sd, "scheduler": scheduler.state_dict(), "config": asdict(cfg)},
+               folder / STATE_FILE)
+    (folder / CHECKPOINT_INFO).write_text(json.dumps(info, indent=1))
+    return True
 
 
 def load_trained(checkpoint_dir: str | Path, dest: str | Path) -> Path:
@@ -170,111 +309,131 @@ def load_trained(checkpoint_dir: str | Path, dest: str | Path) -> Path:
 # --- Ray Train ---------------------------------------------------------------------------------------------------
 
 
-def _shard_batches(name: str, per_worker: int, seed: int) -> Iterator[list[dict]]:
+def shard_cursor(name: str, per_worker: int, cfg: LoopConfig, seed: int,
+                 position: tuple[int, int] = (0, 0)) -> BatchCursor:
+    """A resumable cursor over this worker's shard of dataset ``name``: shuffled per epoch, optionally bucketed."""
     import ray.train
 
     shard = ray.train.get_dataset_shard(name)
 
-    def epoch_iter(epoch: int) -> Iterator[list[dict]]:
-        for table in shard.iter_batches(batch_size=per_worker, batch_format="pyarrow", drop_last=False,
-                                        local_shuffle_buffer_size=max(4 * per_worker, 256),
-                                        local_shuffle_seed=seed + epoch):
-            yield table.to_pylist()
+    def epoch(e: int) -> Iterator[list[dict]]:
+        tables = shard.iter_batches(batch_size=per_worker, batch_format="pyarrow", drop_last=False,
+                                    local_shuffle_buffer_size=max(4 * per_worker, 256), local_shuffle_seed=seed + e)
+        return bucket_by_length((t.to_pylist() for t in tables), cfg.bucket_batches, seed + e)
 
-    return _cycle_batches(epoch_iter)
+    return BatchCursor(epoch, position)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``config`` is ``asdict(LoopConfig)`` (plain values pickle across nodes)."""
+    """Ray Train entry point. ``config`` is ``asdict(LoopConfig)`` (plain values pickle across nodes), plus an
+    optional ``step_callback(step, metrics, rank)`` run on every worker after each step (see :func:`fit`)."""
     import ray.train
     import ray.train.torch
 
     from coderl_ray.models.tokenizer import load_tokenizer
+    from coderl_ray.train.metrics import MetricsLogger, summarize
+    from coderl_ray.train.parallel import mean_over_workers, prepare_model, sum_over_workers
 
+    config = dict(config)
+    step_callback = config.pop("step_callback", None)
     cfg = LoopConfig(**config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed + rank)
     device = ray.train.torch.get_device()
     per_worker = max(1, cfg.batch_size // world)
 
     start_step, state = 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        # Resuming after a worker failure (or a rerun): the model, optimizer, scheduler and step come back.
+        # Resuming after a worker failure (or a rerun): model, optimizer, scheduler, step and data position.
         with checkpoint.as_directory() as d:
-            cfg_init = LoopConfig(**{**config, "init_path": str(Path(d) / MODEL_SUBDIR), "new_critic": False})
-            model = build_model(cfg_init)
+            model = build_model(replace(cfg, init_path=str(Path(d) / MODEL_SUBDIR), new_critic=False))
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
-            start_step = int(state["step"])
             tokenizer = load_tokenizer(Path(d) / MODEL_SUBDIR)
+        start_step = int(state["step"])
     else:
         model = build_model(cfg)
         tokenizer = load_tokenizer(cfg.init_path)
-
-    model = ray.train.torch.prepare_model(model)
+    torch.manual_seed(cfg.seed)
+    model = prepare_model(model, parallel=cfg.parallel, device=device, precision=cfg.precision,
+                          gradient_checkpointing=cfg.gradient_checkpointing, compile_model=cfg.compile)
     optimizer, scheduler = make_optimizer(cfg, model, state, fused=device.type == "cuda")
 
-    batches = _shard_batches("train", per_worker, cfg.seed + 1000 * rank)
-    ce_batches = _shard_batches("ce", per_worker, cfg.seed + 1000 * rank + 7) if cfg.objective == "rl" and \
-        cfg.alternate_ce else None
+    positions = {k: tuple(v) for k, v in (state or {}).get("data_position", {}).items()}
+    cursors = {"train": shard_cursor("train", per_worker, cfg, cfg.seed + 1000 * rank,
+                                     positions.get("train", (0, 0)))}
+    if cfg.objective == "rl" and cfg.alternate_ce:
+        cursors["ce"] = shard_cursor("ce", per_worker, cfg, cfg.seed + 1000 * rank + 7, positions.get("ce", (0, 0)))
 
+    logger = MetricsLogger(cfg.name or cfg.objective, cfg.steps, start_step,
+                           log_dir="" if cfg.log_dir == "auto" else cfg.log_dir,
+                           mlflow_tracking_uri=cfg.mlflow_tracking_uri, wandb_project=cfg.wandb_project,
+                           progress_bar=cfg.progress_bar, run_config=asdict(cfg), in_ray=True) if rank == 0 else None
     window: list[dict] = []
     t_window = time.perf_counter()
 
     def on_step(step: int, metrics: dict, opt, sched) -> None:
         nonlocal t_window
         window.append(metrics)
+        if logger is not None:
+            logger.advance()
         last = step == cfg.steps
         want_ckpt = last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-        if not (last or step % cfg.report_every == 0 or want_ckpt):
-            return
-        elapsed = time.perf_counter() - t_window
-        summary = _summarize(window, elapsed, world)
-        summary["step"] = step
-        window.clear()
-        t_window = time.perf_counter()
-        if rank == 0:
-            print(f"[{cfg.objective}] step {step}/{cfg.steps} " +
-                  " ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "step"), flush=True)
-        if want_ckpt:
-            with tempfile.TemporaryDirectory() as tmp:
-                ckpt = None
-                if rank == 0:
-                    save_model(model, Path(tmp) / MODEL_SUBDIR, tokenizer)
-                    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                "config": asdict(cfg)}, Path(tmp) / STATE_FILE)
-                    ckpt = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(summary, checkpoint=ckpt)
-        else:
-            ray.train.report(summary)
+        if last or step % cfg.report_every == 0 or want_ckpt:
+            # Every worker reaches here at the same steps with the same metric names, so tokens can be summed and
+            # losses averaged across workers (rank 0's own loss would be a quarter of the data on 4 workers).
+            tokens = sum_over_workers(sum(m.get("tokens", 0) for m in window), device)
+            summary = summarize(window, time.perf_counter() - t_window, tokens)
+            throughput = summary.pop("tokens_per_s")
+            summary = {**mean_over_workers(summary, device), "tokens_per_s": throughput}
+            window.clear()
+            if logger is not None:
+                logger.log(step, summary)
+            summary["step"] = step
+            if want_ckpt:
+                with tempfile.TemporaryDirectory() as tmp:
+                    written = write_checkpoint(Path(tmp), cfg, model, opt, sched, tokenizer, step,
+                                               {k: c.position for k, c in cursors.items()}, rank)
+                    ckpt = ray.train.Checkpoint.from_directory(tmp) if written else None
+                    ray.train.report(summary, checkpoint=ckpt)
+            else:
+                ray.train.report(summary)
+            t_window = time.perf_counter()
+        if step_callback is not None:
+            step_callback(step, metrics, rank)
 
-    run_loop(cfg, model, batches, tokenizer.pad_token_id, ce_batches=ce_batches, device=device,
-             start_step=start_step, optimizer=optimizer, scheduler=scheduler, on_step=on_step)
-
-
-def _summarize(window: list[dict], elapsed: float, world: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    keys = {k for m in window for k in m if k not in ("step", "tokens")}
-    for k in sorted(keys):
-        vals = [m[k] for m in window if k in m]
-        out[k] = sum(vals) / len(vals)
-    tokens = sum(m.get("tokens", 0) for m in window) * world  # every worker sees a batch of similar size
-    out["tokens_per_s"] = tokens / max(elapsed, 1e-9)
-    return out
+    try:
+        run_loop(cfg, model, cursors["train"], tokenizer.pad_token_id, ce_batches=cursors.get("ce"), device=device,
+                 start_step=start_step, optimizer=optimizer, scheduler=scheduler, rank=rank, on_step=on_step)
+    finally:
+        if logger is not None:
+            logger.close()
 
 
 def fit(loop_cfg: LoopConfig, datasets: dict, *, num_workers: int = 1, use_gpu: bool = False,
-        cpus_per_worker: int = 1, storage_path: str | Path, name: str, max_failures: int = 1) -> Path:
-    """Run the loop on Ray Train and return the folder of the final checkpoint (``<folder>/model`` holds it)."""
+        cpus_per_worker: float = 1, storage_path: str | Path, name: str, max_failures: int = 1,
+        step_callback: Callable[[int, dict, int], None] | None = None) -> Path:
+    """Run the loop on Ray Train and return the folder of the final checkpoint (``<folder>/model`` holds it).
+
+    ``max_failures``: how many times Ray Train restarts the workers from the latest checkpoint after a failure.
+    ``step_callback(step, metrics, rank)``: a picklable function run on every worker after each optimizer step
+    (custom logging; the resume tests use it to kill a worker mid-run).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     storage_path = Path(storage_path).resolve()
     storage_path.mkdir(parents=True, exist_ok=True)
+    if loop_cfg.log_dir == "auto":
+        loop_cfg = replace(loop_cfg, log_dir=str(storage_path / name / "tensorboard"))
+    if not loop_cfg.name:
+        loop_cfg = replace(loop_cfg, name=name)
+    config = asdict(loop_cfg)
+    if step_callback is not None:
+        config["step_callback"] = step_callback
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=asdict(loop_cfg),
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": cpus_per_worker}),
         run_config=ray.train.RunConfig(
@@ -282,6 +441,8 @@ def fit(loop_cfg: LoopConfig, datasets: dict, *, num_workers: int = 1, use_gpu: 
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
+        # Same block order on every pass, so that a resumed run's data position points at the same rows.
+        dataset_config=ray.train.DataConfig(execution_options=_ordered_execution()),
         datasets=datasets,
     )
     result = trainer.fit()
@@ -289,3 +450,10 @@ def fit(loop_cfg: LoopConfig, datasets: dict, *, num_workers: int = 1, use_gpu: 
         raise RuntimeError(f"training run {name} finished without a checkpoint (see {storage_path / name})")
     return Path(result.checkpoint.path)
 
+
+def _ordered_execution():
+    import ray.data
+
+    options = ray.data.ExecutionOptions()
+    options.preserve_order = True
+    return options

@@ -1,7 +1,10 @@
 """The three training objectives, each a pure function of (model, rows) -> loss, shared by every loop.
 
 Rows are dicts as they come out of the Ray Datasets (``prompt_ids`` and ``token_ids`` token lists, plus the fields
-an objective needs); batches are padded to their own longest row.
+an objective needs); batches are padded to their own longest row (rounded up to ``pad_to_multiple_of``).
+
+Metrics come back as detached 0-d tensors (``tokens`` as an int counted on the host) so that a training step syncs
+with the GPU once, when the loop turns them into numbers, rather than once per micro-batch.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from coderl_ray.models.batching import cross_entropy, pad_batch, token_logprobs
+from coderl_ray.models.batching import cross_entropy, pad_batch, token_logprobs, unwrap
 from coderl_ray.models.critic import critic_loss, program_logits
 from coderl_ray.records import critic_class
 from coderl_ray.rl.returns import rl_loss, sequence_returns, token_returns
@@ -21,47 +24,59 @@ def _ids(v: Any) -> list[int]:
     return v.tolist() if isinstance(v, np.ndarray) else list(v)
 
 
-def program_batch(rows: list[dict[str, Any]], pad_id: int, device: torch.device | str = "cpu") -> dict:
-    batch = pad_batch([_ids(r["prompt_ids"]) for r in rows], [_ids(r["token_ids"]) for r in rows], pad_id)
-    return {k: v.to(device) for k, v in batch.items()}
+def program_batch(rows: list[dict[str, Any]], pad_id: int, device: torch.device | str = "cpu",
+                  pad_to_multiple_of: int = 1) -> dict:
+    batch = pad_batch([_ids(r["prompt_ids"]) for r in rows], [_ids(r["token_ids"]) for r in rows], pad_id,
+                      pad_to_multiple_of)
+    # Pinned host memory lets the copy to the GPU overlap with compute.
+    pin = torch.device(device).type == "cuda"
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in batch.items()}
 
 
-def sft_loss(model, rows: list[dict[str, Any]], pad_id: int, device="cpu") -> tuple[torch.Tensor, dict]:
+def _tokens(rows: list[dict[str, Any]]) -> int:
+    return sum(len(r["token_ids"]) for r in rows)
+
+
+def sft_loss(model, rows: list[dict[str, Any]], pad_id: int, device="cpu",
+             pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, dict]:
     """Token-mean cross-entropy on reference programs (warm-up, and the CE half of each RL round)."""
-    batch = program_batch(rows, pad_id, device)
+    batch = program_batch(rows, pad_id, device, pad_to_multiple_of)
     loss = cross_entropy(token_logprobs(model, batch), batch["program_mask"])
-    return loss, {"ce_loss": loss.item(), "tokens": int(batch["program_mask"].sum())}
+    return loss, {"ce_loss": loss.detach(), "tokens": _tokens(rows)}
 
 
 def rl_objective(model, rows: list[dict[str, Any]], pad_id: int, n_classes: int, use_critic: bool,
-                 device="cpu") -> tuple[torch.Tensor, dict]:
+                 device="cpu", pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, dict]:
     """-mean_t(q_t log p(w_t)) on sampled programs, q_t from the stored critic logits (or the sequence return)."""
-    batch = program_batch(rows, pad_id, device)
+    batch = program_batch(rows, pad_id, device, pad_to_multiple_of)
     mask = batch["program_mask"].float()
     ret = torch.tensor([float(r["relative_return"]) for r in rows], device=device)
     if use_critic:
         t = mask.shape[1]
-        logits = torch.zeros((len(rows), t, n_classes), device=device)
+        # Filled on the host, then one copy to the device (not one small copy per row).
+        logits = torch.zeros((len(rows), t, n_classes))
         for i, r in enumerate(rows):
             lg = np.asarray(r["critic_logits"], dtype=np.float32).reshape(-1, n_classes)[:t]
             logits[i, : len(lg)] = torch.from_numpy(lg)
+        logits = logits.to(device)
         cls = torch.tensor([critic_class(r["outcome"], n_classes) for r in rows], device=device)
         q = token_returns(logits, cls, ret, mask)
     else:
         q = sequence_returns(ret, mask)
     loss = rl_loss(token_logprobs(model, batch), q, mask)
-    return loss, {"rl_loss": loss.item(), "mean_return": ret.mean().item(), "tokens": int(mask.sum())}
+    return loss, {"rl_loss": loss.detach(), "mean_return": ret.mean(), "tokens": _tokens(rows)}
 
 
-def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu") -> tuple[torch.Tensor, dict]:
+def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu",
+                     pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, dict]:
     """Cross-entropy of the max-pooled token logits against each program's outcome class."""
-    batch = program_batch(rows, pad_id, device)
-    core = getattr(critic, "module", critic)
+    batch = program_batch(rows, pad_id, device, pad_to_multiple_of)
+    core = unwrap(critic)
     labels = torch.tensor([critic_class(r["outcome"], core.n_classes) for r in rows], device=device)
     token_logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
     loss = critic_loss(token_logits, batch["program_mask"], labels)
-    acc = (program_logits(token_logits, batch["program_mask"]).argmax(-1) == labels).float().mean().item()
-    return loss, {"critic_loss": loss.item(), "critic_acc": acc, "tokens": int(batch["program_mask"].sum())}
+    acc = (program_logits(token_logits, batch["program_mask"]).argmax(-1) == labels).float().mean()
+    return loss, {"critic_loss": loss.detach(), "critic_acc": acc.detach(), "tokens": _tokens(rows)}
 
 
 @torch.no_grad()

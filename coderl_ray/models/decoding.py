@@ -1,0 +1,195 @@
+"""Fast sampling for the rollout: a decode loop over preallocated (static) caches with a fixed-shape step.
+
+``model.generate`` spends much of a decode step outside the model at rollout shapes: logits processors and stopping
+criteria run per step and read a flag back from the GPU, and with ``cache_implementation="static"`` plus
+``torch.compile`` in CUDA-graph mode its caches and outputs outlive the graph replay that produced them (the stock
+failure "accessing tensor output of CUDAGraphs that has been overwritten"). This loop keeps the model, the caches and
+the step stock, and changes what is around them:
+
+* the encoder (seq2seq) runs once per prompt, not once per sample; its states are repeated for the samples;
+* every decode step has the same shapes (caches preallocated to ``max_new_tokens``; prompts padded to a multiple of
+  ``pad_prompts_to``), so ``torch.compile`` builds one graph per (batch, prompt-length bucket) and, on GPU with
+  ``cuda_graphs``, replays it as a CUDA graph; the step's inputs live in buffers that are reused call after call
+  (static addresses: no re-recording, no input copies) and its output is consumed before the next replay;
+* sampling (temperature, top-p, then an exponential race instead of ``torch.multinomial``) stays on the device;
+  the loop reads back from the GPU only every ``stop_check_every`` steps, to stop when every row has finished.
+
+The first decoder step of a seq2seq model fills the cross-attention caches and runs eagerly; every later step is the
+compiled one. Greedy decoding here produces exactly ``generate``'s tokens (tests check it); sampling draws from the
+same distribution as ``generate(do_sample=True, temperature, top_p, top_k=0)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from coderl_ray.models.batching import causal_position_ids
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering as transformers' ``TopPLogitsWarper``: keep the smallest set of tokens whose probability
+    reaches ``top_p`` (at least one); others get -inf. [N, V] -> [N, V]."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove = cumulative <= (1 - top_p)
+    remove[..., -1:] = False
+    return logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool) -> torch.Tensor:
+    """Next token per row: [N, V] float logits -> [N] long.
+
+    Sampling uses the exponential race (argmax of p / E with E ~ Exp(1) is a draw from p): unlike
+    ``torch.multinomial`` it needs no host synchronisation and can be captured in a CUDA graph.
+    """
+    if greedy:
+        return logits.argmax(dim=-1)
+    probs = top_p_filter(logits / temperature, top_p).softmax(dim=-1)
+    race = torch.empty_like(probs).exponential_(1.0)
+    return (probs / race).argmax(dim=-1)
+
+
+@dataclass
+class _Workspace:
+    """Tensors and caches of one (rows, prompt length) shape, reused by every call of that shape."""
+
+    cache: object
+    token: torch.Tensor  # [N, 1] the step's input token
+    position: torch.Tensor  # [N, 1] causal: the step's position ids
+    memory: torch.Tensor | None = None  # seq2seq: encoder states [N, S, d]
+    memory_mask: torch.Tensor | None = None  # [N, S] (seq2seq) or [N, S + max_new] (causal)
+
+
+def _seq2seq_step(model, token, memory, memory_mask, cache):
+    from transformers.modeling_outputs import BaseModelOutput
+
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=memory), attention_mask=memory_mask,
+                decoder_input_ids=token, cache=cache, use_cache=True)
+    return out.logits[:, -1].float()
+
+
+def _causal_step(model, token, position, mask, cache):
+    out = model(input_ids=token, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
+    return out.logits[:, -1].float()
+
+
+class StaticDecoder:
+    """Samples ``num_samples`` continuations per prompt with static caches; optionally compiled / CUDA graphs."""
+
+    def __init__(self, model, *, compile_step: bool = False, cuda_graphs: bool = False, pad_prompts_to: int = 64,
+                 stop_check_every: int = 16):
+        self.model = model
+        self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.pad_prompts_to = max(1, pad_prompts_to)
+        self.stop_check_every = max(1, stop_check_every)
+        self._workspaces: dict[tuple, _Workspace] = {}
+        step = _seq2seq_step if self.seq2seq else _causal_step
+        if compile_step:
+            mode = "reduce-overhead" if cuda_graphs else "default"
+            step = torch.compile(step, mode=mode, dynamic=False)
+        self._step = step
+        self.cuda_graphs = compile_step and cuda_graphs
+
+    def _workspace(self, rows: int, prompt_len: int, max_new: int, like: torch.Tensor) -> _Workspace:
+        from transformers import EncoderDecoderCache, StaticCache
+
+        key = (rows, prompt_len, max_new)
+        ws = self._workspaces.get(key)
+        if ws is not None:
+            ws.cache.reset()
+            return ws
+        config = self.model.config
+        device = like.device
+        if self.seq2seq:
+            cache = EncoderDecoderCache(StaticCache(config=config, max_cache_len=max_new),
+                                        StaticCache(config=config, max_cache_len=prompt_len))
+            d_model = self.model.get_encoder().config.d_model if hasattr(config, "d_model") else config.hidden_size
+            dtype = next(self.model.parameters()).dtype
+            ws = _Workspace(cache=cache, token=torch.zeros((rows, 1), dtype=torch.long, device=device),
+                            position=torch.zeros((rows, 1), dtype=torch.long, device=device),
+                            memory=torch.zeros((rows, prompt_len, d_model), dtype=dtype, device=device),
+                            memory_mask=torch.zeros((rows, prompt_len), dtype=torch.long, device=device))
+        else:
+            ws = _Workspace(cache=StaticCache(config=config, max_cache_len=prompt_len + max_new),
+                            token=torch.zeros((rows, 1), dtype=torch.long, device=device),
+                            position=torch.zeros((rows, 1), dtype=torch.long, device=device),
+                            memory_mask=torch.zeros((rows, prompt_len + max_new), dtype=torch.long, device=device))
+        # Fixed addresses: a compiled step treats these as constants of the graph, not inputs to copy.
+        for t in (ws.token, ws.position, ws.memory, ws.memory_mask):
+            if t is not None:
+                torch._dynamo.mark_static_address(t)
+        self._workspaces[key] = ws
+        return ws
+
+    def _pad_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int):
+        s = input_ids.shape[1]
+        target = -(-s // self.pad_prompts_to) * self.pad_prompts_to
+        if target == s:
+            return input_ids, attention_mask
+        extra = target - s
+        # Left padding, as the prompts already are: a causal model continues right after the last prompt token.
+        ids = torch.cat([input_ids.new_full((input_ids.shape[0], extra), pad_id), input_ids], dim=1)
+        mask = torch.cat([attention_mask.new_zeros((attention_mask.shape[0], extra)), attention_mask], dim=1)
+        return ids, mask
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_samples: int,
+                 max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+                 eos_id: int, pad_id: int) -> list[list[int]]:
+        """Token ids of ``B * num_samples`` programs (prompt-major), each cut after its first EOS.
+
+        ``input_ids``/``attention_mask``: [B, S] left-padded prompts on the model's device.
+        """
+        model = self.model
+        input_ids, attention_mask = self._pad_prompts(input_ids, attention_mask, pad_id)
+        n = num_samples
+        rows, s = input_ids.shape[0] * n, input_ids.shape[1]
+        ws = self._workspace(rows, s, max_new_tokens, input_ids)
+        if self.seq2seq:
+            encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            ws.memory.copy_(encoded.repeat_interleave(n, dim=0))
+            ws.memory_mask.copy_(attention_mask.repeat_interleave(n, dim=0))
+            ws.token.fill_(model.config.decoder_start_token_id)
+            # Step 0 computes and caches every layer's cross-attention keys and values: eager, once per call.
+            logits = _seq2seq_step(model, ws.token, ws.memory, ws.memory_mask, ws.cache)
+        else:
+            ids = input_ids.repeat_interleave(n, dim=0)
+            mask = attention_mask.repeat_interleave(n, dim=0)
+            ws.memory_mask.zero_()
+            ws.memory_mask[:, :s] = mask
+            positions = causal_position_ids(mask)
+            # Prefill the prompts (eager); the mask covers the whole static cache, future slots are causally hidden.
+            out = model(input_ids=ids, attention_mask=ws.memory_mask, position_ids=positions, cache=ws.cache,
+                        use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1].float()
+            ws.position.copy_(positions[:, -1:] + 1)
+        tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+        steps = 0
+        for t in range(max_new_tokens):
+            nxt = sample_tokens(logits, temperature, top_p, greedy)
+            nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+            tokens[:, t] = nxt
+            finished |= nxt == eos_id
+            steps = t + 1
+            if t == max_new_tokens - 1 or (steps % self.stop_check_every == 0 and bool(finished.all())):
+                break
+            ws.token.copy_(nxt.unsqueeze(1))
+            if self.cuda_graphs:
+                # A new replay may overwrite the previous replay's outputs; `logits` was consumed above.
+                torch.compiler.cudagraph_mark_step_begin()
+            if self.seq2seq:
+                logits = self._step(model, ws.token, ws.memory, ws.memory_mask, ws.cache)
+            else:
+                ws.memory_mask[:, s + t] = 1
+                logits = self._step(model, ws.token, ws.position, ws.memory_mask, ws.cache)
+                ws.position.add_(1)
+        out_rows = []
+        for row in tokens[:, :steps].tolist():
+            # Finished rows are padded after their EOS; a pad id before any EOS was generated and is kept.
+            out_rows.append(row[: row.index(eos_id) + 1] if eos_id in row else row)
+        return out_rows
