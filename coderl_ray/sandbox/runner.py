@@ -469,8 +469,10 @@ class Sandbox:
         try:
             next_start = self._stdio_loop(child, go_w, out, inputs, start, apps, verdict, record, limits,
                                           program_deadline, cpu)
-            # All tests ran: closing the go pipe makes the child exit on its own.
-            finished = next_start is None and record.status[-1] != NOT_RUN and child.phase == "ready"
+            # All tests ran: closing the go pipe makes the child exit on its own. Only a program that could not
+            # start processes has nothing left to kill, so only then may the kill wait for the next spawn.
+            finished = (next_start is None and record.status[-1] != NOT_RUN and child.phase == "ready"
+                        and limits.max_processes == 1)
             return next_start
         finally:
             os.close(go_w)
@@ -721,7 +723,8 @@ class Sandbox:
                     return None
                 i += 1
                 deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
-            finished = True  # every request answered: the child reads the end of its requests and exits
+            # Every request answered: the child reads the end of its requests and exits (see the stdio case).
+            finished = limits.max_processes == 1
             return None
         finally:
             child.release(finished=finished)
