@@ -239,7 +239,7 @@ class PipelineConfig:
 
     output_dir: str = "outputs/tiny"
     seed: int = 0
-    ray_address: str = ""  # "" = connect to a running cluster if there is one, else start Ray locally
+    ray_address: str = ""  # "" = a running cluster if there is one, else Ray in-process; "local" = always in-process
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -7,7 +7,8 @@ import os
 
 def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``, set by ``ray job submit``), else to a cluster started on this
-    machine with ``ray start --head``, else start Ray in-process.
+    machine with ``ray start --head``, else start Ray in-process. ``address="local"`` always starts Ray in-process,
+    ignoring any cluster running on the machine.
 
     An in-process Ray advertises the execution resource on every CPU, so one machine runs every stage; on a real
     cluster only the sandbox nodes advertise it (see cluster/).
@@ -17,13 +18,14 @@ def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS", "")
-    if address:
+    if address and address != "local":
         ray.init(address=address)
         return
-    try:
-        ray.init(address="auto")
-        return
-    except ConnectionError:
-        pass
+    if not address:
+        try:
+            ray.init(address="auto")
+            return
+        except ConnectionError:
+            pass
     cpus = num_cpus or os.cpu_count() or 1
     ray.init(num_cpus=cpus, resources={sandbox_resource: cpus} if sandbox_resource else None)

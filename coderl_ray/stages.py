@@ -14,8 +14,9 @@ from typing import Any
 
 from coderl_ray.config import DataConfig, PipelineConfig
 from coderl_ray.data.problems import read_problems, write_jsonl
-from coderl_ray.eval.metrics import pass_at_k
-from coderl_ray.records import Outcome
+from coderl_ray.eval.metrics import summarize
+from coderl_ray.eval.report import write_report
+from coderl_ray.rl.replay_buffer import write_parquet_atomic
 
 # --- data and models -------------------------------------------------------------------------------------------
 
@@ -192,19 +193,13 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
 def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_out: Path,
                 heldout_dir: Path | None) -> dict:
     """Score the round's samples with the critic; measure its accuracy on held-out (test-problem) programs."""
-    import shutil
-
     import ray
 
     from coderl_ray.rl.scoring import critic_accuracy, score_samples
 
     kw = {"batch_size": 64, "num_workers": cfg.rollout.num_workers, "num_cpus": cfg.rollout.cpus_per_worker,
           "num_gpus": cfg.rollout.gpus_per_worker}
-    tmp = scored_out.with_name(scored_out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw).write_parquet(str(tmp))
-    shutil.rmtree(scored_out, ignore_errors=True)
-    tmp.rename(scored_out)
+    write_parquet_atomic(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw), scored_out)
     cols = ["outcome", "critic_pred"]
     train_rows = ray.data.read_parquet(str(scored_out)).select_columns(cols).take_all()
     stats = {"train_accuracy": critic_accuracy(train_rows, cfg.critic.n_classes)}
@@ -230,43 +225,17 @@ def evaluate(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, o
     samples = generate_samples(test, str(actor_dir), cfg.rollout, params, round_=0, seed=cfg.seed + 7)
     results = execute_samples(samples, test, cfg.sandbox)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.tmp"
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    results.write_parquet(str(tmp))
-    shutil.rmtree(out / "results", ignore_errors=True)
-    tmp.rename(out / "results")
+    write_parquet_atomic(results, out / "results")
     rows = pd.read_parquet(out / "results", columns=["problem_id", "sample_id", "outcome", "passed_tests",
                                                      "total_tests"]).to_dict("records")
-    metrics = summarize(rows, test, e.ks)
-    metrics["phase"] = phase
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    metrics = summarize(test, rows, e.ks, submissions=())
+    write_report(metrics, out / "report", title=f"Evaluation after {phase}")
+    return compact_metrics(metrics)
 
 
-def summarize(results: list[dict[str, Any]], problems: list[dict[str, Any]], ks: list[int]) -> dict:
-    """pass@k overall and per difficulty, from result rows (infrastructure failures excluded and counted)."""
-    by_problem: dict[str, list[str]] = {p["problem_id"]: [] for p in problems}
-    infra = 0
-    for r in results:
-        if r["outcome"] == Outcome.INFRA_ERROR.value:
-            infra += 1
-            continue
-        by_problem.setdefault(r["problem_id"], []).append(r["outcome"])
-    difficulty = {p["problem_id"]: p.get("difficulty") or "unknown" for p in problems}
-    groups: dict[str, list[str]] = {"all": list(by_problem)}
-    for pid in by_problem:
-        groups.setdefault(difficulty.get(pid, "unknown"), []).append(pid)
-    out: dict[str, Any] = {"infra_errors": infra, "outcomes": {}}
-    for r in results:
-        out["outcomes"][r["outcome"]] = out["outcomes"].get(r["outcome"], 0) + 1
-    for name, pids in groups.items():
-        scores = {}
-        for k in ks:
-            vals = [pass_at_k(len(by_problem[p]), sum(o == "passed" for o in by_problem[p]), k)
-                    for p in pids if len(by_problem[p]) >= k]
-            scores[f"pass@{k}"] = sum(vals) / len(vals) if vals else 0.0
-        scores["problems"] = len(pids)
-        out[name] = scores
-    return out
+def compact_metrics(metrics: dict) -> dict:
+    """The few numbers the pipeline's state log and summary table keep: pass@k per difficulty and overall."""
+    groups = {"all": metrics["overall"], **metrics["by_difficulty"]}
+    return {name: {**{f"pass@{k}": v for k, v in g["pass@k"].items()}, "problems": g["problems"],
+                   "strict_accuracy": g["strict_accuracy"], "infra_errors": g["infra_errors"]}
+            for name, g in groups.items()} | {"outcomes": metrics["overall"]["outcomes"]}

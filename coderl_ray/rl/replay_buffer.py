@@ -36,15 +36,21 @@ def _schema_with_returns(schema: pa.Schema) -> pa.Schema:
     return schema
 
 
-def write_round(results, root: str | Path, round_: int) -> Path:
-    """Group a results Dataset by problem, add rewards and relative returns, write the round folder."""
-    dest = round_dir(root, round_)
+def write_parquet_atomic(ds, dest: str | Path) -> Path:
+    """Write a Dataset to ``dest`` as Parquet so that ``dest`` exists only once complete (tmp folder + rename)."""
+    dest = Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    results.groupby("problem_id").map_groups(_with_returns, batch_format="pyarrow").write_parquet(str(tmp))
+    ds.write_parquet(str(tmp))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+
+def write_round(results, root: str | Path, round_: int) -> Path:
+    """Group a results Dataset by problem, add rewards and relative returns, write the round folder."""
+    with_returns = results.groupby("problem_id").map_groups(_with_returns, batch_format="pyarrow")
+    return write_parquet_atomic(with_returns, round_dir(root, round_))
 
 
 def read_rounds(root: str | Path, rounds: list[int]):
