@@ -115,7 +115,6 @@ class _Zygote:
         self.seccomp = AUDIT_ARCH is not None
         self.active = {}  # pid -> scratch dir ('' in the namespace tier); children not yet released by the worker
         self.released = {}
-        self.statuses = {}
         self.counter = 0
         self.read_paths = [p for p in opts.get("read_paths", []) if os.path.exists(p)]
         self.fork = _fork_function()
@@ -834,13 +833,14 @@ def _run_stdio_apps(spec: dict) -> None:
         os._exit(0)
     cap = int(spec.get("output_cap", 8 << 20))
     real_stdout, real_open = sys.stdout, builtins.open
-    spec["next"] = int(spec.get("start", 0))
+    spec["next"] = first = int(spec.get("start", 0))
     _send_raw(_READY)
     while True:
         i = _next_test(REQ_FD, spec)
         if i is None or i >= len(spec["inputs"]):
             break
-        _arm_cpu_limit(spec.get("cpu_s"))
+        if i != first:
+            _arm_cpu_limit(spec.get("cpu_s"))
         inputs = spec["inputs"][i].decode("utf-8", "surrogateescape")
         captured = io.StringIO()
         captured.close = lambda x: 1
