@@ -279,3 +279,15 @@ def test_module_level_execute_uses_a_shared_warm_sandbox():
     assert execute(ADD, ADD_OK, "a").outcome is Outcome.PASSED
     assert execute(ADD, ADD_OK, "b").outcome is Outcome.PASSED
     assert time.monotonic() > start  # two calls, one zygote (see default_sandbox)
+
+
+def test_programs_see_the_same_random_sequence_in_every_zygote():
+    # Verdicts are reproducible: a randomised program gets the same draws in every run, on every executor.
+    problem = stdio([""], ["x\n"])
+    code = "import random\nprint(random.random())"
+    outputs = set()
+    for _ in range(2):
+        with Sandbox() as box:
+            result = box.execute(problem, code, "r", SandboxLimits(timeout_s=10))
+            outputs.add(result.error)
+    assert len(outputs) == 1 and "got" in outputs.pop()

@@ -151,6 +151,9 @@ class _Zygote:
         _FRESH_MODULES.append(_new_module("__main__", register=False))
         signal.signal(signal.SIGXCPU, _on_sigxcpu)  # inherited by every child; the zygote has no CPU limit
         sys.argv = ["solution.py"]
+        import random
+
+        random.seed(0)  # children are raw forks and inherit this state: every program sees the same sequence
         import atexit
         import gc
 
