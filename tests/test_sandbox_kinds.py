@@ -291,3 +291,15 @@ def test_programs_see_the_same_random_sequence_in_every_zygote():
             result = box.execute(problem, code, "r", SandboxLimits(timeout_s=10))
             outputs.add(result.error)
     assert len(outputs) == 1 and "got" in outputs.pop()
+
+
+@pytest.mark.parametrize("compare", ["strict", "apps"])
+def test_output_caps_are_per_test(sandbox, compare):
+    # Five tests of 0.6 MB each are within a 1 MB cap per test, though 3 MB together.
+    problem = stdio([f"{i}\n" for i in range(5)], [f"{'x' * 600_000}{i}\n" for i in range(5)])
+    code = "i = input()\nprint('x' * 600_000 + i)"
+    assert run(sandbox, problem, code, compare=compare, max_output_mb=1).outcome is Outcome.PASSED
+    call = {"problem_id": "big", "fn_name": "f", "tests": {
+        "kind": "call", "inputs": [[i] for i in range(5)], "outputs": [[i] * 300_000 for i in range(5)]}}
+    assert run(sandbox, call, "def f(i):\n    return [i] * 300_000", compare=compare,
+               max_output_mb=1).outcome is Outcome.PASSED

@@ -551,7 +551,8 @@ class Sandbox:
                 if end.get("truncated"):
                     record.set(i, ERROR, f"test {i}: output limit exceeded ({limits.max_output_mb} MB)")
                     return None if record.stop_after(i, limits) else i + 1
-                output = str(end.get("text") or "")
+                output = str(end.pop("text", None) or "")
+            child.result.total = 0  # the output caps are per test
             if end.get("error"):
                 status, error = ERROR, f"test {i}: {end['error']}"
             elif end.get("code") not in (0, None):
@@ -709,11 +710,12 @@ class Sandbox:
                     continue
                 if t != "reply" or child.phase != "ready" or msg.get("i") != i:
                     continue
+                result.total = 0  # the output cap is per test
                 if "exc" in msg:
                     status, error = ERROR, f"test {i}: {msg.get('tb') or msg.get('exc')}"
                 else:
                     try:
-                        value = decode(msg.get("ok"))
+                        value = decode(msg.pop("ok", None))
                     except DecodeError as exc:
                         status, error = ERROR, f"test {i}: malformed return value: {exc}"
                     else:
@@ -831,6 +833,7 @@ class Sandbox:
                     current = i
                     deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
                 elif t == "verdict":
+                    cand.result.total = judge.result.total = 0  # the output caps are per test
                     status = {"pass": PASS, "fail": FAIL}.get(msg.get("v"), ERROR)
                     record.set(i, status, "" if status == PASS else f"test {i}: {msg.get('error', '')}")
                     if record.stop_after(i, limits):
