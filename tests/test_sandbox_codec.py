@@ -159,6 +159,7 @@ def test_everything_else_needs_a_judge(asserts, setup):
 
 
 def test_free_names_are_what_the_candidate_must_provide():
-    setup = "import math\nMETA = {}\ndef check(candidate):\n    for i in range(2):\n        assert candidate(i) == helper(i)\n"
+    setup = ("import math\nMETA = {}\ndef check(candidate):\n    for i in range(2):\n"
+             "        assert candidate(i) == helper(i)\n")
     assert free_names([setup, "check(add)"], "add") == ("add", "helper")
     assert free_names(["assert depth(root) == 2"], None) == ("depth", "root")

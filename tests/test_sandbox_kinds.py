@@ -129,15 +129,18 @@ def test_interpreter_shutdown_semantics(sandbox):
     problem = stdio(["4\n"], ["8\n"])
     threaded = ("import sys, threading\nsys.setrecursionlimit(10 ** 5)\nthreading.stack_size(2 ** 26)\n"
                 "def main():\n    n = int(input())\n    print(n * 2)\nthreading.Thread(target=main).start()")
-    at_exit = "import atexit, sys\nout = []\natexit.register(lambda: sys.stdout.write(''.join(out)))\nout.append('8\\n')"
-    deep = "import sys\nsys.setrecursionlimit(10 ** 6)\ndef f(n):\n    return n if n == 0 else 1 + f(n - 1)\nprint(f(8000) // 1000)"
+    at_exit = ("import atexit, sys\nout = []\natexit.register(lambda: sys.stdout.write(''.join(out)))\n"
+               "out.append('8\\n')")
+    deep = ("import sys\nsys.setrecursionlimit(10 ** 6)\ndef f(n):\n    return n if n == 0 else 1 + f(n - 1)\n"
+            "print(f(8000) // 1000)")
     for code in (threaded, at_exit, deep):
         assert run(sandbox, problem, code).outcome is Outcome.PASSED, code
 
 
 def test_state_does_not_leak_between_tests_in_strict_mode(sandbox):
     problem = stdio(["1\n", "1\n"], ["1\n", "1\n"])
-    code = "import builtins\nbuiltins.counter = getattr(builtins, 'counter', 0) + int(input())\ncount = 0\ncount += 1\nprint(count)"
+    code = ("import builtins\nbuiltins.counter = getattr(builtins, 'counter', 0) + int(input())\n"
+            "count = 0\ncount += 1\nprint(count)")
     assert run(sandbox, problem, code).outcome is Outcome.PASSED
 
 
@@ -207,9 +210,10 @@ def test_assert_outcomes(sandbox):
                timeout_s=0.3).outcome is Outcome.TIMEOUT
 
 
-HUMANEVAL = {"problem_id": "he", "fn_name": "add", "tests": {"kind": "assert", "asserts": ["check(add)"], "setup_code": (
-    "import math\nMETADATA = {}\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n"
-    "    for x in range(20):\n        assert math.isclose(candidate(x, 0.5), x + 0.5)\n")}}
+HUMANEVAL = {"problem_id": "he", "fn_name": "add", "tests": {
+    "kind": "assert", "asserts": ["check(add)"], "setup_code": (
+        "import math\nMETADATA = {}\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n"
+        "    for x in range(20):\n        assert math.isclose(candidate(x, 0.5), x + 0.5)\n")}}
 
 
 def test_assert_judge_runs_test_code_with_loops_and_helpers(sandbox):

@@ -395,7 +395,8 @@ def test_searching_memory_for_the_expected_output_finds_nothing(box, problem):
                     pass
             frame = sys._getframe()
             while frame is not None:
-                seen += [v for v in list(frame.f_locals.values()) + list(frame.f_globals.values()) if isinstance(v, str)]
+                values = list(frame.f_locals.values()) + list(frame.f_globals.values())
+                seen += [v for v in values if isinstance(v, str)]
                 frame = frame.f_back
             for mod in list(sys.modules.values()):
                 seen += [v for v in vars(mod).values() if isinstance(v, str)]
@@ -462,8 +463,11 @@ with Sandbox(sys.argv[2]) as box:
     limits = SandboxLimits(tier=sys.argv[2], timeout_s=20)
     out["info"] = box.info
     out["add"] = box.execute(add, "a, b = map(int, input().split())\\nprint(a + b)", "s", limits).outcome.value
-    out["read"] = box.execute(safe, "try:\\n    open(sys.argv[0])\\nexcept Exception:\\n    print('SAFE')\\nelse:\\n    print('LEAK')".replace("sys.argv[0]", repr(sys.argv[3])), "s", limits).outcome.value
-    out["net"] = box.execute(safe, "import socket\\ntry:\\n    socket.create_connection(('127.0.0.1', 9), 1)\\nexcept OSError:\\n    print('SAFE')", "s", limits).outcome.value
+    read = f"try:\\n    open({sys.argv[3]!r})\\nexcept Exception:\\n    print('SAFE')\\nelse:\\n    print('LEAK')"
+    out["read"] = box.execute(safe, read, "s", limits).outcome.value
+    net = ("import socket\\ntry:\\n    socket.create_connection(('127.0.0.1', 9), 1)\\n"
+           "except OSError:\\n    print('SAFE')")
+    out["net"] = box.execute(safe, net, "s", limits).outcome.value
 print(json.dumps(out))
 """
 

@@ -9,8 +9,9 @@ encoding into builtin Python types. docs/sandbox.md lists examples where the two
     token may differ by :data:`FLOAT_TOL` (relative or absolute). Nothing else is forgiven: not leading whitespace,
     not blank lines in the middle, not token order, not case.
     return values: equal in JSON's data model (tuples are lists, dict keys are strings), ``bool`` is not a number,
-    an integer expected value must be matched exactly (``2.0`` is fine), a float one within :data:`FLOAT_TOL`; because APPS stores some call-based outputs wrapped in a
-    one-element list and others not, a value may also equal the single element of a one-element expected list.
+    an integer expected value must be matched exactly (``2.0`` is fine), a float one within :data:`FLOAT_TOL`;
+    because APPS stores some call-based outputs wrapped in a one-element list and others not, a value may also equal
+    the single element of a one-element expected list.
 
 ``apps``
     A re-implementation, case by case, of ``run_test`` in hendrycks/apps ``eval/testing_util.py`` (the version
@@ -63,8 +64,10 @@ def _line_equal(actual: str, expected: str, tol: float) -> bool:
 def strict_stdout_equal(actual: str, expected: str, tol: float = FLOAT_TOL) -> bool:
     """Is the program's stdout ``actual`` the expected output under the ``strict`` rules?
 
-    >>> strict_stdout_equal("3 \\r\\n\\n", "3\\n"), strict_stdout_equal("0.3333333", "0.333333"), strict_stdout_equal("2 1", "1 2")
-    (True, True, False)
+    >>> strict_stdout_equal("3 \\r\\n\\n", "3\\n"), strict_stdout_equal("0.3333333", "0.333333")
+    (True, True)
+    >>> strict_stdout_equal("2 1", "1 2")
+    False
     """
     a, e = _lines(actual), _lines(expected)
     return len(a) == len(e) and all(_line_equal(x, y, tol) for x, y in zip(a, e))
