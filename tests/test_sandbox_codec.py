@@ -163,3 +163,12 @@ def test_free_names_are_what_the_candidate_must_provide():
              "        assert candidate(i) == helper(i)\n")
     assert free_names([setup, "check(add)"], "add") == ("add", "helper")
     assert free_names(["assert depth(root) == 2"], None) == ("depth", "root")
+
+
+@pytest.mark.parametrize("name", ["coderl_ray.sandbox.compare", "coderl_ray.sandbox.asserts"])
+def test_module_doctests(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
