@@ -211,6 +211,7 @@ class RLConfig:
     batch_size: int = 32
     alternate_ce: bool = True  # even steps cross-entropy on ground truth, odd steps RL (paper)
     use_critic: bool = True  # token-level returns from the critic; False = sequence-level relative returns
+    ce_only: bool = False  # control arm: every step is cross-entropy on ground truth (attributes the RL gain)
 
     def __post_init__(self) -> None:
         if self.rounds < 0:

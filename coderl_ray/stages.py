@@ -140,14 +140,14 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     rl = rl.materialize()
     n = rl.count()
     workers = _scaling(cfg)["num_workers"]
-    use_rl = n >= workers
+    use_rl = n >= workers and not cfg.rl.ce_only
     loop = LoopConfig(objective="rl" if use_rl else "sft", init_path=str(actor_in), steps=cfg.rl.steps_per_round,
                       batch_size=cfg.rl.batch_size, lr=cfg.rl.lr, n_classes=cfg.critic.n_classes,
                       use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce, seed=cfg.seed,
                       report_every=10, warmup_ratio=0.0, **train_options(cfg.train))
     gt = ray.data.read_parquet(str(gt_dir))
     # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
-    # round then falls back to its cross-entropy half rather than failing.
+    # round then falls back to its cross-entropy half rather than failing. (`rl.ce_only` asks for that on purpose.)
     datasets = {"train": rl, "ce": gt} if use_rl else {"train": gt}
     ckpt = fit(loop, datasets, **_scaling(cfg), storage_path=storage, name=name)
     load_trained(ckpt, actor_out)
