@@ -1,0 +1,64 @@
+"""``coderl-ray train-critic``: train the critic on replay-buffer rounds (plus the ground truth) with Ray Train.
+
+    # a new critic on the SFT actor's backbone, from round 1 (the pipeline's first critic)
+    coderl-ray train-critic --config configs/tiny.yaml --buffer outputs/tiny/buffer --rounds 1 \\
+        --from-actor outputs/tiny/models/actor_sft --ground-truth outputs/tiny/data/ground_truth \\
+        --out outputs/tiny/models/critic_round_1
+    # continue that critic on rounds 1-2
+    coderl-ray train-critic --config configs/tiny.yaml --buffer outputs/tiny/buffer --rounds 1,2 \\
+        --from-critic outputs/tiny/models/critic_round_1 --ground-truth outputs/tiny/data/ground_truth \\
+        --out outputs/tiny/models/critic_round_2
+
+Reference programs join the data as "passed" when ``critic.include_ground_truth`` is set (the paper's recipe).
+Checkpoints and resuming work as for ``coderl-ray train-actor``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from coderl_ray.commands._stage import (
+    add_config_arguments, connect, ground_truth, load_stage_config, run_stage, training_run,
+)
+from coderl_ray.commands.train_actor import add_training_arguments, storage_for
+
+
+def _rounds(text: str) -> list[int]:
+    try:
+        rounds = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated round numbers, got {text!r}") from None
+    if not rounds or rounds[0] < 1:
+        raise argparse.ArgumentTypeError(f"round numbers start at 1, got {text!r}")
+    return rounds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--buffer", required=True, help="replay-buffer root (holds round_0001/, round_0002/, ...)")
+    parser.add_argument("--rounds", type=_rounds, required=True, help="rounds to train on, e.g. 1 or 1,2,3")
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-actor", help="a new critic: this actor's backbone plus a fresh error head")
+    start.add_argument("--from-critic", help="continue training this critic")
+    add_training_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from coderl_ray import stages
+
+    init = Path(args.from_actor or args.from_critic)
+    if not init.is_dir():
+        raise FileNotFoundError(f"{'--from-actor' if args.from_actor else '--from-critic'} {init}: no such folder")
+    cfg = load_stage_config(args)
+    out, storage = Path(args.out), storage_for(args, cfg)
+    connect(cfg)
+
+    def train() -> dict:
+        gt = ground_truth(args, cfg, init, storage)
+        training_run(storage, "critic", args.fresh)
+        info = stages.train_critic(cfg, Path(args.buffer), args.rounds, gt, init, bool(args.from_actor), out,
+                                   storage, "critic")
+        return {**info, "rounds": args.rounds, "out": str(out), "from": str(init)}
+
+    return run_stage("train-critic", train)
