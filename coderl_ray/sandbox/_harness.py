@@ -166,7 +166,8 @@ class _Zygote:
         except OSError:
             pass
         return {"ok": True, "tier": self.tier, "pid": os.getpid(), "uid_drop": self.uid is not None,
-                "seccomp": self.seccomp, "landlock": self.landlock, "userns": getattr(self, "userns", False)}
+                "seccomp": self.seccomp, "landlock": self.landlock, "userns": getattr(self, "userns", False),
+                "scratch_base": self.scratch_base}
 
     def _can_setuid(self) -> bool:
         try:

@@ -179,8 +179,12 @@ class Zygote:
         sock, proc = self._sock, self._proc
         self._sock = self._proc = None
         if sock is not None:
-            sock.close()
+            sock.close()  # end of file: the zygote kills its children, removes its scratch folders and exits
         if proc is not None:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
             try:
                 os.killpg(proc.pid, 9)
             except OSError:
@@ -189,6 +193,11 @@ class Zygote:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        # A zygote that died without cleaning up (killed, or the tier's host folder outlived it) leaves its scratch
+        # base behind; the process tier's lives on the host's /tmp.
+        base = self.info.get("scratch_base") if self.info and self.tier == "process" else ""
+        if base and os.path.isdir(base):
+            shutil.rmtree(base, ignore_errors=True)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
