@@ -52,8 +52,11 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert all(r["relative_return"] is not None for r in buffer if r["outcome"] != "infra_error")
     scored = pq.read_table(out / "scored" / "round_1").to_pylist()
     assert all(len(r["critic_logits"]) == 4 * len(r["token_ids"]) for r in scored)
-    metrics = json.loads((out / "eval" / "round_1" / "metrics.json").read_text())
-    assert set(metrics) >= {"all", "introductory", "interview", "competition"}
+    report = out / "eval" / "round_1" / "report"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["by_difficulty"]) == {"introductory", "interview", "competition"}
+    assert (report / "pass_at_k.png").is_file() and (report / "report.md").is_file()
+    assert set(state["eval/round_1"]["info"]) >= {"all", "introductory", "interview", "competition"}
     assert "untrained" in summary["table"] and "round_1" in summary["table"]
     assert (out / "report" / "pass_at_1.png").stat().st_size > 1000
 
