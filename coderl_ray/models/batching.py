@@ -122,9 +122,10 @@ def token_logprobs(model, batch: dict) -> torch.Tensor:
     core = unwrap(model)
     t = program_ids.shape[1]
     if getattr(core.config, "is_encoder_decoder", False):
+        # No decoder padding mask: programs are right-padded, so under the causal mask no real position ever sees
+        # a pad, and pad positions are masked out of every loss. Without it attention keeps its causal fast path.
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       decoder_input_ids=shift_right(core.config, program_ids), decoder_attention_mask=program_mask,
-                       use_cache=False).logits
+                       decoder_input_ids=shift_right(core.config, program_ids), use_cache=False).logits
     else:
         ids = torch.cat([input_ids, program_ids], dim=1)
         mask = torch.cat([attention_mask, program_mask], dim=1)

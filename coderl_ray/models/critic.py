@@ -57,9 +57,10 @@ class CodeCritic(nn.Module):
         if self.is_seq2seq:
             encoded = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
             # The decoder reads the program shifted right, as in CodeRL, so the value at t is aligned with the
-            # actor's log p(w_t).
+            # actor's log p(w_t). Right padding needs no decoder mask: causal attention never lets a real position
+            # see a later pad, and pads are masked out of the max-pool.
             decoded = self.backbone.get_decoder()(
-                input_ids=shift_right(self.backbone.config, program_ids), attention_mask=program_mask,
+                input_ids=shift_right(self.backbone.config, program_ids),
                 encoder_hidden_states=encoded.last_hidden_state, encoder_attention_mask=attention_mask,
                 use_cache=False)
             return decoded.last_hidden_state

@@ -89,6 +89,10 @@ class StaticDecoder:
         self._workspaces: dict[tuple, _Workspace] = {}
         step = _seq2seq_step if self.seq2seq else _causal_step
         if compile_step:
+            # One graph per (rows, prompt-length bucket): with 600-token prompts in buckets of 64 and a short last
+            # batch that is up to ~20 shapes per process, beyond dynamo's default of 8 (after which it silently
+            # runs the step eagerly). The rollout actor compiles nothing else, so the process-wide limit is raised.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             mode = "reduce-overhead" if cuda_graphs else "default"
             step = torch.compile(step, mode=mode, dynamic=False)
         self._step = step
