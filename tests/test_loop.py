@@ -72,3 +72,39 @@ def test_rl_loop_alternates_cross_entropy_and_rl_steps(tmp_path):
     assert ["ce_loss" in m for m in hist] == [True, False, True, False]
     assert ["rl_loss" in m for m in hist] == [False, True, False, True]
     assert all(m["mean_return"] == pytest.approx(1.3) for m in hist if "rl_loss" in m)
+
+
+def test_a_written_checkpoint_resumes_exactly_with_model_optimizer_schedule_and_data_position(tmp_path):
+    """The checkpoint files Ray Train workers write (model/, trainer_state.pt) bring back the whole run."""
+    from coderl_ray.train.batching import BatchCursor
+    from coderl_ray.train.loop import MODEL_SUBDIR, STATE_FILE, write_checkpoint
+
+    actor = tiny_actor_dir(tmp_path)
+    tok = load_tokenizer(actor)
+    rows = ground_truth_rows(tiny_suite()[0], tok, 256, 128)
+    cfg = LoopConfig(objective="sft", init_path=str(actor), steps=8, batch_size=4, lr=3e-3, warmup_ratio=0.25,
+                     weight_decay=0.01, micro_batch_size=2)
+
+    def epoch(e):  # a seeded shuffle per epoch, like a dataset shard
+        order = random.Random(e).sample(rows, len(rows))
+        return (order[i: i + 4] for i in range(0, len(order), 4))
+
+    full = run_loop(cfg, load_actor(actor), BatchCursor(epoch), tok.pad_token_id)
+
+    model, cursor = load_actor(actor), BatchCursor(epoch)
+    ckpt = tmp_path / "ckpt"
+
+    def save_at_3(step, metrics, opt, sched):
+        if step == 3:
+            ckpt.mkdir()
+            write_checkpoint(ckpt, cfg, model, opt, sched, tok, step, {"train": cursor.position}, rank=0)
+
+    run_loop(cfg, model, cursor, tok.pad_token_id, on_step=save_at_3)
+    state = torch.load(ckpt / STATE_FILE, weights_only=False)
+    resumed = load_actor(ckpt / MODEL_SUBDIR)
+    opt, sched = make_optimizer(cfg, resumed, state)
+    rest = run_loop(cfg, resumed, BatchCursor(epoch, tuple(state["data_position"]["train"])), tok.pad_token_id,
+                    start_step=state["step"], optimizer=opt, scheduler=sched)
+    assert [m["step"] for m in rest] == list(range(4, 9))
+    assert [m["loss"] for m in rest] == pytest.approx([m["loss"] for m in full[3:]], rel=1e-5)
+    assert [m["lr"] for m in rest] == pytest.approx([m["lr"] for m in full[3:]])
