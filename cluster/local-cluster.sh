@@ -45,8 +45,8 @@ PYTHON="$(dirname "${RAY:-/x}")/python"
 # listens on the network like any other: token authentication (setup_auth) is what keeps other users out.
 IP=127.0.0.1
 NODES="$CLUSTER_DIR/nodes"
-# Unix socket paths (under the temp dir) must stay below 108 bytes, so the temp dir is not nested deeper.
-TEMP_DIR="$CLUSTER_DIR/ray"
+# Ray's Unix sockets live under each node's temp dir and their paths must stay below 108 bytes: keep it shallow.
+temp_dir() { if [[ "$1" == head ]]; then echo "$CLUSTER_DIR/ray"; else echo "$CLUSTER_DIR/$1"; fi; }
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 
@@ -64,14 +64,15 @@ setup_auth() {
     fi
 }
 
-# start_node NAME RAY_START_ARGS...: one node, in a session of its own whose id is recorded in nodes/NAME.
+# start_node NAME RAY_START_ARGS...: one node, in a session of its own whose id is recorded in nodes/NAME, with
+# its own temp dir (logs, sockets): nodes sharing one would each forward every worker's output to the drivers.
 start_node() {
     local name="$1"; shift
     command -v setsid >/dev/null || die "setsid (util-linux) is needed to keep nodes apart"
     mkdir -p "$NODES"
     # `exec` keeps the session leader's pid, which is the session id that every process of the node inherits.
     setsid -w bash -c 'echo $$ > "$0"; exec "$@"' "$NODES/$name" \
-        "$RAY" start "$@" --temp-dir="$TEMP_DIR" --disable-usage-stats \
+        "$RAY" start "$@" --temp-dir="$(temp_dir "$name")" --disable-usage-stats \
         --object-store-memory=$((OBJECT_STORE_MB * 1024 * 1024)) \
         --dashboard-agent-listen-port="$(free_port)" >"$CLUSTER_DIR/$name.log" 2>&1 \
         || { cat "$CLUSTER_DIR/$name.log" >&2; die "node $name failed to start (log: $CLUSTER_DIR/$name.log)"; }
@@ -115,9 +116,12 @@ stop_sessions() {
 sandbox_nodes() { ls "$NODES" 2>/dev/null | grep '^sandbox-' | sort -t- -k2 -n || true; }
 
 write_env() {
+    # The footer setting: Ray Data starts 32 actors to read the footers of each Parquet read by default, which on
+    # a laptop costs more than a replay-buffer round's read itself (see cluster/runtime_env.yaml).
     cat >"$CLUSTER_DIR/env" <<EOF
 export RAY_ADDRESS=$IP:$HEAD_PORT
 export RAY_API_SERVER_ADDRESS=http://$IP:$DASHBOARD_PORT
+export RAY_DATA_PARQUET_FOOTER_NUM_ACTORS=2
 ${RAY_AUTH_MODE:+export RAY_AUTH_MODE=$RAY_AUTH_MODE}
 EOF
 }
@@ -171,7 +175,7 @@ cmd_stop() {
     for f in "$NODES"/*; do [[ -f "$f" ]] && sids+=("$(cat "$f")"); done
     [[ ${#sids[@]} -gt 0 ]] && stop_sessions "${sids[@]}"
     rm -rf "$NODES" "$CLUSTER_DIR/env"
-    echo "stopped; logs kept in $TEMP_DIR"
+    echo "stopped; logs kept in $CLUSTER_DIR/*/session_latest/logs"
 }
 
 cmd_status() {
