@@ -81,8 +81,11 @@ class StaticDecoder:
     """Samples ``num_samples`` continuations per prompt with static caches; optionally compiled / CUDA graphs."""
 
     def __init__(self, model, *, compile_step: bool = False, cuda_graphs: bool = False, pad_prompts_to: int = 64,
-                 stop_check_every: int = 16):
+                 stop_check_every: int = 16, max_workspaces: int = 2):
         self.model = model
+        # A workspace holds full caches: for CodeT5-large, 320 rows x 512 new tokens is ~10 GB of self-attention
+        # cache alone. Only the most recently used shapes are kept (sampled rows and the greedy baseline: 2).
+        self.max_workspaces = max(1, max_workspaces)
         self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self.pad_prompts_to = max(1, pad_prompts_to)
         self.stop_check_every = max(1, stop_check_every)
@@ -102,10 +105,13 @@ class StaticDecoder:
         from transformers import EncoderDecoderCache, StaticCache
 
         key = (rows, prompt_len, max_new)
-        ws = self._workspaces.get(key)
+        ws = self._workspaces.pop(key, None)
         if ws is not None:
             ws.cache.reset()
+            self._workspaces[key] = ws  # most recently used last
             return ws
+        while len(self._workspaces) >= self.max_workspaces:
+            self._workspaces.pop(next(iter(self._workspaces)))
         config = self.model.config
         device = like.device
         if self.seq2seq:
