@@ -21,7 +21,8 @@ import argparse
 from pathlib import Path
 
 from coderl_ray.commands._stage import (
-    add_config_arguments, add_problem_arguments, connect, ground_truth, load_stage_config, run_stage, training_run,
+    add_config_arguments, add_problem_arguments, connect, ground_truth, load_stage_config, problems_for, run_stage,
+    training_run,
 )
 
 
@@ -88,7 +89,6 @@ def _initial_actor(args: argparse.Namespace, cfg, out: Path) -> Path:
     import shutil
 
     from coderl_ray import stages
-    from coderl_ray.commands._stage import problems_for
 
     dest = out.with_name(out.name + ".init")
     if not (dest / "config.json").is_file():
