@@ -1,5 +1,7 @@
 """Tiny real transformers models: actor (seq2seq and causal), critic, log-probs, generation."""
 
+import math
+
 import pytest
 import torch
 
@@ -96,3 +98,32 @@ def test_critic_saves_and_loads_as_one_folder(actor_dir, tmp_path):
     assert torch.allclose(again(*args), logits, atol=1e-5)
     with pytest.raises(NotACriticError, match="not a critic"):
         load_critic(actor_dir)
+
+
+def test_critic_head_matches_a_hand_computation(actor_dir):
+    """Paper head, d_model -> hidden -> ReLU -> classes, on each token state; the program's logits are the max."""
+    from coderl_ray.models.critic import critic_loss, program_logits
+
+    critic = build_critic(actor_dir, n_classes=2, head_hidden=2)
+    first, relu, second = critic.head
+    assert isinstance(relu, torch.nn.ReLU)
+    assert first.in_features == critic.backbone.get_input_embeddings().embedding_dim  # d_model
+    assert build_critic(actor_dir).head[0].out_features == 128  # the paper's hidden size by default
+    d = first.in_features
+    with torch.no_grad():
+        first.weight.zero_()
+        first.weight[0, 0], first.weight[1, 1] = 1.0, -1.0  # hidden = relu([s0, -s1] + b1)
+        first.bias.copy_(torch.tensor([0.0, 0.5]))
+        second.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        second.bias.copy_(torch.tensor([0.0, -1.0]))
+    states = torch.zeros(1, 3, d)
+    states[0, 0, :2] = torch.tensor([3.0, 1.0])  # hidden relu([3, -1 + 0.5]) = [3, 0] -> logits [3, 0*2 - 1]
+    states[0, 1, :2] = torch.tensor([-1.0, -2.0])  # hidden relu([-1, 2 + 0.5]) = [0, 2.5] -> logits [0, 4]
+    states[0, 2, :2] = torch.tensor([50.0, -50.0])  # padding: must not count
+    token_logits = critic.head(states)
+    assert torch.allclose(token_logits[0, :2], torch.tensor([[3.0, -1.0], [0.0, 4.0]]))
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.allclose(program_logits(token_logits, mask), torch.tensor([[3.0, 4.0]]))
+    # Cross-entropy of [3, 4] against "passed" (class 1 of the binary critic): log(1 + e^(3 - 4)).
+    expected = math.log(1 + math.exp(-1.0))
+    assert critic_loss(token_logits, mask, torch.tensor([1])).item() == pytest.approx(expected, rel=1e-6)
