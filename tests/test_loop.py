@@ -75,11 +75,16 @@ def test_rl_loop_alternates_cross_entropy_and_rl_steps(tmp_path):
 
 
 def test_a_written_checkpoint_resumes_exactly_with_model_optimizer_schedule_and_data_position(tmp_path):
-    """The checkpoint files Ray Train workers write (model/, trainer_state.pt) bring back the whole run."""
+    """The checkpoint files Ray Train workers write (model/, trainer_state.pt) bring back the whole run: weights,
+    AdamW moments, schedule, data position and random state."""
     from coderl_ray.train.batching import BatchCursor
     from coderl_ray.train.loop import MODEL_SUBDIR, STATE_FILE, write_checkpoint
 
+    from transformers import T5ForConditionalGeneration
+
     actor = tiny_actor_dir(tmp_path)
+    # With dropout, the resumed steps match only if the random state is restored too (seeded per step).
+    T5ForConditionalGeneration.from_pretrained(actor, dropout_rate=0.2).save_pretrained(actor)
     tok = load_tokenizer(actor)
     rows = ground_truth_rows(tiny_suite()[0], tok, 256, 128)
     cfg = LoopConfig(objective="sft", init_path=str(actor), steps=8, batch_size=4, lr=3e-3, warmup_ratio=0.25,
