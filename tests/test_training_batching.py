@@ -127,3 +127,23 @@ def test_micro_batch_weights_reproduce_each_objectives_mean():
     mbs = [_rows([(1, 3)]), _rows([(1, 1), (1, 1)])]
     assert micro_batch_weights("sft", mbs) == [0.6, 0.4]
     assert micro_batch_weights("critic", mbs) == micro_batch_weights("rl", mbs) == [1 / 3, 2 / 3]
+
+
+@pytest.mark.parametrize("objective", ["sft", "critic"])
+def test_gradient_checkpointing_recomputes_the_same_gradients(actor, objective):
+    from coderl_ray.train.parallel import hf_model_of, prepare_model
+
+    tok = load_tokenizer(actor)
+    rows = ground_truth_rows(tiny_suite()[0][:4], tok, 256, 128)
+    for r in rows:
+        r["outcome"] = "failed"
+    cfg = LoopConfig(objective=objective, init_path=str(actor), steps=2, batch_size=4, lr=1e-2)
+    grads = []
+    for checkpointing in (False, True):
+        model = build_critic(actor, head_hidden=16, seed=0) if objective == "critic" else load_actor(actor)
+        model = prepare_model(model, parallel="ddp", device=torch.device("cpu"),
+                              gradient_checkpointing=checkpointing).train()
+        assert hf_model_of(model).is_activation_checkpointing == checkpointing
+        grads.append(_step(cfg, model, rows, objective, tok.pad_token_id)[1])
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-7) for n in grads[0])

@@ -86,9 +86,6 @@ class CodeCritic(nn.Module):
         token_logits = self(input_ids, attention_mask, program_ids, program_mask)
         return token_logits, program_logits(token_logits, program_mask)
 
-    def gradient_checkpointing_enable(self) -> None:
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
     def save_pretrained(self, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Backbone in Hugging Face format plus the head. ``state_dict``: a full state dict of this module (FSDP
         gathers one on rank 0 instead of saving its shard)."""

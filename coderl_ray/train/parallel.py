@@ -41,14 +41,24 @@ def transformer_blocks(model) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
+def enable_activation_checkpointing(hf_model) -> None:
+    """Recompute each block's activations in backward (non-reentrant, so frozen inputs and DDP work).
+
+    transformers 5.x renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``; the old
+    name warns and goes away in 6, the new one is absent from early 5.x releases.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf_model, "activation_checkpointing_enable"):
+        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def prepare_model(model, *, parallel: str, device: torch.device, precision: str = "fp32",
                   gradient_checkpointing: bool = False, compile_model: bool = False):
     """Move ``model`` to ``device`` and wrap it for the process group (if any). Returns the module to train."""
     if gradient_checkpointing:
-        if hasattr(model, "backbone"):
-            model.gradient_checkpointing_enable()
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(hf_model_of(model))
     model.to(device)
     distributed = world_size() > 1
     if parallel == "fsdp":
