@@ -169,7 +169,7 @@ class SandboxConfig:
     resource: str = "sandbox"  # custom resource requested by execution tasks; "" = plain CPUs
     cpus_per_task: float = 1.0
     batch_size: int = 64  # programs per Ray task
-    max_tasks_in_flight: int = 0  # most executors in the pool; 0 = as many as the cluster's sandbox resources allow
+    max_tasks_in_flight: int = 0  # most executors; 0 = one per sandbox unit present now; >0 lets an autoscaler add nodes
     tasks_in_flight_per_worker: int = 2  # batches queued per executor (keeps it busy, bounds memory)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ def ray_cluster():
     """A real local Ray cluster with 2 CPUs that also advertises the ``sandbox`` resource execution tasks need."""
     import ray
 
+    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "2")  # see coderl_ray.ray_runtime.init_ray
     if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=2, resources={"sandbox": 2}, include_dashboard=False, log_to_driver=False,

@@ -104,17 +104,19 @@ class ExecuteBatch:
 
 
 def pool_size(cfg: SandboxConfig) -> int:
-    """How many executors the pool may grow to: one per unit of the sandbox resource, capped by the config."""
+    """How many executors the pool may grow to: one per unit of the sandbox resource present now, or
+    ``max_tasks_in_flight`` when set (then the pool may wait for an autoscaler to add sandbox nodes)."""
     import ray
 
+    if cfg.max_tasks_in_flight:
+        return cfg.max_tasks_in_flight
     resources = ray.cluster_resources()
-    slots = resources.get(cfg.resource, 0) if cfg.resource else resources.get("CPU", 1)
+    slots = int(resources.get(cfg.resource, 0) if cfg.resource else resources.get("CPU", 1))
     if slots < 1:
         raise RuntimeError(f"no node advertises the '{cfg.resource}' resource; start sandbox nodes with "
-                           f"--resources='{{\"{cfg.resource}\": N}}' or set sandbox.resource='' to use plain CPUs")
-    per_executor = 1.0
-    slots = int(slots // per_executor)
-    return max(1, min(slots, cfg.max_tasks_in_flight or slots))
+                           f"--resources='{{\"{cfg.resource}\": N}}', set sandbox.max_tasks_in_flight for an "
+                           "autoscaled sandbox group that starts empty, or set sandbox.resource='' to use plain CPUs")
+    return slots
 
 
 def execute_samples(samples, problems: list[dict[str, Any]] | dict[str, dict[str, Any]], cfg: SandboxConfig,
