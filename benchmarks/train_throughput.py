@@ -43,6 +43,7 @@ SHAPES = {
                          src=600, tgt=512),
     "codet5-base": dict(d_model=768, d_ff=3072, num_layers=12, num_heads=12, d_kv=64, vocab=32100, src=600, tgt=512),
     "tiny": dict(d_model=128, d_ff=512, num_layers=2, num_heads=4, d_kv=32, vocab=32100, src=96, tgt=64),
+    "micro": dict(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab=512, src=24, tgt=16),  # tests
 }
 
 
