@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -82,7 +83,7 @@ class LoopConfig:
     log_dir: str = "auto"  # TensorBoard folder; "auto" = <storage>/<run name>/tensorboard under fit(); "" = off
     mlflow_tracking_uri: str = ""
     wandb_project: str = ""
-    progress_bar: bool = True
+    progress_bar: bool = True  # rank 0 draws one in the driver's console (fit() turns it off when not a terminal)
 
     def __post_init__(self) -> None:
         if self.objective not in ("sft", "rl", "critic"):
@@ -428,6 +429,9 @@ def fit(loop_cfg: LoopConfig, datasets: dict, *, num_workers: int = 1, use_gpu: 
         loop_cfg = replace(loop_cfg, log_dir=str(storage_path / name / "tensorboard"))
     if not loop_cfg.name:
         loop_cfg = replace(loop_cfg, name=name)
+    if loop_cfg.progress_bar and not sys.stderr.isatty():
+        # A bar redrawn into a log file (CI, `ray job logs`) is noise; the metric lines every N steps remain.
+        loop_cfg = replace(loop_cfg, progress_bar=False)
     config = asdict(loop_cfg)
     if step_callback is not None:
         config["step_callback"] = step_callback
