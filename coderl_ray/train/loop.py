@@ -361,6 +361,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer, scheduler = make_optimizer(cfg, model, state, fused=device.type == "cuda")
 
     positions = {k: tuple(v) for k, v in (state or {}).get("data_position", {}).items()}
+    if checkpoint is not None and rank == 0:
+        print(f"[{cfg.name or cfg.objective}] resumed from step {start_step} of {cfg.steps} "
+              f"(data position {positions}, checkpoint {checkpoint.path})", flush=True)
     cursors = {"train": shard_cursor("train", per_worker, cfg, cfg.seed + 1000 * rank,
                                      positions.get("train", (0, 0)))}
     if cfg.objective == "rl" and cfg.alternate_ce:
