@@ -5,7 +5,9 @@
 
 Each seed changes the suite (problems, constants, inputs), the model initialisation and the sampling. The control
 arm runs the same number of optimizer steps per round with every step a cross-entropy step on ground truth, so the
-difference between the arms is what the RL steps add beyond continued supervised training. Prints pass@1 after SFT
+difference between the arms is what the RL steps add beyond continued supervised training. The control arm starts
+from the RL arm's finished SFT stages (copied, with their records), so both arms leave from the very same model and
+the control costs only its rounds. Prints pass@1 after SFT
 and after the last round for every seed, the mean gain and its standard deviation; extra ``key=value`` arguments
 override the config of both arms.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -28,8 +31,25 @@ def pass1(state: dict, phase: str, group: str = "all") -> float:
     return state["stages"][f"eval/{phase}"]["info"][group]["pass@1"]
 
 
+# Everything the pipeline does before its first RL round: the control arm reuses it from the RL arm.
+SHARED_STAGES = ("data", "init", "eval/untrained", "sft", "eval/sft")
+SHARED_PATHS = ("data", "models/actor_init", "models/actor_sft", "eval/untrained", "eval/sft")
+
+
+def share_sft(src: Path, dst: Path) -> None:
+    if (dst / "state.json").exists():
+        return  # a rerun resumes the control arm where it stopped
+    state = json.loads((src / "state.json").read_text())
+    for rel in SHARED_PATHS:
+        shutil.copytree(src / rel, dst / rel)
+    state["stages"] = {k: v for k, v in state["stages"].items() if k in SHARED_STAGES}
+    (dst / "state.json").write_text(json.dumps(state, indent=2))
+
+
 def run_arm(args, seed: int, control: bool) -> dict:
     name = f"{'control' if control else 'rl'}-seed{seed}"
+    if control:
+        share_sft(args.out / f"rl-seed{seed}", args.out / name)
     overrides = [f"seed={seed}", f"data.suite_seed={seed}", f"output_dir={args.out / name}",
                  "ray_address=local", *args.overrides]
     if control:

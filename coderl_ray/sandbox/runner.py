@@ -27,6 +27,7 @@ import select
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,6 +245,13 @@ class _Child:
 
 class _CompileError(Exception):
     pass
+
+
+# Compiling a model's program in the worker would print its SyntaxWarnings ("'tuple' object is not callable; perhaps
+# you missed a comma?") into the worker's log, thousands per round. A module filter (global, so thread-safe, unlike
+# catch_warnings) silences exactly the programs' warnings: compile() attributes them to the filename "<solution>".
+warnings.filterwarnings("ignore", category=SyntaxWarning, module="<solution>")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="<solution>")
 
 
 def _compiled(source: str) -> bytes | None:
