@@ -17,6 +17,7 @@ A wrong key or a value of the wrong type is a :class:`ConfigError` that names th
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -89,6 +90,9 @@ class TrainConfig:
     pad_to_multiple_of: int = 1  # e.g. 64 with compile: a bounded set of shapes, tensor-core friendly sizes
     gradient_checkpointing: bool = False  # recompute activations in backward: ~1/3 more compute, far less memory
     compile: bool = False  # torch.compile the model (per transformer block under fsdp)
+    # CPU threads for torch in each worker; 0 = Ray's default, one per reserved CPU. On a small CPU machine the
+    # trainer can borrow the cores the idle rollout and execution pools reserve nothing on during training.
+    torch_threads: int = 0
     tensorboard: bool = True  # event files under <output_dir>/ray_train/<run>/tensorboard
     mlflow_tracking_uri: str = ""  # log metrics to MLflow too (needs `pip install mlflow`)
     wandb_project: str = ""  # log metrics to Weights & Biases too (needs `pip install wandb`)
@@ -101,6 +105,8 @@ class TrainConfig:
                               "train.bucket_batches must be >= 0 (0 = off)")
         if self.pad_to_multiple_of < 1:
             raise ConfigError("train.pad_to_multiple_of must be >= 1")
+        if self.torch_threads < 0:
+            raise ConfigError("train.torch_threads must be >= 0 (0 = one thread per reserved CPU)")
         if self.parallel == "fsdp" and self.num_workers == 1:
             raise ConfigError("train.parallel=fsdp with train.num_workers=1 shards nothing (one worker holds every "
                               "shard); use ddp, or more workers")
@@ -286,6 +292,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            # PyYAML follows YAML 1.1, where `3e-4` (no dot) is a string; everyone means the number.
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
         return float(value)
@@ -321,6 +330,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config section '{prefix or cls.__name__}': {exc}") from None
+
+
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def config_from_dict(data: dict[str, Any], cls: type = PipelineConfig) -> Any:

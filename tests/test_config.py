@@ -46,6 +46,16 @@ def test_int_accepted_for_float_but_bool_is_not_an_int():
         load_config(None, ["rl.rounds=true"])
 
 
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    # YAML 1.1 (PyYAML) reads `3e-4` as a string, in files and in overrides alike.
+    path = tmp_path / "c.yaml"
+    path.write_text("rl:\n  lr: 3e-4\n")
+    assert load_config(path).rl.lr == pytest.approx(3e-4)
+    assert load_config(None, ["sft.lr=1E-3"]).sft.lr == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match="rl.lr"):
+        load_config(None, ["rl.lr=3e-4x"])
+
+
 def test_missing_file_and_malformed_override(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

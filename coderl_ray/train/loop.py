@@ -77,6 +77,7 @@ class LoopConfig:
     pad_to_multiple_of: int = 1  # round padded lengths up (bounds the shapes a compiled model sees)
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the model (per transformer block under FSDP)
+    torch_threads: int = 0  # CPU threads for torch's kernels in each worker; 0 = Ray's default (cpus_per_worker)
     min_lr_ratio: float = 0.1  # the cosine schedule decays to lr * min_lr_ratio
     # Metrics.
     name: str = ""  # run name in logs ("" = the objective)
@@ -107,7 +108,7 @@ def train_options(train_cfg) -> dict[str, Any]:
             "parallel": t.parallel, "micro_batch_size": t.micro_batch_size_per_worker,
             "max_tokens_per_micro_batch": t.max_tokens_per_micro_batch, "bucket_batches": t.bucket_batches,
             "pad_to_multiple_of": t.pad_to_multiple_of, "gradient_checkpointing": t.gradient_checkpointing,
-            "compile": t.compile, "log_dir": "auto" if t.tensorboard else "",
+            "compile": t.compile, "torch_threads": t.torch_threads, "log_dir": "auto" if t.tensorboard else "",
             "mlflow_tracking_uri": t.mlflow_tracking_uri, "wandb_project": t.wandb_project}
 
 
@@ -338,6 +339,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     config = dict(config)
     step_callback = config.pop("step_callback", None)
     cfg = LoopConfig(**config)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
