@@ -117,6 +117,11 @@ class _Zygote:
         self.released = {}
         self.counter = 0
         self.read_paths = [p for p in opts.get("read_paths", []) if os.path.exists(p)]
+        # Each program gets a private tmpfs here (namespace tier). Normally /tmp; but a Python installed under
+        # /tmp (a venv in /tmp/checkout/.venv) is bound read-only inside /tmp, and a tmpfs over it would hide it.
+        under_tmp = any(q == "/tmp" or q.startswith("/tmp/")
+                        for p in self.read_paths for q in (p, os.path.realpath(p)))
+        self.tmp = "/sandbox-tmp" if under_tmp else "/tmp"
         self.fork = _fork_function()
 
     # bootstrap ------------------------------------------------------------------------------------------------
@@ -254,7 +259,7 @@ class _Zygote:
             if os.path.exists("/oldroot/dev/" + dev):
                 open("/newroot/dev/" + dev, "w").close()
                 mount("/oldroot/dev/" + dev, "/newroot/dev/" + dev, None, MS_BIND)
-        os.mkdir("/newroot/tmp", 0o755)
+        os.makedirs("/newroot" + self.tmp, 0o755, exist_ok=True)
         os.mkdir("/newroot/oldroot")
         pivot_root("/newroot", "/newroot/oldroot")
         os.chdir("/")
@@ -493,9 +498,9 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
             # with the program's mount namespace.
             unshare(CLONE_NEWNS)
             uid = z.child_uid
-            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+            mount("tmpfs", z.tmp, "tmpfs", MS_NOSUID | MS_NODEV,
                   f"size={int(limits.get('scratch_mb', 64))}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
-            scratch = "/tmp"
+            scratch = z.tmp
         os.chdir(scratch)
         if z.uid is not None:
             # A root worker's programs run as an unprivileged uid; switching uids also clears the capabilities
