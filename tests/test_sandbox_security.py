@@ -505,3 +505,41 @@ def test_works_for_a_normal_user(tier):
     assert out["info"]["seccomp"]
     if tier == "auto" and out["info"]["tier"] == "namespace":
         assert out["info"]["userns"]
+
+
+def test_namespace_tier_works_for_a_python_installed_under_tmp(tmp_path):
+    # A checkout (and its .venv) under /tmp puts read-only binds inside /tmp, where each program's private tmpfs
+    # used to be mounted, hiding them (and failing the root's setup). A venv in /tmp (pytest's tmp_path lives there
+    # unless TMPDIR says otherwise) reproduces it.
+    base = Path(tempfile.mkdtemp(prefix="coderl-venv-", dir="/tmp"))
+    try:
+        venv = base / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+                       check=True, timeout=120)
+        probe = textwrap.dedent("""
+            import sys
+            from coderl_ray.sandbox import Sandbox, SandboxLimits
+            problem = {"problem_id": "p", "tests": {"kind": "stdio", "inputs": [""], "outputs": ["ok\\n"]}}
+            code = ("import json, os, tempfile\\n"
+                    "f = tempfile.NamedTemporaryFile(delete=False); f.write(b'1'); f.close()\\n"
+                    "print('ok' if os.path.exists(f.name) and sys.prefix.startswith('/tmp/') else 'no')")
+            code = "import sys\\n" + code
+            try:
+                box = Sandbox("namespace")
+                box.info
+            except Exception as exc:
+                print("UNAVAILABLE", exc)
+                sys.exit(0)
+            with box:
+                r = box.execute(problem, code, "s", SandboxLimits())
+            print(r.outcome.value, r.error)
+        """)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        if out.stdout.startswith("UNAVAILABLE") and "newroot" not in out.stdout:
+            pytest.skip(f"namespace tier unavailable here: {out.stdout.strip()}")
+        assert out.stdout.split()[0] == "passed", out.stdout + out.stderr[-2000:]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
