@@ -90,8 +90,8 @@ class TrainConfig:
     pad_to_multiple_of: int = 1  # e.g. 64 with compile: a bounded set of shapes, tensor-core friendly sizes
     gradient_checkpointing: bool = False  # recompute activations in backward: ~1/3 more compute, far less memory
     compile: bool = False  # torch.compile the model (per transformer block under fsdp)
-    # CPU threads for torch in each worker; 0 = Ray's default, one per reserved CPU. On a small CPU machine the
-    # trainer can borrow the cores the idle rollout and execution pools reserve nothing on during training.
+    # CPU threads for torch in each worker; 0 = Ray's default, one per reserved CPU. On a small CPU machine nothing
+    # else computes while the trainer trains, so it can use more cores than it reserves (Ray Data keeps the rest).
     torch_threads: int = 0
     tensorboard: bool = True  # event files under <output_dir>/ray_train/<run>/tensorboard
     mlflow_tracking_uri: str = ""  # log metrics to MLflow too (needs `pip install mlflow`)

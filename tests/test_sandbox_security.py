@@ -507,10 +507,9 @@ def test_works_for_a_normal_user(tier):
         assert out["info"]["userns"]
 
 
-def test_namespace_tier_works_for_a_python_installed_under_tmp(tmp_path):
+def test_namespace_tier_works_for_a_python_installed_under_tmp():
     # A checkout (and its .venv) under /tmp puts read-only binds inside /tmp, where each program's private tmpfs
-    # used to be mounted, hiding them (and failing the root's setup). A venv in /tmp (pytest's tmp_path lives there
-    # unless TMPDIR says otherwise) reproduces it.
+    # used to be mounted: the root's setup failed, or the tmpfs hid the installation. A venv in /tmp reproduces it.
     base = Path(tempfile.mkdtemp(prefix="coderl-venv-", dir="/tmp"))
     try:
         venv = base / "venv"
@@ -520,10 +519,9 @@ def test_namespace_tier_works_for_a_python_installed_under_tmp(tmp_path):
             import sys
             from coderl_ray.sandbox import Sandbox, SandboxLimits
             problem = {"problem_id": "p", "tests": {"kind": "stdio", "inputs": [""], "outputs": ["ok\\n"]}}
-            code = ("import json, os, tempfile\\n"
+            code = ("import os, sys, tempfile\\n"
                     "f = tempfile.NamedTemporaryFile(delete=False); f.write(b'1'); f.close()\\n"
                     "print('ok' if os.path.exists(f.name) and sys.prefix.startswith('/tmp/') else 'no')")
-            code = "import sys\\n" + code
             try:
                 box = Sandbox("namespace")
                 box.info
@@ -534,9 +532,8 @@ def test_namespace_tier_works_for_a_python_installed_under_tmp(tmp_path):
                 r = box.execute(problem, code, "s", SandboxLimits())
             print(r.outcome.value, r.error)
         """)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True,
-                             timeout=120, env=env)
+                             timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert out.returncode == 0, out.stderr[-2000:]
         if out.stdout.startswith("UNAVAILABLE") and "newroot" not in out.stdout:
             pytest.skip(f"namespace tier unavailable here: {out.stdout.strip()}")
