@@ -218,10 +218,19 @@ class RLConfig:
     alternate_ce: bool = True  # even steps cross-entropy on ground truth, odd steps RL (paper)
     use_critic: bool = True  # token-level returns from the critic; False = sequence-level relative returns
     ce_only: bool = False  # control arm: every step is cross-entropy on ground truth (attributes the RL gain)
+    # Score sampled programs under the tempered policy that drew them (logits / rollout.temperature), as verl and
+    # OpenRLHF do. False = plain log p (the paper's notation), which at temperature < 1 is off-policy: see
+    # docs/training.md for why that makes the greedy baseline flatten the policy.
+    on_policy_logprobs: bool = True
+    # PPO-style trust region on the RL steps: a token's probability stops being pushed once it has moved this far
+    # (as a ratio) from where the round started. 0 = the paper's unbounded loss; docs/training.md says why not.
+    clip_ratio: float = 0.2
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ConfigError("rl.rounds must be >= 0")
+        if not 0 <= self.clip_ratio < 1:
+            raise ConfigError(f"rl.clip_ratio must lie in [0, 1), got {self.clip_ratio}")
 
 
 @dataclass

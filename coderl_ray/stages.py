@@ -135,8 +135,15 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
 
     from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
+    from coderl_ray.rl.scoring import add_old_logprobs
+
+    temperature = cfg.rollout.temperature if cfg.rl.on_policy_logprobs else 1.0
     rl = ray.data.read_parquet(str(scored_dir)).filter(
         lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0)
+    if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
+        # The trust region's reference point: the actor this run starts from (the one that sampled the round).
+        rl = add_old_logprobs(rl, str(actor_in), temperature, num_workers=cfg.rollout.num_workers,
+                              num_cpus=cfg.rollout.cpus_per_worker, num_gpus=cfg.rollout.gpus_per_worker)
     rl = rl.materialize()
     n = rl.count()
     workers = _scaling(cfg)["num_workers"]
@@ -144,7 +151,7 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     loop = LoopConfig(objective="rl" if use_rl else "sft", init_path=str(actor_in), steps=cfg.rl.steps_per_round,
                       batch_size=cfg.rl.batch_size, lr=cfg.rl.lr, n_classes=cfg.critic.n_classes,
                       use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce, seed=cfg.seed,
-                      report_every=10, warmup_ratio=0.0, **train_options(cfg.train))
+                      rl_temperature=temperature, rl_clip=cfg.rl.clip_ratio, report_every=10, warmup_ratio=0.0, **train_options(cfg.train))
     gt = ray.data.read_parquet(str(gt_dir))
     # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
     # round then falls back to its cross-entropy half rather than failing. (`rl.ce_only` asks for that on purpose.)

@@ -86,6 +86,28 @@ def test_generated_tokens_are_the_ones_the_log_probs_score(actor_dir):
     assert torch.allclose(scored[0], expected, atol=1e-4)
 
 
+def test_tempered_log_probs_are_the_sampler_distribution(actor_dir):
+    """At temperature T the RL step must score a sampled program under softmax(logits / T), the distribution
+    generate() drew it from (the on-policy log-probabilities); T = 1 is the plain model."""
+    gen = ProgramGenerator(actor_dir, device="cpu")
+    problem = tiny_suite()[0][0]
+    enc = gen._prompts([problem], 256)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = gen.model.generate(**enc, do_sample=True, temperature=0.5, top_k=0, top_p=1.0, max_new_tokens=10,
+                                 output_scores=True, return_dict_in_generate=True,
+                                 pad_token_id=gen.tokenizer.pad_token_id, eos_token_id=gen.tokenizer.eos_token_id)
+        n = len(out.scores)
+        ids = out.sequences[0, -n:]
+        sampler_logp = torch.stack([torch.log_softmax(x[0].float(), -1) for x in out.scores])[torch.arange(n), ids]
+        prompt = encode_prompt(gen.tokenizer, build_prompt(problem), 256)
+        batch = pad_batch([prompt], [ids.tolist()], gen.tokenizer.pad_token_id)
+        tempered = token_logprobs(gen.model, batch, temperature=0.5)[0]
+        plain = token_logprobs(gen.model, batch)[0]
+    assert torch.allclose(tempered, sampler_logp, atol=1e-4)
+    assert not torch.allclose(plain, sampler_logp, atol=1e-2)
+
+
 def test_critic_saves_and_loads_as_one_folder(actor_dir, tmp_path):
     tok = load_tokenizer(actor_dir)
     critic = build_critic(actor_dir, n_classes=4, head_hidden=16).eval()

@@ -109,8 +109,11 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
-def token_logprobs(model, batch: dict) -> torch.Tensor:
+def token_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.Tensor:
     """log p(w_t | prompt, w_<t) for every program token: [B, T] (padding positions are 0).
+
+    ``temperature`` scores the tokens under softmax(logits / temperature), the distribution a sampler at that
+    temperature drew them from (the RL step's on-policy log-probabilities).
 
     Seq2seq: the decoder reads the program shifted right (teacher forcing). Causal: one sequence, prompt then
     program; the logits at the position before each program token score it. Causal models that accept
@@ -134,7 +137,10 @@ def token_logprobs(model, batch: dict) -> torch.Tensor:
                        **kwargs).logits
         # The last position predicts the token after the program: never scored.
         logits = logits[:, -(t + 1):-1]
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, program_ids.unsqueeze(-1)).squeeze(-1)
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, program_ids.unsqueeze(-1)).squeeze(-1)
     return logp * program_mask
 
 

@@ -56,5 +56,22 @@ def rl_loss(token_logprobs: torch.Tensor, returns: torch.Tensor, mask: torch.Ten
     return -per_program.mean()
 
 
+def clipped_rl_loss(token_logprobs: torch.Tensor, old_logprobs: torch.Tensor, returns: torch.Tensor,
+                    mask: torch.Tensor, clip: float) -> torch.Tensor:
+    """CodeRL's loss inside a PPO trust region: per token -min(rho_t q_t, clip(rho_t, 1 - clip, 1 + clip) q_t),
+    rho_t = p(w_t) / p_old(w_t), averaged like :func:`rl_loss`. Shapes [B, T] -> [].
+
+    While the policy is still the one that sampled (rho = 1) the gradient is exactly :func:`rl_loss`'s. What
+    changes is that a token stops pulling once its probability has moved ``clip`` away in the direction its return
+    asks for: the RL steps of a round reuse one fixed set of samples, and on fixed samples -q log p with q < 0
+    has no lower bound (pushing a failed program towards probability 0 can go on forever, and drags the rest of
+    the policy with it).
+    """
+    ratio = torch.exp(token_logprobs - old_logprobs)
+    surrogate = torch.minimum(ratio * returns, ratio.clamp(1 - clip, 1 + clip) * returns)
+    per_program = (surrogate * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return -per_program.mean()
+
+
 def outcome_classes(outcomes: Iterable[str], n_classes: int) -> torch.Tensor:
     return torch.tensor([critic_class(o, n_classes) for o in outcomes], dtype=torch.long)

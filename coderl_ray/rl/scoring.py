@@ -55,3 +55,46 @@ def critic_accuracy(rows: list[dict], n_classes: int) -> float | None:
     if not labelled:
         return None
     return sum(int(r["critic_pred"]) == critic_class(r["outcome"], n_classes) for r in labelled) / len(labelled)
+
+
+class OldLogprobBatch:
+    """``map_batches`` callable: adds ``old_logprobs`` (one float per program token), the log-probabilities of
+    the policy an RL run starts from: the reference point of its trust region (``rl.clip_ratio``)."""
+
+    def __init__(self, actor_dir: str, temperature: float):
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        from coderl_ray.models.actor import load_actor
+        from coderl_ray.models.tokenizer import load_tokenizer
+
+        hf_logging.disable_progress_bar()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.actor = load_actor(actor_dir).to(self.device).eval()
+        self.pad_id = load_tokenizer(actor_dir).pad_token_id
+        self.temperature = temperature
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        from coderl_ray.models.batching import token_logprobs
+        from coderl_ray.train.objectives import program_batch
+
+        rows = batch.to_pylist()
+        with torch.no_grad():
+            b = program_batch(rows, self.pad_id, self.device)
+            logp = token_logprobs(self.actor, b, self.temperature).float().cpu().numpy()
+        lengths = b["program_mask"].sum(-1).tolist()
+        values = [logp[i, :n] for i, n in enumerate(lengths)]
+        return batch.append_column("old_logprobs", pa.array(values, type=pa.list_(pa.float32())))
+
+
+def add_old_logprobs(ds, actor_dir: str, temperature: float, batch_size: int = 64, num_workers: int = 1,
+                     num_cpus: float = 1.0, num_gpus: float = 0.0):
+    """Lazy Dataset: ``ds`` rows plus ``old_logprobs`` under ``actor_dir`` at ``temperature``."""
+    import ray
+
+    return ds.map_batches(OldLogprobBatch, fn_constructor_args=(str(actor_dir), float(temperature)),
+                          batch_size=batch_size, batch_format="pyarrow",
+                          compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=num_cpus,
+                          num_gpus=num_gpus)

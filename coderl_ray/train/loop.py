@@ -64,6 +64,8 @@ class LoopConfig:
     head_hidden: int = 128
     use_critic: bool = True
     alternate_ce: bool = True
+    rl_temperature: float = 1.0  # RL steps: score sampled programs at the temperature they were sampled at
+    rl_clip: float = 0.0  # RL steps: PPO-style trust region around the rows' old_logprobs; 0 = CodeRL's plain loss
     precision: str = "fp32"  # "bf16": bf16 autocast on GPU (fp32 master weights); CPU always runs fp32
     seed: int = 0
     report_every: int = 10
@@ -93,6 +95,10 @@ class LoopConfig:
             raise ValueError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if not 0 <= self.rl_clip < 1:
+            raise ValueError(f"rl_clip must lie in [0, 1), got {self.rl_clip}")
+        if self.rl_temperature <= 0:
+            raise ValueError(f"rl_temperature must be > 0, got {self.rl_temperature}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps ({self.steps}) and batch_size ({self.batch_size}) must be >= 1")
         if min(self.micro_batch_size, self.max_tokens_per_micro_batch, self.bucket_batches) < 0:
@@ -186,7 +192,8 @@ def _micro_loss(kind: str, model, rows, pad_id: int, cfg: LoopConfig, device):
         return sft_loss(model, rows, pad_id, device, **pad)
     if kind == "critic":
         return critic_objective(model, rows, pad_id, device, **pad)
-    return rl_objective(model, rows, pad_id, cfg.n_classes, cfg.use_critic, device, **pad)
+    return rl_objective(model, rows, pad_id, cfg.n_classes, cfg.use_critic, device, temperature=cfg.rl_temperature,
+                        clip=cfg.rl_clip, **pad)
 
 
 def train_step(cfg: LoopConfig, model, rows: list[dict], kind: str, pad_id: int, device: torch.device,

@@ -17,7 +17,7 @@ import torch
 from coderl_ray.models.batching import cross_entropy, pad_batch, token_logprobs, unwrap
 from coderl_ray.models.critic import critic_loss, program_logits
 from coderl_ray.records import critic_class
-from coderl_ray.rl.returns import rl_loss, sequence_returns, token_returns
+from coderl_ray.rl.returns import clipped_rl_loss, rl_loss, sequence_returns, token_returns
 
 
 def _ids(v: Any) -> list[int]:
@@ -46,8 +46,13 @@ def sft_loss(model, rows: list[dict[str, Any]], pad_id: int, device="cpu",
 
 
 def rl_objective(model, rows: list[dict[str, Any]], pad_id: int, n_classes: int, use_critic: bool,
-                 device="cpu", pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, dict]:
-    """-mean_t(q_t log p(w_t)) on sampled programs, q_t from the stored critic logits (or the sequence return)."""
+                 device="cpu", pad_to_multiple_of: int = 1, temperature: float = 1.0,
+                 clip: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """-mean_t(q_t log p(w_t)) on sampled programs, q_t from the stored critic logits (or the sequence return).
+
+    ``temperature`` is the one the programs were sampled at: log p is taken under that tempered policy. ``clip`` > 0
+    bounds each token's move from its ``old_logprobs`` (see :func:`coderl_ray.rl.returns.clipped_rl_loss`).
+    """
     batch = program_batch(rows, pad_id, device, pad_to_multiple_of)
     mask = batch["program_mask"].float()
     ret = torch.tensor([float(r["relative_return"]) for r in rows], device=device)
@@ -63,8 +68,25 @@ def rl_objective(model, rows: list[dict[str, Any]], pad_id: int, n_classes: int,
         q = token_returns(logits, cls, ret, mask)
     else:
         q = sequence_returns(ret, mask)
-    loss = rl_loss(token_logprobs(model, batch), q, mask)
+    logp = token_logprobs(model, batch, temperature)
+    if clip > 0:
+        old = _padded([r["old_logprobs"] for r in rows], mask.shape[1]).to(device)
+        loss = clipped_rl_loss(logp, old, q, mask, clip)
+        moved = ((logp.detach() - old).abs() * mask).sum() / mask.sum().clamp(min=1)
+        metrics = {"rl_loss": loss.detach(), "mean_return": ret.mean(), "logprob_shift": moved,
+                   "tokens": _tokens(rows)}
+        return loss, metrics
+    loss = rl_loss(logp, q, mask)
     return loss, {"rl_loss": loss.detach(), "mean_return": ret.mean(), "tokens": _tokens(rows)}
+
+
+def _padded(values: list[Any], t: int) -> torch.Tensor:
+    """Right-padded [B, t] float tensor of per-token values (each row cut to t), filled on the host."""
+    out = torch.zeros((len(values), t))
+    for i, v in enumerate(values):
+        v = np.asarray(v, dtype=np.float32)[:t]
+        out[i, : len(v)] = torch.from_numpy(v)
+    return out
 
 
 def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu",
