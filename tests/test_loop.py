@@ -1,6 +1,7 @@
 """The training loop without Ray: it learns, and a resumed run reproduces the uninterrupted one."""
 
 import copy
+import math
 import random
 
 import pytest
@@ -72,6 +73,49 @@ def test_rl_loop_alternates_cross_entropy_and_rl_steps(tmp_path):
     assert ["ce_loss" in m for m in hist] == [True, False, True, False]
     assert ["rl_loss" in m for m in hist] == [False, True, False, True]
     assert all(m["mean_return"] == pytest.approx(1.3) for m in hist if "rl_loss" in m)
+
+
+def _blamed_programs(actor, tok):
+    """Fixed 'sampled' programs that all failed where the greedy baseline passed (return -1.3), with the log-probs
+    of the actor that produced them: the situation of a round's RL steps, which reuse one set of samples."""
+    from coderl_ray.models.batching import token_logprobs
+    from coderl_ray.train.objectives import program_batch
+
+    rows = [{**r, "outcome": "failed", "relative_return": -1.3,
+             "critic_logits": [0.0, 0.0, 50.0, 0.0] * len(r["token_ids"])}
+            for r in ground_truth_rows(tiny_suite()[0][:8], tok, 256, 128)]
+    with torch.no_grad():
+        b = program_batch(rows, tok.pad_token_id)
+        logp = token_logprobs(load_actor(actor).eval(), b)
+    for i, r in enumerate(rows):
+        r["old_logprobs"] = logp[i, : len(r["token_ids"])].tolist()
+    return rows, b
+
+
+def test_trust_region_keeps_pure_rl_on_fixed_negative_samples_from_collapsing(tmp_path):
+    """Without the trust region, -q log p with q < 0 has no floor: steps on the same failed programs drive their
+    probability towards 0 without end. With rl_clip a token stops being pushed once its ratio passes 1 - clip
+    (not a hard bound: shared weights and Adam's momentum carry it on a little)."""
+    from coderl_ray.models.batching import token_logprobs
+
+    actor = tiny_actor_dir(tmp_path)
+    tok = load_tokenizer(actor)
+    rows, batch = _blamed_programs(actor, tok)
+    mask = batch["program_mask"].float()
+    old = torch.zeros_like(mask)
+    for i, r in enumerate(rows):
+        old[i, : len(r["old_logprobs"])] = torch.tensor(r["old_logprobs"])
+    shift = {}
+    for clip in (0.0, 0.2):
+        cfg = LoopConfig(objective="rl", init_path=str(actor), steps=40, batch_size=8, lr=3e-3, alternate_ce=False,
+                         warmup_ratio=0.0, rl_clip=clip)
+        model = load_actor(actor)
+        run_loop(cfg, model, _batches(rows, 8, 1), tok.pad_token_id)
+        with torch.no_grad():
+            logp = token_logprobs(model.eval(), batch)
+        shift[clip] = (((logp - old) * mask).sum() / mask.sum()).item()  # mean log-ratio per token
+    assert shift[0.0] < math.log(0.05)
+    assert shift[0.2] > shift[0.0] / 2
 
 
 def test_a_written_checkpoint_resumes_exactly_with_model_optimizer_schedule_and_data_position(tmp_path):

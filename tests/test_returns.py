@@ -7,7 +7,7 @@ import torch
 
 from coderl_ray.models.critic import critic_loss, program_logits
 from coderl_ray.records import Outcome, critic_class, reward
-from coderl_ray.rl.returns import add_relative_returns, rl_loss, sequence_returns, token_returns
+from coderl_ray.rl.returns import add_relative_returns, clipped_rl_loss, rl_loss, sequence_returns, token_returns
 
 
 def test_reward_table_and_apps_codes():
@@ -59,6 +59,37 @@ def test_rl_loss_is_the_masked_mean_over_tokens_then_over_programs():
     loss.backward()
     assert loss.item() == pytest.approx(1.0)
     assert torch.allclose(logp0.grad, torch.tensor([[-0.5, -0.25, 0.0]]))
+
+
+def test_clipped_loss_has_the_plain_gradient_on_policy():
+    """At the policy that sampled (old = current) the trust region changes nothing: same value, same gradient."""
+    logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]])
+    q = torch.tensor([[1.0, 0.5, 0.0], [-2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    a, b = logp.clone().requires_grad_(True), logp.clone().requires_grad_(True)
+    plain, clipped = rl_loss(a, q, mask), clipped_rl_loss(b, logp.clone(), q, mask, clip=0.2)
+    plain.backward()
+    clipped.backward()
+    # The values differ by a constant (the surrogate is rho * q, not q log p); the gradients are the same.
+    assert clipped.item() == pytest.approx(-(1.0 * 1.5 / 2 + -2.0) / 2)
+    assert torch.allclose(a.grad, b.grad)
+
+
+def test_clipped_loss_stops_pushing_a_token_once_it_left_the_trust_region():
+    old = torch.log(torch.tensor([[0.5, 0.5]]))
+    mask = torch.ones(1, 2)
+    q = torch.tensor([[-1.0, 1.0]])  # token 0 is blamed (push down), token 1 credited (push up)
+    # Token 0 already fell to 0.3 (ratio 0.6 < 0.8): no more gradient; token 1 rose only to 0.55 (ratio 1.1): still
+    # pulled up, with d(-rho q / 2)/d log p = -rho q / 2 = -0.55.
+    logp = torch.log(torch.tensor([[0.3, 0.55]])).requires_grad_(True)
+    clipped_rl_loss(logp, old, q, mask, clip=0.2).backward()
+    assert logp.grad[0, 0].item() == 0.0
+    assert logp.grad[0, 1].item() == pytest.approx(-0.55)
+    # The other way round, a move that goes against the return is never clipped: the gradient pulls it back.
+    logp = torch.log(torch.tensor([[0.9, 0.1]])).requires_grad_(True)
+    clipped_rl_loss(logp, old, q, mask, clip=0.2).backward()
+    assert logp.grad[0, 0].item() == pytest.approx(0.9)  # -(-1) * 1.8 / 2
+    assert logp.grad[0, 1].item() == pytest.approx(-0.1)  # -(1) * 0.2 / 2
 
 
 def test_critic_max_pools_valid_tokens_only():

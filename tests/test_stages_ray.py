@@ -64,3 +64,25 @@ def test_critic_training_and_scoring_on_ray(ray_cluster, actor, tmp_path):
     for r in scored:
         assert len(r["critic_logits"]) == 4 * len(r["token_ids"])
         assert 0.0 <= r["critic_pass_prob"] <= 1.0 and 0 <= r["critic_pred"] < 4
+
+
+def test_old_logprobs_on_ray_are_the_actors_tempered_log_probs(ray_cluster, actor):
+    """The trust region's reference point, computed by a Ray Data actor pool, matches the pure function."""
+    import ray
+    import torch
+
+    from coderl_ray.models.actor import load_actor
+    from coderl_ray.models.batching import token_logprobs
+    from coderl_ray.rl.scoring import add_old_logprobs
+    from coderl_ray.train.objectives import program_batch
+
+    tok = load_tokenizer(actor)
+    rows = ground_truth_rows(tiny_suite()[0][:5], tok, 256, 96)
+    got = {r["sample_id"]: r["old_logprobs"] for r in
+           add_old_logprobs(ray.data.from_items(rows), str(actor), 0.6, batch_size=2).take_all()}
+    with torch.no_grad():
+        want = token_logprobs(load_actor(actor).eval(), program_batch(rows, tok.pad_token_id), 0.6)
+    for i, r in enumerate(rows):
+        n = len(r["token_ids"])
+        assert len(got[r["sample_id"]]) == n
+        assert torch.allclose(torch.tensor(got[r["sample_id"]]), want[i, :n], atol=1e-4)
