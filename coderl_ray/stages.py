@@ -133,9 +133,8 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
              name: str) -> dict:
     import ray
 
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
-
     from coderl_ray.rl.scoring import add_old_logprobs
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
     temperature = cfg.rollout.temperature if cfg.rl.on_policy_logprobs else 1.0
     rl = ray.data.read_parquet(str(scored_dir)).filter(
@@ -151,7 +150,8 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     loop = LoopConfig(objective="rl" if use_rl else "sft", init_path=str(actor_in), steps=cfg.rl.steps_per_round,
                       batch_size=cfg.rl.batch_size, lr=cfg.rl.lr, n_classes=cfg.critic.n_classes,
                       use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce, seed=cfg.seed,
-                      rl_temperature=temperature, rl_clip=cfg.rl.clip_ratio, report_every=10, warmup_ratio=0.0, **train_options(cfg.train))
+                      rl_temperature=temperature, rl_clip=cfg.rl.clip_ratio, report_every=10, warmup_ratio=0.0,
+                      **train_options(cfg.train))
     gt = ray.data.read_parquet(str(gt_dir))
     # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
     # round then falls back to its cross-entropy half rather than failing. (`rl.ce_only` asks for that on purpose.)

@@ -69,15 +69,14 @@ def rl_objective(model, rows: list[dict[str, Any]], pad_id: int, n_classes: int,
     else:
         q = sequence_returns(ret, mask)
     logp = token_logprobs(model, batch, temperature)
+    extra = {}
     if clip > 0:
         old = _padded([r["old_logprobs"] for r in rows], mask.shape[1]).to(device)
         loss = clipped_rl_loss(logp, old, q, mask, clip)
-        moved = ((logp.detach() - old).abs() * mask).sum() / mask.sum().clamp(min=1)
-        metrics = {"rl_loss": loss.detach(), "mean_return": ret.mean(), "logprob_shift": moved,
-                   "tokens": _tokens(rows)}
-        return loss, metrics
-    loss = rl_loss(logp, q, mask)
-    return loss, {"rl_loss": loss.detach(), "mean_return": ret.mean(), "tokens": _tokens(rows)}
+        extra["logprob_shift"] = ((logp.detach() - old).abs() * mask).sum() / mask.sum().clamp(min=1)
+    else:
+        loss = rl_loss(logp, q, mask)
+    return loss, {"rl_loss": loss.detach(), "mean_return": ret.mean(), **extra, "tokens": _tokens(rows)}
 
 
 def _padded(values: list[Any], t: int) -> torch.Tensor:
