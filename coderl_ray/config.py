@@ -42,8 +42,14 @@ class DataConfig:
     suite_test_problems: int = 90
     max_train_problems: int = 0  # 0 = all; otherwise a seeded subset (for quick runs)
     max_test_problems: int = 0
+    # 0 = every training problem's reference solutions are used. N > 0 = only N seeded training problems keep them
+    # (SFT, the cross-entropy steps, the critic's "passed" examples); the rest keep their question and tests, so only
+    # RL learns from them. Writing tests is cheaper than writing solutions: this is the case RL from tests is for.
+    reference_problems: int = 0
 
     def __post_init__(self) -> None:
+        if self.reference_problems < 0:
+            raise ConfigError(f"data.reference_problems must be >= 0, got {self.reference_problems}")
         if bool(self.train_path) != bool(self.test_path):
             raise ConfigError("data.train_path and data.test_path must be given together (or both left empty "
                               "for the embedded suite)")

@@ -29,15 +29,28 @@ def load_problems(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str,
         from coderl_ray.data.suite import generate_suite
 
         train, test = generate_suite(cfg.suite_seed, cfg.suite_train_problems, cfg.suite_test_problems)
-    train = [p for p in train if p.get("solutions")] or train
+    # Problems without a reference solution stay: RL learns from their tests.
     if cfg.max_train_problems and len(train) > cfg.max_train_problems:
         train = random.Random(cfg.suite_seed).sample(train, cfg.max_train_problems)
+    if cfg.reference_problems:
+        train = keep_references(train, cfg.reference_problems, cfg.suite_seed)
     if cfg.max_test_problems and len(test) > cfg.max_test_problems:
         test = random.Random(cfg.suite_seed + 1).sample(test, cfg.max_test_problems)
     overlap = {p["problem_id"] for p in train} & {p["problem_id"] for p in test}
     if overlap:
         raise ValueError(f"{len(overlap)} problem ids are in both the train and test data, e.g. {sorted(overlap)[0]}")
     return train, test
+
+
+def keep_references(train: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``train`` with reference solutions on ``n`` seeded problems only; the others become RL-only (tests kept)."""
+    with_refs = [i for i, p in enumerate(train) if p.get("solutions")]
+    if len(with_refs) < n:
+        raise ValueError(f"data.reference_problems={n}, but only {len(with_refs)} training problems have a reference "
+                         "solution")
+    # A stream of its own: an integer seed here would repeat the rollout's per-round problem draws.
+    keep = set(random.Random(f"reference-problems/{seed}").sample(with_refs, n))
+    return [p if i in keep else {**p, "solutions": []} for i, p in enumerate(train)]
 
 
 def write_problems(train: list[dict], test: list[dict], out: Path) -> None:
@@ -170,6 +183,13 @@ def _scaling(cfg: PipelineConfig) -> dict:
 # --- rollout, execution, scoring (Ray Data) --------------------------------------------------------------------
 
 
+def round_problems(train: list[dict[str, Any]], per_round: int, seed: int, round_: int) -> list[dict[str, Any]]:
+    """The problems a round samples: all of them, or a fresh seeded subset of ``per_round`` each round."""
+    if not per_round or len(train) <= per_round:
+        return train
+    return random.Random(seed * 1000 + round_).sample(train, per_round)
+
+
 def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: Path, round_: int,
                   buffer_root: Path) -> dict:
     """Sample, execute (streaming, overlapped) and store one round of programs with their returns."""
@@ -179,9 +199,7 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
     from coderl_ray.rl.replay_buffer import write_round
     from coderl_ray.rollout.stage import generate_samples, sampling_params
 
-    problems = train
-    if cfg.rollout.problems_per_round and len(train) > cfg.rollout.problems_per_round:
-        problems = random.Random(cfg.seed * 1000 + round_).sample(train, cfg.rollout.problems_per_round)
+    problems = round_problems(train, cfg.rollout.problems_per_round, cfg.seed, round_)
     params = sampling_params(cfg.rollout, cfg.model.max_source_tokens)
     samples = generate_samples(problems, str(actor_dir), cfg.rollout, params, round_=round_,
                                policy_version=round_ - 1, seed=cfg.seed)

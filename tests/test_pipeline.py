@@ -10,6 +10,8 @@ from coderl_ray.pipeline import StageError, run_pipeline
 from tests.conftest import ROOT
 
 MICRO = ROOT / "tests" / "configs" / "micro.yaml"
+# A third of the training problems have no reference solution: RL alone learns from them.
+REFS = "data.reference_problems=16"
 
 pytestmark = pytest.mark.slow
 
@@ -17,12 +19,13 @@ pytestmark = pytest.mark.slow
 def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages(ray_cluster, tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(FileNotFoundError, match="critic.backbone: /nonexistent/backbone does not exist"):
-        run_pipeline(load_config(MICRO, [f"output_dir={out}", "critic.backbone=/nonexistent/backbone"]))
+        run_pipeline(load_config(MICRO, [f"output_dir={out}", REFS, "critic.backbone=/nonexistent/backbone"]))
     assert not out.exists()  # checked before any work
 
     not_a_model = tmp_path / "empty-folder"
     not_a_model.mkdir()
-    broken = load_config(MICRO, [f"output_dir={out}", f"critic.backbone={not_a_model}", "train.max_failures=0"])
+    broken = load_config(MICRO, [f"output_dir={out}", REFS, f"critic.backbone={not_a_model}",
+                                     "train.max_failures=0"])
     with pytest.raises(StageError) as err:
         run_pipeline(broken)
     msg = str(err.value)
@@ -31,7 +34,7 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert list(done) == ["data", "init", "eval/untrained", "sft", "eval/sft", "round_1/rollout"]
     capsys.readouterr()
 
-    fixed = load_config(MICRO, [f"output_dir={out}"])
+    fixed = load_config(MICRO, [f"output_dir={out}", REFS])
     summary = run_pipeline(fixed)
     printed = capsys.readouterr().out
     for stage in ["data", "init", "eval/untrained", "sft", "eval/sft", "round_1/rollout"]:
@@ -47,7 +50,8 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
         assert (out / "models" / model / "config.json").is_file()
     assert (out / "models" / "critic_round_1" / "critic_head.safetensors").is_file()
     buffer = pq.read_table(out / "buffer" / "round_0001").to_pylist()
-    assert len(buffer) == 24 * (2 + 1)  # 2 samples + 1 greedy per training problem
+    assert len(buffer) == 24 * (2 + 1)  # 2 samples + 1 greedy per training problem, with a reference or not
+    assert len({r["problem_id"] for r in pq.read_table(out / "data" / "ground_truth").to_pylist()}) == 16
     assert len({r["sample_id"] for r in buffer}) == len(buffer)
     assert all(r["relative_return"] is not None for r in buffer if r["outcome"] != "infra_error")
     scored = pq.read_table(out / "scored" / "round_1").to_pylist()
