@@ -79,7 +79,7 @@ def _blamed_programs(actor, tok):
     """Fixed 'sampled' programs that all failed where the greedy baseline passed (return -1.3), with the log-probs
     of the actor that produced them: the situation of a round's RL steps, which reuse one set of samples."""
     from coderl_ray.models.batching import token_logprobs
-    from coderl_ray.train.objectives import program_batch
+    from coderl_ray.models.batching import program_batch
 
     rows = [{**r, "outcome": "failed", "relative_return": -1.3,
              "critic_logits": [0.0, 0.0, 50.0, 0.0] * len(r["token_ids"])}

@@ -18,7 +18,7 @@ from coderl_ray.models.tokenizer import load_tokenizer
 from coderl_ray.rl.replay_buffer import ground_truth_rows
 from coderl_ray.rollout.generator import ProgramGenerator, SamplingParams
 from coderl_ray.train.loop import LoopConfig, run_loop
-from coderl_ray.train.objectives import critic_token_logits
+from coderl_ray.models.critic import score_programs
 from tests.conftest import ROOT
 from tests.helpers import tiny_suite
 from tests.tiny_models import codet5_dir, gpt2_dir, hub_cache, qwen2_dir
@@ -83,7 +83,7 @@ def test_sft_sampling_critic_and_rl_step_run_on_each_architecture(family, tmp_pa
     critic = build_critic(tmp_path / "sft", n_classes=2, head_hidden=8)
     prompt = {p["problem_id"]: encode_prompt(tok, build_prompt(p), 128) for p in problems}
     rows = [{**s, "prompt_ids": prompt[s["problem_id"]]} for s in samples["static"]]
-    logits = critic_token_logits(critic.eval(), rows, tok.pad_token_id)
+    logits = [s.token_logits for s in score_programs(critic.eval(), rows, tok.pad_token_id)]
     assert [lg.shape for lg in logits] == [(len(r["token_ids"]), 2) for r in rows]
 
     # RL step on the sampled programs with those critic logits, alternating with cross-entropy steps.

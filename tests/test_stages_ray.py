@@ -74,7 +74,7 @@ def test_old_logprobs_on_ray_are_the_actors_tempered_log_probs(ray_cluster, acto
     from coderl_ray.models.actor import load_actor
     from coderl_ray.models.batching import token_logprobs
     from coderl_ray.rl.scoring import add_old_logprobs
-    from coderl_ray.train.objectives import program_batch
+    from coderl_ray.models.batching import program_batch
 
     tok = load_tokenizer(actor)
     rows = ground_truth_rows(tiny_suite()[0][:5], tok, 256, 96)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -70,6 +72,21 @@ def pad_batch(prompts: Sequence[Sequence[int]], programs: Sequence[Sequence[int]
         program_mask[i, : len(q)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "program_ids": program_ids,
             "program_mask": program_mask}
+
+
+def _ids(v: Any) -> list[int]:
+    return v.tolist() if isinstance(v, np.ndarray) else list(v)
+
+
+def program_batch(rows: Sequence[dict[str, Any]], pad_id: int, device: torch.device | str = "cpu",
+                  pad_to_multiple_of: int = 1) -> dict:
+    """Padded tensors of rows holding ``prompt_ids`` and ``token_ids`` (as they come out of a Ray Dataset), on
+    ``device``: the batch layout every model here reads (training, scoring, critic sampling)."""
+    batch = pad_batch([_ids(r["prompt_ids"]) for r in rows], [_ids(r["token_ids"]) for r in rows], pad_id,
+                      pad_to_multiple_of)
+    # Pinned host memory lets the copy to the GPU overlap with compute.
+    pin = torch.device(device).type == "cuda"
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in batch.items()}
 
 
 def causal_position_ids(mask: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,16 @@ A critic folder holds the backbone's ``save_pretrained`` files plus ``critic_hea
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from coderl_ray.models.batching import causal_position_ids, shift_right
+from coderl_ray.models.batching import causal_position_ids, program_batch, shift_right
 
 HEAD_WEIGHTS = "critic_head.safetensors"
 HEAD_CONFIG = "critic_config.json"
@@ -112,6 +116,36 @@ def program_logits(token_logits: torch.Tensor, program_mask: torch.Tensor) -> to
 def critic_loss(token_logits: torch.Tensor, program_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the max-pooled logits against the outcome class; labels [B] in 0..C-1."""
     return nn.functional.cross_entropy(program_logits(token_logits, program_mask).float(), labels)
+
+
+@dataclass
+class ProgramScore:
+    """The critic's reading of one program: ``token_logits`` [T, C] (float32), the max-pooled ``program_logits``
+    [C], the predicted class and the softmax probability of "passed" (the last class in both heads)."""
+
+    token_logits: np.ndarray
+    program_logits: np.ndarray
+    pred: int
+    pass_prob: float
+
+
+@torch.no_grad()
+def score_programs(critic: CodeCritic, rows: Sequence[dict[str, Any]], pad_id: int,
+                   device: torch.device | str = "cpu") -> list[ProgramScore]:
+    """Critic scores of rows holding ``prompt_ids`` and ``token_ids``: the one scorer of RL scoring and of critic
+    sampling. An empty program (no tokens at all) gets zero logits, i.e. a uniform prediction."""
+    batch = program_batch(rows, pad_id, device)
+    logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
+    lengths = batch["program_mask"].sum(-1).tolist()
+    out = []
+    for i, n in enumerate(lengths):
+        tokens = logits[i, :n].float().cpu().numpy()
+        # Max-pool over tokens, as in training.
+        pooled = tokens.max(axis=0) if n else np.zeros(critic.n_classes, np.float32)
+        probs = np.exp(pooled - pooled.max())
+        probs /= probs.sum()
+        out.append(ProgramScore(tokens, pooled, int(pooled.argmax()), float(probs[-1])))
+    return out
 
 
 def _hidden_size(config) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 
@@ -22,18 +21,14 @@ class ScoreBatch:
         self.pad_id = load_tokenizer(critic_dir).pad_token_id
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from coderl_ray.train.objectives import critic_token_logits
+        from coderl_ray.models.critic import score_programs
 
-        rows = batch.to_pylist()
-        logits = critic_token_logits(self.critic, rows, self.pad_id, self.device)
-        # Max-pool over tokens, as in training; an empty program (no tokens at all) gets a uniform prediction.
-        program = [lg.max(axis=0) if len(lg) else np.zeros(self.critic.n_classes, np.float32) for lg in logits]
-        probs = [np.exp(p - p.max()) / np.exp(p - p.max()).sum() for p in program]
+        scores = score_programs(self.critic, batch.to_pylist(), self.pad_id, self.device)
         table = batch
-        table = table.append_column("critic_logits", pa.array([lg.reshape(-1) for lg in logits],
+        table = table.append_column("critic_logits", pa.array([s.token_logits.reshape(-1) for s in scores],
                                                               type=pa.list_(pa.float32())))
-        table = table.append_column("critic_pred", pa.array([int(p.argmax()) for p in program], type=pa.int32()))
-        table = table.append_column("critic_pass_prob", pa.array([float(p[-1]) for p in probs], type=pa.float64()))
+        table = table.append_column("critic_pred", pa.array([s.pred for s in scores], type=pa.int32()))
+        table = table.append_column("critic_pass_prob", pa.array([s.pass_prob for s in scores], type=pa.float64()))
         return table
 
 
@@ -77,8 +72,7 @@ class OldLogprobBatch:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
-        from coderl_ray.models.batching import token_logprobs
-        from coderl_ray.train.objectives import program_batch
+        from coderl_ray.models.batching import program_batch, token_logprobs
 
         rows = batch.to_pylist()
         with torch.no_grad():

@@ -14,23 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from coderl_ray.models.batching import cross_entropy, pad_batch, token_logprobs, unwrap
+from coderl_ray.models.batching import cross_entropy, program_batch, token_logprobs, unwrap
 from coderl_ray.models.critic import critic_loss, program_logits
 from coderl_ray.records import critic_class
 from coderl_ray.rl.returns import clipped_rl_loss, rl_loss, sequence_returns, token_returns
-
-
-def _ids(v: Any) -> list[int]:
-    return v.tolist() if isinstance(v, np.ndarray) else list(v)
-
-
-def program_batch(rows: list[dict[str, Any]], pad_id: int, device: torch.device | str = "cpu",
-                  pad_to_multiple_of: int = 1) -> dict:
-    batch = pad_batch([_ids(r["prompt_ids"]) for r in rows], [_ids(r["token_ids"]) for r in rows], pad_id,
-                      pad_to_multiple_of)
-    # Pinned host memory lets the copy to the GPU overlap with compute.
-    pin = torch.device(device).type == "cuda"
-    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in batch.items()}
 
 
 def _tokens(rows: list[dict[str, Any]]) -> int:
@@ -98,12 +85,3 @@ def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cp
     loss = critic_loss(token_logits, batch["program_mask"], labels)
     acc = (program_logits(token_logits, batch["program_mask"]).argmax(-1) == labels).float().mean()
     return loss, {"critic_loss": loss.detach(), "critic_acc": acc.detach(), "tokens": _tokens(rows)}
-
-
-@torch.no_grad()
-def critic_token_logits(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu") -> list[np.ndarray]:
-    """Token-level critic logits of each program, [T_i, C] float32 each (scoring)."""
-    batch = program_batch(rows, pad_id, device)
-    logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
-    lengths = batch["program_mask"].sum(-1).tolist()
-    return [logits[i, : n].float().cpu().numpy() for i, n in enumerate(lengths)]
