@@ -2,14 +2,17 @@
 
     python benchmarks/rl_gain.py --seeds 0 1 2                 # RL arm only
     python benchmarks/rl_gain.py --seeds 0 1 2 --control       # plus the control: the same rounds, CE steps only
+    # the other CE/RL alternation, from the SFT models of the run above (no second SFT):
+    python benchmarks/rl_gain.py --seeds 0 1 2 --out outputs/rl_gain_step --sft-from outputs/rl_gain \
+        rl.alternation=step rl.steps_per_round=60
 
 Each seed changes the suite (problems, constants, inputs), the model initialisation and the sampling. The control
 arm runs the same number of optimizer steps per round with every step a cross-entropy step on ground truth, so the
 difference between the arms is what the RL steps add beyond continued supervised training. The control arm starts
 from the RL arm's finished SFT stages (copied, with their records), so both arms leave from the very same model and
-the control costs only its rounds. Prints pass@1 after SFT
-and after the last round for every seed, the mean gain and its standard deviation; extra ``key=value`` arguments
-override the config of both arms.
+the control costs only its rounds (``--sft-from`` does the same for both arms from an earlier run's folder). Prints
+pass@1 after SFT and after the last round for every seed, the mean gain and its standard deviation; extra
+``key=value`` arguments override the config of both arms.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ def share_sft(src: Path, dst: Path) -> None:
 
 def run_arm(args, seed: int, control: bool) -> dict:
     name = f"{'control' if control else 'rl'}-seed{seed}"
-    if control:
+    if args.sft_from is not None:
+        share_sft(args.sft_from / f"rl-seed{seed}", args.out / name)
+    elif control:
         share_sft(args.out / f"rl-seed{seed}", args.out / name)
     overrides = [f"seed={seed}", f"data.suite_seed={seed}", f"output_dir={args.out / name}",
                  "ray_address=local", *args.overrides]
@@ -58,7 +63,8 @@ def run_arm(args, seed: int, control: bool) -> dict:
     run_pipeline(cfg)
     state = json.loads((args.out / name / "state.json").read_text())
     last = f"round_{cfg.rl.rounds}"
-    return {"seed": seed, "arm": "control" if control else "rl", "sft": pass1(state, "sft"),
+    return {"seed": seed, "arm": "control" if control else "rl", "alternation": cfg.rl.alternation,
+            "steps_per_round": cfg.rl.steps_per_round, "sft": pass1(state, "sft"),
             "final": pass1(state, last),
             "by_difficulty": {d: (pass1(state, "sft", d), pass1(state, last, d))
                               for d in ("introductory", "interview", "competition")}}
@@ -70,6 +76,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--control", action="store_true", help="also run the cross-entropy-only control arm")
     parser.add_argument("--out", type=Path, default=Path("outputs/rl_gain"))
+    parser.add_argument("--sft-from", type=Path, default=None,
+                        help="start every arm from the finished SFT stages of <dir>/rl-seed<N> (an earlier --out)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
@@ -79,6 +87,8 @@ def main() -> int:
         if args.control:
             rows.append(run_arm(args, seed, control=True))
 
+    if rows:
+        print(f"\nRL arm: rl.alternation={rows[0]['alternation']}, rl.steps_per_round={rows[0]['steps_per_round']}")
     print("\n| seed | arm | pass@1 after SFT | pass@1 after last round | gain (points) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

@@ -8,8 +8,9 @@ Sizes compose like this (the question users of other RL frameworks cannot answer
   per problem, ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators;
 * each trainer step consumes ``batch_size`` sequences in total, i.e. ``batch_size / train.num_workers`` per worker
   (the ``*_per_worker`` split is computed, never configured);
-* an RL round runs ``rl.steps_per_round`` optimizer steps, alternating a cross-entropy step on ground truth (even
-  steps) and an RL step on sampled programs (odd steps), as the paper does.
+* an RL round runs ``rl.steps_per_round`` optimizer steps; each (``rl.alternation: micro_batch``, the original
+  CodeRL's) adds the losses of ``rl.batch_size`` ground-truth programs (cross-entropy) and ``rl.batch_size`` sampled
+  programs (RL), each at weight 1/2, or (``step``) even steps are cross-entropy and odd steps RL.
 
 A wrong key or a value of the wrong type is a :class:`ConfigError` that names the key.
 """
@@ -221,7 +222,11 @@ class RLConfig:
     steps_per_round: int = 60
     lr: float = 5e-4
     batch_size: int = 32
-    alternate_ce: bool = True  # even steps cross-entropy on ground truth, odd steps RL (paper)
+    alternate_ce: bool = True  # cross-entropy on ground truth alternates with RL (paper); False = RL steps only
+    # How they alternate. "micro_batch" (the original code's): every optimizer step takes one CE batch and one RL
+    # batch of rl.batch_size rows each, loss = CE/2 + RL/2, as the original's gradient accumulation summed CE and
+    # RL micro-batches. "step": even steps pure CE, odd steps pure RL (half the rows per step).
+    alternation: Literal["micro_batch", "step"] = "micro_batch"
     use_critic: bool = True  # token-level returns from the critic; False = sequence-level relative returns
     ce_only: bool = False  # control arm: every step is cross-entropy on ground truth (attributes the RL gain)
     # Score sampled programs under the tempered policy that drew them (logits / rollout.temperature), as verl and

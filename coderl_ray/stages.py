@@ -162,7 +162,8 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     use_rl = n >= workers and not cfg.rl.ce_only
     loop = LoopConfig(objective="rl" if use_rl else "sft", init_path=str(actor_in), steps=cfg.rl.steps_per_round,
                       batch_size=cfg.rl.batch_size, lr=cfg.rl.lr, n_classes=cfg.critic.n_classes,
-                      use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce, seed=cfg.seed,
+                      use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce,
+                      alternation=cfg.rl.alternation, seed=cfg.seed,
                       rl_temperature=temperature, rl_clip=cfg.rl.clip_ratio, report_every=10, warmup_ratio=0.0,
                       **train_options(cfg.train))
     gt = ray.data.read_parquet(str(gt_dir))

@@ -68,7 +68,7 @@ def test_rl_loop_alternates_cross_entropy_and_rl_steps(tmp_path):
     # "passed" (class 3) with certainty on every token, so q_t = relative return.
     rl_rows = [{**r, "outcome": "passed", "relative_return": 1.3,
                 "critic_logits": [0.0, 0.0, 0.0, 50.0] * len(r["token_ids"])} for r in gt]
-    cfg = LoopConfig(objective="rl", init_path=str(actor), steps=4, batch_size=4, lr=1e-3)
+    cfg = LoopConfig(objective="rl", init_path=str(actor), steps=4, batch_size=4, lr=1e-3, alternation="step")
     hist = run_loop(cfg, load_actor(actor), _batches(rl_rows, 4, 1), tok.pad_token_id, ce_batches=_batches(gt, 4, 2))
     assert ["ce_loss" in m for m in hist] == [True, False, True, False]
     assert ["rl_loss" in m for m in hist] == [False, True, False, True]

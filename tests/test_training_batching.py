@@ -87,7 +87,7 @@ def actor(tmp_path_factory):
 def _step(cfg, model, rows, kind, pad_id):
     params = [p for p in model.parameters() if p.requires_grad]
     opt, sched = make_optimizer(cfg, model)
-    metrics = train_step(cfg, model, rows, kind, pad_id, torch.device("cpu"), opt, sched, params)
+    metrics = train_step(cfg, model, [(kind, rows, 1.0)], pad_id, torch.device("cpu"), opt, sched, params)
     # Gradients, not updated weights: Adam's first update is ~lr * sign(g), which turns rounding noise in a
     # near-zero gradient into a full-size difference.
     return metrics, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -10,6 +10,8 @@ reshuffled) shard, so workers never disagree on the number of collective calls w
 One step (``train_step``): the worker's ``batch_size // world_size`` rows are split into micro-batches (rows and
 token budget, :mod:`coderl_ray.train.batching`), each micro-batch's loss is weighted so the sum is the whole batch's
 loss, gradients accumulate (reduced across workers only in the last backward), then clipping, AdamW, the schedule.
+An RL step with ``alternation="micro_batch"`` (the original CodeRL's scheme, see :func:`step_plan`) does this for
+one cross-entropy batch and one RL batch and adds their losses, each at weight 1/2.
 
 A checkpoint (``<checkpoint>/``) holds ``model/`` (Hugging Face ``save_pretrained`` plus the tokenizer; a critic
 adds its head), ``trainer_state.pt`` (optimizer, scheduler, step, data position) and ``trainer_state.json`` (the same
@@ -64,6 +66,7 @@ class LoopConfig:
     head_hidden: int = 128
     use_critic: bool = True
     alternate_ce: bool = True
+    alternation: str = "micro_batch"  # "micro_batch" | "step": how RL and cross-entropy alternate (step_plan)
     rl_temperature: float = 1.0  # RL steps: score sampled programs at the temperature they were sampled at
     rl_clip: float = 0.0  # RL steps: PPO-style trust region around the rows' old_logprobs; 0 = CodeRL's plain loss
     precision: str = "fp32"  # "bf16": bf16 autocast on GPU (fp32 master weights); CPU always runs fp32
@@ -93,6 +96,8 @@ class LoopConfig:
             raise ValueError(f"objective must be sft, rl or critic, got {self.objective!r}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
+        if self.alternation not in ("micro_batch", "step"):
+            raise ValueError(f"alternation must be micro_batch or step, got {self.alternation!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if not 0 <= self.rl_clip < 1:
@@ -172,11 +177,26 @@ def build_model(cfg: LoopConfig):
     return load_actor(cfg.init_path)
 
 
-def step_kind(cfg: LoopConfig, step: int, has_ce: bool) -> str:
-    """What optimizer step ``step`` (0-based) trains: "sft", "critic", "rl", or "ce" (RL's cross-entropy half)."""
+def step_plan(cfg: LoopConfig, step: int, has_ce: bool) -> list[tuple[str, float]]:
+    """What optimizer step ``step`` (0-based) trains: ``(kind, share)`` parts, each one batch whose loss enters the
+    step's loss times ``share``. Kinds: "sft", "critic", "rl", and "ce" (the cross-entropy half of an RL run).
+
+    An RL run alternates cross-entropy on ground truth with the RL objective (``alternate_ce``), in one of two ways:
+
+    * ``"micro_batch"`` (the original CodeRL's): every step takes one CE batch and one RL batch and its loss is
+      CE/2 + RL/2. The original trainer switched objective on the micro-batch index (``step % 2`` inside its
+      gradient-accumulation loop) and divided every micro-batch's loss by the number of accumulation steps, so with
+      its scripts' 4 accumulation steps every update was the mean of 2 CE and 2 RL micro-batch losses.
+    * ``"step"``: even steps are pure CE, odd steps pure RL (what the original did only with no accumulation). The RL
+      gradient then carries a whole update on its own, and Adam's moments mix the two objectives step by step.
+    """
     if cfg.objective != "rl":
-        return cfg.objective
-    return "ce" if cfg.alternate_ce and has_ce and step % 2 == 0 else "rl"
+        return [(cfg.objective, 1.0)]
+    if not (cfg.alternate_ce and has_ce):
+        return [("rl", 1.0)]
+    if cfg.alternation == "micro_batch":
+        return [("ce", 0.5), ("rl", 0.5)]
+    return [("ce", 1.0)] if step % 2 == 0 else [("rl", 1.0)]
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -196,25 +216,34 @@ def _micro_loss(kind: str, model, rows, pad_id: int, cfg: LoopConfig, device):
                         clip=cfg.rl_clip, **pad)
 
 
-def train_step(cfg: LoopConfig, model, rows: list[dict], kind: str, pad_id: int, device: torch.device,
-               optimizer, scheduler, params: list[torch.Tensor]) -> dict[str, float]:
-    """One optimizer step on one worker's rows; returns its metrics (one host sync, at the end)."""
+def train_step(cfg: LoopConfig, model, parts: list[tuple[str, list[dict], float]], pad_id: int,
+               device: torch.device, optimizer, scheduler, params: list[torch.Tensor]) -> dict[str, float]:
+    """One optimizer step on one worker's ``parts``, ``(kind, rows, share)`` as :func:`step_plan` lays them out
+    (``[(kind, rows, 1.0)]`` for one batch); returns its metrics (one host sync, at the end).
+
+    A part's micro-batches weigh ``share`` x their share of the part's batch, so the step's loss is
+    sum(share x the part's whole-batch loss). Its metrics (``ce_loss``, ``rl_loss``, ...) are the parts' own losses,
+    unweighted by ``share``; ``loss`` is the weighted sum that was differentiated.
+    """
     from coderl_ray.train.parallel import is_fsdp, max_over_workers, no_sync, world_size
 
     t0 = time.perf_counter()
-    micro = split_micro_batches(rows, cfg.micro_batch_size, cfg.max_tokens_per_micro_batch)
-    weights = micro_batch_weights("sft" if kind == "ce" else kind, micro)
-    if is_fsdp(model):
-        # FSDP gathers parameters in every forward: all workers must run as many micro-batches. Extra ones repeat
-        # the last micro-batch with weight 0 (no gradient, same collectives).
-        n = max_over_workers(len(micro), device)
-        micro, weights = micro + [micro[-1]] * (n - len(micro)), weights + [0.0] * (n - len(micro))
+    micro: list[tuple[str, list[dict], float, float]] = []  # (kind, rows, weight in the loss, weight in metrics)
+    for kind, rows, share in parts:
+        mbs = split_micro_batches(rows, cfg.micro_batch_size, cfg.max_tokens_per_micro_batch)
+        within = micro_batch_weights("sft" if kind == "ce" else kind, mbs)
+        if is_fsdp(model):
+            # FSDP gathers parameters in every forward: all workers must run as many micro-batches. Extra ones
+            # repeat the part's last micro-batch with weight 0 (no gradient, same collectives).
+            n = max_over_workers(len(mbs), device)
+            mbs, within = mbs + [mbs[-1]] * (n - len(mbs)), within + [0.0] * (n - len(mbs))
+        micro += [(kind, mb, share * w, w) for mb, w in zip(mbs, within)]
     sync_each = world_size() > 1
     autocast = cfg.precision == "bf16" and device.type == "cuda"
     optimizer.zero_grad(set_to_none=True)
     loss_total = torch.zeros((), device=device)
     sums: dict[str, Any] = {}
-    for i, (mb, w) in enumerate(zip(micro, weights)):
+    for i, (kind, mb, w, w_metric) in enumerate(micro):
         with no_sync(model, enabled=sync_each and i < len(micro) - 1), \
                 torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss, m = _micro_loss(kind, model, mb, pad_id, cfg, device)
@@ -226,14 +255,14 @@ def train_step(cfg: LoopConfig, model, rows: list[dict], kind: str, pad_id: int,
             if k == "tokens":
                 sums[k] = sums.get(k, 0) + v
             else:
-                sums[k] = sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) * w
+                sums[k] = sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) * w_metric
     if cfg.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     else:
         grad_norm = torch.zeros((), device=device)
     optimizer.step()
     scheduler.step()
-    real = [mb for mb, w in zip(micro, weights) if w > 0]
+    real = [mb for _, mb, w, _ in micro if w > 0]
     metrics = {k: float(v) for k, v in sums.items()}  # the step's only host sync
     metrics.update(loss=float(loss_total), grad_norm=float(grad_norm), lr=scheduler.get_last_lr()[0],
                    micro_batches=len(real), padded_tokens=sum(padded_tokens(mb) for mb in real),
@@ -249,8 +278,9 @@ def run_loop(cfg: LoopConfig, model, batches: Iterator[list[dict]], pad_id: int,
     """The loop itself: ``cfg.steps - start_step`` optimizer steps; returns one metrics dict per step.
 
     ``model`` is ready to train (on ``device``, wrapped by :func:`coderl_ray.train.parallel.prepare_model` when
-    distributed). RL alternates as in the paper: even steps are cross-entropy on ground truth (from
-    ``ce_batches``), odd steps the RL objective on sampled programs (from ``batches``).
+    distributed). RL alternates cross-entropy on ground truth (from ``ce_batches``) with the RL objective on
+    sampled programs (from ``batches``) as :func:`step_plan` says: within every step (``cfg.alternation ==
+    "micro_batch"``, one batch of each) or step by step (``"step"``).
     """
     device = torch.device(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -260,9 +290,9 @@ def run_loop(cfg: LoopConfig, model, batches: Iterator[list[dict]], pad_id: int,
     model.train()
     for step in range(start_step, cfg.steps):
         torch.manual_seed(step_seed(cfg.seed, rank, step))
-        kind = step_kind(cfg, step, ce_batches is not None)
-        rows = next(ce_batches if kind == "ce" else batches)
-        metrics = train_step(cfg, model, rows, kind, pad_id, device, optimizer, scheduler, params)
+        parts = [(kind, next(ce_batches if kind == "ce" else batches), share)
+                 for kind, share in step_plan(cfg, step, ce_batches is not None)]
+        metrics = train_step(cfg, model, parts, pad_id, device, optimizer, scheduler, params)
         metrics["step"] = step + 1
         history.append(metrics)
         if on_step is not None:
