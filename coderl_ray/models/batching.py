@@ -1,9 +1,9 @@
 """(prompt, program) pairs -> padded tensors, and the actor's per-token log-probabilities of a program.
 
 Both architectures share one batch layout: the prompt ``input_ids`` [B, S] (left-padded, so for a causal LM the
-prompt ends where the program starts) and the program ``program_ids`` [B, T] (right-padded, ending in EOS). Batches
-are padded to their own longest row, never to the configured maximum (dynamic padding); ``pad_to_multiple_of``
-rounds that length up so a compiled model sees a bounded set of shapes.
+prompt ends where the program starts) and the program ``program_ids`` [B, T] (right-padded; ending in EOS unless
+it was cut at the length limit). Batches are padded to their own longest row, never to the configured maximum
+(dynamic padding); ``pad_to_multiple_of`` rounds that length up so a compiled model sees a bounded set of shapes.
 
 For a causal LM the prompt is the prefix of one sequence and only the program's tokens are scored, so the loss is
 masked on the prompt by construction.
@@ -46,9 +46,18 @@ def encode_prompt(tokenizer, prompt: str, max_tokens: int) -> list[int]:
 
 
 def encode_program(tokenizer, code: str, max_tokens: int) -> list[int]:
-    """Token ids of a program followed by EOS, cut to ``max_tokens``."""
-    ids = tokenizer(code, add_special_tokens=False).input_ids[: max_tokens - 1]
-    return ids + [tokenizer.eos_token_id]
+    """Token ids of a program followed by EOS; a program with no room left for its EOS is cut to ``max_tokens``
+    tokens *without* EOS.
+
+    EOS says "the program ends here": a cut target that ended in EOS would teach the actor to stop in the middle of
+    a program. The cut prefix is kept (its tokens are still right), as the original CodeRL kept its labels cut to
+    512; sampled programs that hit ``max_new_tokens`` have no EOS either (``rollout.generator``).
+    """
+    ids = tokenizer(code, add_special_tokens=False).input_ids
+    if len(ids) < max_tokens:
+        return ids + [tokenizer.eos_token_id]
+    return ids[:max_tokens]
+
 
 
 def _round_up(n: int, multiple: int) -> int:
