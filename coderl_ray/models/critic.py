@@ -7,7 +7,10 @@ outcome (4 classes: compile error, runtime error, failed, passed; or binary: not
 
 The backbone is any seq2seq model (the paper: CodeT5-base; the encoder reads the problem, the decoder the program)
 or any causal LM (prompt and program in one sequence). The head reads the backbone's *base* model's last hidden
-states, so the vocabulary projection, the largest matmul of a code LM, is never computed for the critic.
+states, so the vocabulary projection, the largest matmul of a code LM, is never computed for the critic. It reads
+them at the scale the backbone's own LM head does: T5 with tied embeddings (CodeT5) multiplies its decoder states
+by d_model^-0.5 before the LM head, and the original CodeRL critic's error head read the states after that
+rescaling (:func:`head_input_scale`).
 
 A critic folder holds the backbone's ``save_pretrained`` files plus ``critic_head.safetensors`` and
 ``critic_config.json``; :func:`load_critic` refuses any folder without them.
@@ -35,8 +38,25 @@ class NotACriticError(ValueError):
     """The folder given as a critic does not hold a critic (no head weights or config)."""
 
 
+def head_input_scale(config) -> float:
+    """The factor the backbone's LM applies to its last hidden states before the LM head, which the critic's head
+    applies too: d_model^-0.5 for T5-family models that tie their embeddings (CodeT5, as the original critic read
+    them), 1 for untied T5 (v1.1) and for every causal LM.
+
+    transformers 5 records the T5 rule as ``config.scale_decoder_outputs`` (read from ``tie_word_embeddings`` of the
+    saved config, which CodeT5's configs leave at its default, True); the original's modified ``modeling_t5.py``
+    tested ``tie_word_embeddings`` itself.
+    """
+    if getattr(config, "scale_decoder_outputs", False):
+        return float(config.d_model) ** -0.5
+    return 1.0
+
+
 class CodeCritic(nn.Module):
-    def __init__(self, backbone: nn.Module, n_classes: int = 4, head_hidden: int = 128):
+    def __init__(self, backbone: nn.Module, n_classes: int = 4, head_hidden: int = 128,
+                 input_scale: float | None = None):
+        """``input_scale``: the factor on the backbone's states before the head; None = :func:`head_input_scale`
+        of the backbone (a critic loaded from a folder keeps the one it was trained with)."""
         super().__init__()
         if n_classes not in (2, 4):
             raise ValueError(f"a critic has 4 classes (compile error, runtime error, failed, passed) or 2 "
@@ -44,6 +64,7 @@ class CodeCritic(nn.Module):
         self.backbone = backbone
         self.n_classes = n_classes
         self.head_hidden = head_hidden
+        self.input_scale = head_input_scale(backbone.config) if input_scale is None else float(input_scale)
         d_model = _hidden_size(backbone.config)
         self.head = nn.Sequential(nn.Linear(d_model, head_hidden), nn.ReLU(), nn.Linear(head_hidden, n_classes))
         # The LM head is never used by the critic. When it is a separate matrix (untied embeddings, e.g. Qwen2.5-7B),
@@ -82,7 +103,8 @@ class CodeCritic(nn.Module):
         Shapes: ``input_ids``/``attention_mask`` [B, S] (the prompt, left-padded), ``program_ids``/``program_mask``
         [B, T] (the program's tokens, right-padded). Returns ``token_logits`` [B, T, C].
         """
-        return self.head(self.token_states(input_ids, attention_mask, program_ids, program_mask))
+        states = self.token_states(input_ids, attention_mask, program_ids, program_mask)
+        return self.head(states * self.input_scale if self.input_scale != 1.0 else states)
 
     @torch.no_grad()
     def score(self, input_ids, attention_mask, program_ids, program_mask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +126,7 @@ class CodeCritic(nn.Module):
         self.backbone.save_pretrained(folder, state_dict=backbone_sd)
         save_file(head_sd, str(folder / HEAD_WEIGHTS))
         (folder / HEAD_CONFIG).write_text(json.dumps({"n_classes": self.n_classes, "head_hidden": self.head_hidden,
-                                                      "seq2seq": self.is_seq2seq}))
+                                                      "seq2seq": self.is_seq2seq, "input_scale": self.input_scale}))
 
 
 def program_logits(token_logits: torch.Tensor, program_mask: torch.Tensor) -> torch.Tensor:
@@ -184,7 +206,9 @@ def load_critic(folder: str | Path, dtype=None) -> CodeCritic:
                               "(a critic is saved with CodeCritic.save_pretrained; to start a critic from an actor "
                               "or a pretrained backbone use build_critic)")
     meta = json.loads((folder / HEAD_CONFIG).read_text())
-    critic = CodeCritic(load_actor(folder, dtype=dtype), n_classes=meta["n_classes"], head_hidden=meta["head_hidden"])
+    # Critics saved before the scale was recorded (2026-12-02) were trained on unscaled states.
+    critic = CodeCritic(load_actor(folder, dtype=dtype), n_classes=meta["n_classes"], head_hidden=meta["head_hidden"],
+                        input_scale=meta.get("input_scale", 1.0))
     head = load_file(str(folder / HEAD_WEIGHTS))
     try:
         critic.head.load_state_dict(head)
