@@ -212,6 +212,10 @@ class CriticConfig:
     lr: float = 1e-3
     batch_size: int = 32
     include_ground_truth: bool = True  # reference programs join the data as "passed" (paper)
+    # How token logits become a program's: "tokens" = max over the program's own tokens; "all_positions" = max over
+    # model.max_target_tokens decoder positions, padding included, as the original code did (seq2seq only). Stored
+    # with the critic, so a loaded critic pools as it was trained.
+    pooling: Literal["tokens", "all_positions"] = "tokens"
 
 
 @dataclass

@@ -86,3 +86,96 @@ def test_a_saved_critic_keeps_its_scale_and_an_old_one_loads_unscaled(actor, tmp
         unscaled = CodeCritic(critic.backbone, 4, 8, input_scale=1.0)
         unscaled.head.load_state_dict(critic.head.state_dict())
         assert torch.allclose(old(**b), unscaled(**b), atol=1e-6)
+
+
+def _twin(critic, pooling, pool_length=0):
+    """A critic sharing ``critic``'s backbone and head with another pooling."""
+    twin = CodeCritic(critic.backbone, critic.n_classes, critic.head_hidden, input_scale=critic.input_scale,
+                      pooling=pooling, pool_length=pool_length)
+    twin.head.load_state_dict(critic.head.state_dict())
+    return twin.eval()
+
+
+def test_tokens_pooling_is_the_max_over_each_programs_own_tokens_whatever_the_padding(actor):
+    tok = load_tokenizer(actor)
+    critic = build_critic(actor, n_classes=4, head_hidden=8).eval()
+    assert critic.pooling == "tokens"
+    b = _batch(tok)
+    lengths = b["program_mask"].sum(-1).tolist()
+    assert len(set(lengths)) == 3  # 40, 32 and 24 tokens: two rows are padded
+    with torch.no_grad():
+        token_logits, pooled = critic.score(**b)
+        by_hand = torch.stack([token_logits[i, :n].max(dim=0).values for i, n in enumerate(lengths)])
+        assert torch.equal(pooled, by_hand)
+        wider = pad_batch([r[m.bool()].tolist() for r, m in zip(b["input_ids"], b["attention_mask"])],
+                          [r[:n].tolist() for r, n in zip(b["program_ids"], lengths)], tok.pad_token_id,
+                          pad_to_multiple_of=64)
+        assert wider["program_ids"].shape[1] == 64
+        assert torch.allclose(critic.score(**wider)[1], pooled, atol=1e-5)
+
+
+def test_all_positions_pooling_is_the_max_over_a_fixed_length_padding_included(actor, tmp_path):
+    """The original's pooling: every program is decoded over pool_length positions (after its end the decoder reads
+    pad tokens) and the max runs over all of them."""
+    from coderl_ray.models.critic import score_programs
+    from coderl_ray.train.objectives import critic_objective
+
+    tok = load_tokenizer(actor)
+    critic = build_critic(actor, n_classes=4, head_hidden=8, pooling="all_positions", pool_length=48).eval()
+    b = _batch(tok)
+    lengths = b["program_mask"].sum(-1).tolist()
+    with torch.no_grad():
+        # An untrained head rarely peaks on padding; point its first layer at what pad positions' states have more
+        # of than the programs' (mean difference), so that where the max lands matters.
+        ids = torch.nn.functional.pad(b["program_ids"], (0, 48 - b["program_ids"].shape[1]), value=tok.pad_token_id)
+        states = critic.token_states(b["input_ids"], b["attention_mask"], ids, None)
+        real = torch.arange(48).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+        d = states[~real].mean(0) - states[real].mean(0)
+        critic.head[0].weight.copy_(d.repeat(8, 1) / d.norm())
+        critic.head[0].bias.zero_()
+        critic.head[2].weight.copy_(torch.linspace(0.5, 2.0, 32).reshape(4, 8))
+    tokens = _twin(critic, "tokens")
+    with torch.no_grad():
+        token_logits, pooled = critic.score(**b)
+        # By hand: each program alone, padded with pad ids to 48 positions, through the same backbone and head.
+        for i, n in enumerate(lengths):
+            ids = torch.full((1, 48), tok.pad_token_id)
+            ids[0, :n] = b["program_ids"][i, :n]
+            mask = (torch.arange(48) < n).long().unsqueeze(0)
+            every = tokens(b["input_ids"][i:i + 1], b["attention_mask"][i:i + 1], ids, mask)[0]
+            assert every.shape == (48, 4)
+            assert torch.allclose(pooled[i], every.max(dim=0).values, atol=1e-5)
+            assert torch.allclose(token_logits[i, :n], every[:n], atol=1e-5)  # the program's own positions
+        # Padding counts here: at least one program's class scores differ from the tokens-only max.
+        assert not torch.allclose(pooled, tokens.score(**b)[1], atol=1e-4)
+
+    rows = [{"prompt_ids": r[m.bool()].tolist(), "token_ids": p[:n].tolist(), "outcome": o}
+            for r, m, p, n, o in zip(b["input_ids"], b["attention_mask"], b["program_ids"], lengths,
+                                     ["passed", "failed", "compile_error"])]
+    scores = score_programs(critic, rows, tok.pad_token_id)
+    assert [s.token_logits.shape for s in scores] == [(n, 4) for n in lengths]
+    assert all(torch.allclose(torch.from_numpy(s.program_logits), pooled[i], atol=1e-5) for i, s in enumerate(scores))
+    with torch.no_grad():
+        loss, metrics = critic_objective(critic, rows, tok.pad_token_id)
+    labels = torch.tensor([3, 2, 0])
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(pooled, labels).item(), rel=1e-5)
+
+    critic.save_pretrained(tmp_path / "c")
+    meta = json.loads((tmp_path / "c" / "critic_config.json").read_text())
+    assert (meta["pooling"], meta["pool_length"]) == ("all_positions", 48)
+    with torch.no_grad():
+        assert torch.allclose(load_critic(tmp_path / "c").eval().score(**b)[1], pooled, atol=1e-6)
+
+
+def test_pooling_settings_that_cannot_hold_are_refused(actor, tmp_path):
+    from coderl_ray.train.loop import LoopConfig, build_model
+
+    with pytest.raises(ValueError, match="seq2seq"):
+        build_critic(tiny_actor_dir(tmp_path, "causal"), pooling="all_positions", pool_length=16)
+    with pytest.raises(ValueError, match="pool_length"):
+        build_critic(actor, pooling="all_positions")
+    build_critic(actor, head_hidden=8).save_pretrained(tmp_path / "tokens_critic")
+    cfg = LoopConfig(objective="critic", init_path=str(tmp_path / "tokens_critic"), steps=1, batch_size=1, lr=1e-3,
+                     head_hidden=8, critic_pooling="all_positions", critic_pool_length=48)
+    with pytest.raises(ValueError, match="start a new critic"):
+        build_model(cfg)

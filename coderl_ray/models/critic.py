@@ -3,7 +3,8 @@
 Paper, Sec. 3.2: an MLP (d_model -> 128 -> ReLU -> n_classes) on each decoder state gives token-level logits; their
 max over the program's tokens is the program's logit vector, trained with cross-entropy against the unit-test
 outcome (4 classes: compile error, runtime error, failed, passed; or binary: not passed, passed). We wrap a stock
-``transformers`` model instead of forking it (as the original CodeRL did).
+``transformers`` model instead of forking it (as the original CodeRL did). ``pooling="all_positions"`` max-pools as
+the original code did instead: over every position of a target padded to a fixed length, padding included.
 
 The backbone is any seq2seq model (the paper: CodeT5-base; the encoder reads the problem, the decoder the program)
 or any causal LM (prompt and program in one sequence). The head reads the backbone's *base* model's last hidden
@@ -52,19 +53,38 @@ def head_input_scale(config) -> float:
     return 1.0
 
 
+POOLINGS = ("tokens", "all_positions")
+
+
 class CodeCritic(nn.Module):
     def __init__(self, backbone: nn.Module, n_classes: int = 4, head_hidden: int = 128,
-                 input_scale: float | None = None):
+                 input_scale: float | None = None, pooling: str = "tokens", pool_length: int = 0):
         """``input_scale``: the factor on the backbone's states before the head; None = :func:`head_input_scale`
-        of the backbone (a critic loaded from a folder keeps the one it was trained with)."""
+        of the backbone (a critic loaded from a folder keeps the one it was trained with).
+
+        ``pooling``: how token logits become the program's: "tokens" = max over the program's own tokens;
+        "all_positions" = max over ``pool_length`` decoder positions, those after the program reading pad tokens (the
+        original critic's targets were padded to 512 and pooled whole). Seq2seq backbones only, as in the original.
+        """
         super().__init__()
         if n_classes not in (2, 4):
             raise ValueError(f"a critic has 4 classes (compile error, runtime error, failed, passed) or 2 "
                              f"(not passed, passed), not {n_classes}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"critic pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == "all_positions":
+            if not getattr(backbone.config, "is_encoder_decoder", False):
+                raise ValueError("critic pooling 'all_positions' (the original CodeRL's) is defined for seq2seq "
+                                 "backbones only; use 'tokens' with a causal one")
+            if pool_length < 1 or backbone.config.pad_token_id is None:
+                raise ValueError("critic pooling 'all_positions' needs pool_length >= 1 (the target limit, "
+                                 f"got {pool_length}) and a backbone with a pad_token_id")
         self.backbone = backbone
         self.n_classes = n_classes
         self.head_hidden = head_hidden
         self.input_scale = head_input_scale(backbone.config) if input_scale is None else float(input_scale)
+        self.pooling = pooling
+        self.pool_length = int(pool_length) if pooling == "all_positions" else 0
         d_model = _hidden_size(backbone.config)
         self.head = nn.Sequential(nn.Linear(d_model, head_hidden), nn.ReLU(), nn.Linear(head_hidden, n_classes))
         # The LM head is never used by the critic. When it is a separate matrix (untied embeddings, e.g. Qwen2.5-7B),
@@ -83,7 +103,8 @@ class CodeCritic(nn.Module):
             encoded = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
             # The decoder reads the program shifted right, as in CodeRL, so the value at t is aligned with the
             # actor's log p(w_t). Right padding needs no decoder mask: causal attention never lets a real position
-            # see a later pad, and pads are masked out of the max-pool.
+            # see a later pad, and pads are masked out of the max-pool (unless pooling="all_positions" asks for
+            # them, as the original did).
             decoded = self.backbone.get_decoder()(
                 input_ids=shift_right(self.backbone.config, program_ids),
                 encoder_hidden_states=encoded.last_hidden_state, encoder_attention_mask=attention_mask,
@@ -101,16 +122,28 @@ class CodeCritic(nn.Module):
         """Token-level logits over the program tokens.
 
         Shapes: ``input_ids``/``attention_mask`` [B, S] (the prompt, left-padded), ``program_ids``/``program_mask``
-        [B, T] (the program's tokens, right-padded). Returns ``token_logits`` [B, T, C].
+        [B, T] (the program's tokens, right-padded). Returns ``token_logits`` [B, T', C]: T' = T, or with
+        ``pooling="all_positions"`` max(T, pool_length), the programs padded to ``pool_length`` first so every
+        program is pooled over the same positions whatever else is in its batch. :meth:`pool` reduces them.
         """
+        if self.pooling == "all_positions" and program_ids.shape[1] < self.pool_length:
+            pad = self.pool_length - program_ids.shape[1]
+            program_ids = nn.functional.pad(program_ids, (0, pad), value=self.backbone.config.pad_token_id)
+            program_mask = nn.functional.pad(program_mask, (0, pad), value=0)
         states = self.token_states(input_ids, attention_mask, program_ids, program_mask)
         return self.head(states * self.input_scale if self.input_scale != 1.0 else states)
 
+    def pool(self, token_logits: torch.Tensor, program_mask: torch.Tensor) -> torch.Tensor:
+        """The program's logits from :meth:`forward`'s token logits: [B, T', C], [B, T] -> [B, C]."""
+        if self.pooling == "all_positions":
+            return token_logits.max(dim=1).values
+        return program_logits(token_logits, program_mask)
+
     @torch.no_grad()
     def score(self, input_ids, attention_mask, program_ids, program_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token logits [B, T, C], max-pooled program logits [B, C]) for inference."""
+        """(token logits of the program's positions [B, T, C], pooled program logits [B, C]) for inference."""
         token_logits = self(input_ids, attention_mask, program_ids, program_mask)
-        return token_logits, program_logits(token_logits, program_mask)
+        return token_logits[:, : program_ids.shape[1]], self.pool(token_logits, program_mask)
 
     def save_pretrained(self, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Backbone in Hugging Face format plus the head. ``state_dict``: a full state dict of this module (FSDP
@@ -126,7 +159,8 @@ class CodeCritic(nn.Module):
         self.backbone.save_pretrained(folder, state_dict=backbone_sd)
         save_file(head_sd, str(folder / HEAD_WEIGHTS))
         (folder / HEAD_CONFIG).write_text(json.dumps({"n_classes": self.n_classes, "head_hidden": self.head_hidden,
-                                                      "seq2seq": self.is_seq2seq, "input_scale": self.input_scale}))
+                                                      "seq2seq": self.is_seq2seq, "input_scale": self.input_scale,
+                                                      "pooling": self.pooling, "pool_length": self.pool_length}))
 
 
 def program_logits(token_logits: torch.Tensor, program_mask: torch.Tensor) -> torch.Tensor:
@@ -158,12 +192,12 @@ def score_programs(critic: CodeCritic, rows: Sequence[dict[str, Any]], pad_id: i
     sampling. An empty program (no tokens at all) gets zero logits, i.e. a uniform prediction."""
     batch = program_batch(rows, pad_id, device)
     logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
+    pooled_all = critic.pool(logits, batch["program_mask"]).float().cpu().numpy()  # as in training
     lengths = batch["program_mask"].sum(-1).tolist()
     out = []
     for i, n in enumerate(lengths):
         tokens = logits[i, :n].float().cpu().numpy()
-        # Max-pool over tokens, as in training.
-        pooled = tokens.max(axis=0) if n else np.zeros(critic.n_classes, np.float32)
+        pooled = pooled_all[i] if n or critic.pooling == "all_positions" else np.zeros(critic.n_classes, np.float32)
         probs = np.exp(pooled - pooled.max())
         probs /= probs.sum()
         out.append(ProgramScore(tokens, pooled, int(pooled.argmax()), float(probs[-1])))
@@ -183,13 +217,14 @@ def is_critic_folder(folder: str | Path) -> bool:
 
 
 def build_critic(backbone_path: str | Path, n_classes: int = 4, head_hidden: int = 128, seed: int = 0,
-                 dtype=None) -> CodeCritic:
+                 dtype=None, pooling: str = "tokens", pool_length: int = 0) -> CodeCritic:
     """A new critic: the backbone's weights from ``backbone_path`` (an actor folder, a Hub id such as
     ``Salesforce/codet5-base``, or a local copy of one), and a freshly initialised head."""
     from coderl_ray.models.actor import load_actor
 
     torch.manual_seed(seed)
-    return CodeCritic(load_actor(backbone_path, dtype=dtype), n_classes=n_classes, head_hidden=head_hidden)
+    return CodeCritic(load_actor(backbone_path, dtype=dtype), n_classes=n_classes, head_hidden=head_hidden,
+                      pooling=pooling, pool_length=pool_length)
 
 
 def load_critic(folder: str | Path, dtype=None) -> CodeCritic:
@@ -208,7 +243,8 @@ def load_critic(folder: str | Path, dtype=None) -> CodeCritic:
     meta = json.loads((folder / HEAD_CONFIG).read_text())
     # Critics saved before the scale was recorded (2026-12-02) were trained on unscaled states.
     critic = CodeCritic(load_actor(folder, dtype=dtype), n_classes=meta["n_classes"], head_hidden=meta["head_hidden"],
-                        input_scale=meta.get("input_scale", 1.0))
+                        input_scale=meta.get("input_scale", 1.0), pooling=meta.get("pooling", "tokens"),
+                        pool_length=meta.get("pool_length", 0))
     head = load_file(str(folder / HEAD_WEIGHTS))
     try:
         critic.head.load_state_dict(head)

@@ -64,6 +64,8 @@ class LoopConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     n_classes: int = 4
     head_hidden: int = 128
+    critic_pooling: str = "tokens"  # a new critic's pooling (models.critic.CodeCritic); a loaded one must match
+    critic_pool_length: int = 0  # positions pooled by "all_positions" (the target limit)
     use_critic: bool = True
     alternate_ce: bool = True
     alternation: str = "micro_batch"  # "micro_batch" | "step": how RL and cross-entropy alternate (step_plan)
@@ -166,11 +168,17 @@ def build_model(cfg: LoopConfig):
         from coderl_ray.models.critic import build_critic, load_critic
 
         if cfg.new_critic:
-            return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed)
+            return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed,
+                                pooling=cfg.critic_pooling, pool_length=cfg.critic_pool_length)
         critic = load_critic(cfg.init_path)
         if critic.n_classes != cfg.n_classes:
             raise ValueError(f"the critic in {cfg.init_path} has {critic.n_classes} classes but the run asks for "
                              f"{cfg.n_classes}; start a new critic (new_critic) to change the number of classes")
+        wanted = (cfg.critic_pooling, cfg.critic_pool_length if cfg.critic_pooling == "all_positions" else 0)
+        if (critic.pooling, critic.pool_length) != wanted:
+            raise ValueError(f"the critic in {cfg.init_path} pools {critic.pooling!r} (length {critic.pool_length}) "
+                             f"but the run asks for {wanted[0]!r} (length {wanted[1]}); start a new critic to change "
+                             "its pooling")
         return critic
     from coderl_ray.models.actor import load_actor
 

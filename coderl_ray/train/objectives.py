@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from coderl_ray.models.batching import cross_entropy, program_batch, token_logprobs, unwrap
-from coderl_ray.models.critic import critic_loss, program_logits
 from coderl_ray.records import critic_class
 from coderl_ray.rl.returns import clipped_rl_loss, rl_loss, sequence_returns, token_returns
 
@@ -77,11 +76,12 @@ def _padded(values: list[Any], t: int) -> torch.Tensor:
 
 def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu",
                      pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy of the max-pooled token logits against each program's outcome class."""
+    """Cross-entropy of the max-pooled token logits (the critic's ``pooling``) against each program's outcome."""
     batch = program_batch(rows, pad_id, device, pad_to_multiple_of)
     core = unwrap(critic)
     labels = torch.tensor([critic_class(r["outcome"], core.n_classes) for r in rows], device=device)
     token_logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
-    loss = critic_loss(token_logits, batch["program_mask"], labels)
-    acc = (program_logits(token_logits, batch["program_mask"]).argmax(-1) == labels).float().mean()
+    pooled = core.pool(token_logits, batch["program_mask"])
+    loss = torch.nn.functional.cross_entropy(pooled.float(), labels)
+    acc = (pooled.argmax(-1) == labels).float().mean()
     return loss, {"critic_loss": loss.detach(), "critic_acc": acc.detach(), "tokens": _tokens(rows)}
