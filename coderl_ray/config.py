@@ -140,6 +140,9 @@ class RolloutConfig:
     problems_per_round: int = 0  # 0 = every training problem each round; else a fresh seeded subset per round
     temperature: float = 0.6
     top_p: float = 0.95
+    # Sample among the top_k most likely tokens only (before top_p; 0 = off). 50: the original's generate() kept
+    # the library default, so its samples (and the paper's) were drawn with top-k 50. Evaluation samples use it too.
+    top_k: int = 50
     max_new_tokens: int = 128
     batch_size_per_worker: int = 32  # prompts per generate() call
     num_workers: int = 1  # size of the Ray Data actor pool of generators
@@ -157,6 +160,8 @@ class RolloutConfig:
             raise ConfigError("rollout.temperature must be > 0 (the greedy baseline is generated separately)")
         if not 0 < self.top_p <= 1:
             raise ConfigError("rollout.top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ConfigError("rollout.top_k must be >= 0 (0 = no top-k filtering)")
 
 
 @dataclass

@@ -11,12 +11,13 @@ the step stock, and changes what is around them:
   ``pad_prompts_to``), so ``torch.compile`` builds one graph per (batch, prompt-length bucket) and, on GPU with
   ``cuda_graphs``, replays it as a CUDA graph; the step's inputs live in buffers that are reused call after call
   (static addresses: no re-recording, no input copies) and its output is consumed before the next replay;
-* sampling (temperature, top-p, then an exponential race instead of ``torch.multinomial``) stays on the device;
+* sampling (temperature, top-k, top-p, then an exponential race instead of ``torch.multinomial``) stays on the
+  device;
   the loop reads back from the GPU only every ``stop_check_every`` steps, to stop when every row has finished.
 
 The first decoder step of a seq2seq model fills the cross-attention caches and runs eagerly; every later step is the
 compiled one. Greedy decoding here produces exactly ``generate``'s tokens (tests check it); sampling draws from the
-same distribution as ``generate(do_sample=True, temperature, top_p, top_k=0)``.
+same distribution as ``generate(do_sample=True, temperature, top_k, top_p)``.
 """
 
 from __future__ import annotations
@@ -40,15 +41,26 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool) -> torch.Tensor:
-    """Next token per row: [N, V] float logits -> [N] long.
+def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """As transformers' ``TopKLogitsWarper``: tokens scoring below the k-th best get -inf (ties with it stay);
+    0 = off. [N, V] -> [N, V]."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool,
+                  top_k: int = 0) -> torch.Tensor:
+    """Next token per row: [N, V] float logits -> [N] long. Warpers in ``generate``'s order: temperature, top-k,
+    top-p.
 
     Sampling uses the exponential race (argmax of p / E with E ~ Exp(1) is a draw from p): unlike
     ``torch.multinomial`` it needs no host synchronisation and can be captured in a CUDA graph.
     """
     if greedy:
         return logits.argmax(dim=-1)
-    probs = top_p_filter(logits / temperature, top_p).softmax(dim=-1)
+    probs = top_p_filter(top_k_filter(logits / temperature, top_k), top_p).softmax(dim=-1)
     race = torch.empty_like(probs).exponential_(1.0)
     return (probs / race).argmax(dim=-1)
 
@@ -149,7 +161,7 @@ class StaticDecoder:
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_samples: int,
                  max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-                 eos_id: int, pad_id: int) -> list[list[int]]:
+                 eos_id: int, pad_id: int, top_k: int = 0) -> list[list[int]]:
         """Token ids of ``B * num_samples`` programs (prompt-major), each cut after its first EOS.
 
         ``input_ids``/``attention_mask``: [B, S] left-padded prompts on the model's device.
@@ -181,7 +193,7 @@ class StaticDecoder:
         finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
         steps = 0
         for t in range(max_new_tokens):
-            nxt = sample_tokens(logits, temperature, top_p, greedy)
+            nxt = sample_tokens(logits, temperature, top_p, greedy, top_k)
             nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
             tokens[:, t] = nxt
             finished |= nxt == eos_id

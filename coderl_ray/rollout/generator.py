@@ -27,6 +27,7 @@ class SamplingParams:
     num_samples: int = 8
     temperature: float = 0.6
     top_p: float = 0.95
+    top_k: int = 50  # 0 = off; 50 is what the original's generate() sampled with (the library default then)
     max_new_tokens: int = 128
     max_source_tokens: int = 600
     greedy_baseline: bool = True
@@ -87,13 +88,13 @@ class ProgramGenerator:
             return self._static_decoder(params).generate(
                 enc["input_ids"], enc["attention_mask"], num_samples=n, max_new_tokens=params.max_new_tokens,
                 temperature=params.temperature, top_p=params.top_p, greedy=greedy,
-                eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id)
+                eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id, top_k=params.top_k)
         kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=self.tokenizer.eos_token_id, num_return_sequences=n)
         if greedy:
             kwargs.update(do_sample=False, num_beams=1)
         else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         out = self.model.generate(**enc, **kwargs)
         if not self.seq2seq:
             out = out[:, enc["input_ids"].shape[1]:]

@@ -51,7 +51,7 @@ def sampling_params(cfg: RolloutConfig, max_source_tokens: int, num_samples: int
     return SamplingParams(
         num_samples=cfg.num_samples if num_samples is None else num_samples,
         temperature=cfg.temperature if temperature is None else temperature,
-        top_p=cfg.top_p if top_p is None else top_p,
+        top_p=cfg.top_p if top_p is None else top_p, top_k=cfg.top_k,
         max_new_tokens=cfg.max_new_tokens, max_source_tokens=max_source_tokens, greedy_baseline=greedy_baseline,
         decoder=cfg.decoder, compile=cfg.compile,
     )
