@@ -47,6 +47,10 @@ class DataConfig:
     # (SFT, the cross-entropy steps, the critic's "passed" examples); the rest keep their question and tests, so only
     # RL learns from them. Writing tests is cheaper than writing solutions: this is the case RL from tests is for.
     reference_problems: int = 0
+    # Indentation of reference solutions as training targets (data/reindent.py): "spaces" = 4 per block level, read
+    # by Python's tokenizer (the program is unchanged); "tabs" = the original CodeRL's line-based reindent to tabs;
+    # "none" = as written.
+    reindent: Literal["spaces", "tabs", "none"] = "spaces"
 
     def __post_init__(self) -> None:
         if self.reference_problems < 0:

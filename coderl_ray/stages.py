@@ -61,6 +61,7 @@ def write_problems(train: list[dict], test: list[dict], out: Path) -> None:
 def prepare_actor(cfg: PipelineConfig, train: list[dict[str, Any]], out: Path) -> Path:
     """The initial actor folder (model + tokenizer): a tiny random model, or a pretrained one copied locally."""
     from coderl_ray.data.prompts import build_prompt
+    from coderl_ray.data.reindent import reindent
     from coderl_ray.models.actor import build_tiny_actor, load_actor
     from coderl_ray.models.tokenizer import load_tokenizer, train_tokenizer
 
@@ -69,7 +70,9 @@ def prepare_actor(cfg: PipelineConfig, train: list[dict[str, Any]], out: Path) -
         if m.tokenizer:
             tokenizer = load_tokenizer(m.tokenizer)
         else:
-            texts = [build_prompt(p) for p in train] + [s for p in train for s in p.get("solutions") or []]
+            # The references as SFT will read them (data.reindent), so their indentation has tokens.
+            texts = [build_prompt(p) for p in train] + [reindent(s, cfg.data.reindent) for p in train
+                                                        for s in p.get("solutions") or []]
             tokenizer = train_tokenizer(texts, out / "tokenizer", vocab_size=m.tokenizer_vocab_size)
         model = build_tiny_actor(m, tokenizer, seed=cfg.seed)
     else:
@@ -90,7 +93,7 @@ def ground_truth_dataset(train: list[dict[str, Any]], actor_dir: Path, cfg: Pipe
     from coderl_ray.rl.replay_buffer import ground_truth_rows
 
     rows = ground_truth_rows(train, load_tokenizer(actor_dir), cfg.model.max_source_tokens,
-                             cfg.model.max_target_tokens)
+                             cfg.model.max_target_tokens, reindent=cfg.data.reindent)
     if not rows:
         raise ValueError("no training problem has a reference solution; SFT needs at least one")
     out.mkdir(parents=True, exist_ok=True)

@@ -69,16 +69,20 @@ def read_rounds(root: str | Path, rounds: list[int]):
 
 
 def ground_truth_rows(problems: list[dict[str, Any]], tokenizer, max_source_tokens: int,
-                      max_target_tokens: int) -> list[dict[str, Any]]:
-    """Reference programs as training rows: the SFT data, and "passed" examples for the critic (paper)."""
+                      max_target_tokens: int, reindent: str = "spaces") -> list[dict[str, Any]]:
+    """Reference programs as training rows: the SFT data, and "passed" examples for the critic (paper).
+
+    ``reindent``: the indentation style the programs are put in first (:mod:`coderl_ray.data.reindent`).
+    """
     from coderl_ray.data.prompts import build_prompt
+    from coderl_ray.data.reindent import reindent as reindent_code
     from coderl_ray.models.batching import encode_program, encode_prompt
 
     rows = []
     for p in problems:
         prompt_ids = encode_prompt(tokenizer, build_prompt(p), max_source_tokens)
         for k, code in enumerate(p.get("solutions") or []):
+            ids = encode_program(tokenizer, reindent_code(code, reindent), max_target_tokens)
             rows.append({"problem_id": p["problem_id"], "sample_id": f"{p['problem_id']}#gt{k}",
-                         "prompt_ids": prompt_ids, "token_ids": encode_program(tokenizer, code, max_target_tokens),
-                         "outcome": "passed"})
+                         "prompt_ids": prompt_ids, "token_ids": ids, "outcome": "passed"})
     return rows
