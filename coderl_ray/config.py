@@ -221,6 +221,9 @@ class CriticConfig:
     lr: float = 1e-3
     batch_size: int = 32
     include_ground_truth: bool = True  # reference programs join the data as "passed" (paper)
+    # The rounds' greedy baseline programs join the sampled ones (real programs of the same policy, with real
+    # outcomes); the original trained on sampled programs and references only: false reproduces that.
+    include_greedy: bool = True
     # How token logits become a program's: "tokens" = max over the program's own tokens; "all_positions" = max over
     # model.max_target_tokens decoder positions, padding included, as the original code did (seq2seq only). Stored
     # with the critic, so a loaded critic pools as it was trained.

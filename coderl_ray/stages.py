@@ -124,17 +124,26 @@ def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path
     return {"steps": loop.steps, "rows": n}
 
 
-def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, init: Path,
-                 new_critic: bool, critic_out: Path, storage: Path, name: str) -> dict:
+def critic_dataset(cfg: PipelineConfig, buffer, gt_dir: Path):
+    """The critic's training rows: the buffer's programs (the greedy baselines too unless ``critic.include_greedy``
+    is off, as in the original) and, with ``critic.include_ground_truth``, the reference programs as "passed"."""
     import ray
 
+    cols = ["prompt_ids", "token_ids", "outcome"]
+    if not cfg.critic.include_greedy:
+        buffer = buffer.filter(lambda r: not r["is_greedy"])
+    ds = buffer.select_columns(cols)
+    if cfg.critic.include_ground_truth:
+        ds = ds.union(ray.data.read_parquet(str(gt_dir)).select_columns(cols))
+    return ds
+
+
+def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, init: Path,
+                 new_critic: bool, critic_out: Path, storage: Path, name: str) -> dict:
     from coderl_ray.rl.replay_buffer import read_rounds
     from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
-    cols = ["prompt_ids", "token_ids", "outcome"]
-    ds = read_rounds(buffer_root, rounds).select_columns(cols)
-    if cfg.critic.include_ground_truth:
-        ds = ds.union(ray.data.read_parquet(str(gt_dir)).select_columns(cols))
+    ds = critic_dataset(cfg, read_rounds(buffer_root, rounds), gt_dir)
     n = ds.count()
     loop = LoopConfig(objective="critic", init_path=str(init), new_critic=new_critic,
                       steps=_steps(cfg.critic.epochs, n, cfg.critic.batch_size), batch_size=cfg.critic.batch_size,
