@@ -189,7 +189,7 @@ class ProgramScore:
 def score_programs(critic: CodeCritic, rows: Sequence[dict[str, Any]], pad_id: int,
                    device: torch.device | str = "cpu") -> list[ProgramScore]:
     """Critic scores of rows holding ``prompt_ids`` and ``token_ids``: the one scorer of RL scoring and of critic
-    sampling. An empty program (no tokens at all) gets zero logits, i.e. a uniform prediction."""
+    sampling. With token pooling an empty program (no tokens at all) gets zero logits, a uniform prediction."""
     batch = program_batch(rows, pad_id, device)
     logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
     pooled_all = critic.pool(logits, batch["program_mask"]).float().cpu().numpy()  # as in training
