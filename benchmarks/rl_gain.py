@@ -3,7 +3,7 @@
     python benchmarks/rl_gain.py --seeds 0 1 2                 # RL arm only
     python benchmarks/rl_gain.py --seeds 0 1 2 --control       # plus the control: the same rounds, CE steps only
     # the other CE/RL alternation, from the SFT models of the run above (no second SFT):
-    python benchmarks/rl_gain.py --seeds 0 1 2 --out outputs/rl_gain_step --sft-from outputs/rl_gain \
+    python benchmarks/rl_gain.py --seeds 0 1 2 --control --out outputs/rl_gain_step --sft-from outputs/rl_gain \
         rl.alternation=step rl.steps_per_round=60
 
 Each seed changes the suite (problems, constants, inputs), the model initialisation and the sampling. The control
