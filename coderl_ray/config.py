@@ -228,6 +228,9 @@ class CriticConfig:
     # model.max_target_tokens decoder positions, padding included, as the original code did (seq2seq only). Stored
     # with the critic, so a loaded critic pools as it was trained.
     pooling: Literal["tokens", "all_positions"] = "tokens"
+    # The head reads the backbone's states at its LM head's scale (d_model^-0.5 for CodeT5, as the original); false
+    # = the raw states (this code before 2026-12-02: the head learns faster at a given lr). Stored with the critic.
+    scale_head_input: bool = True
 
 
 @dataclass

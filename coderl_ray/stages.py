@@ -149,6 +149,7 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
                       steps=_steps(cfg.critic.epochs, n, cfg.critic.batch_size), batch_size=cfg.critic.batch_size,
                       lr=cfg.critic.lr, n_classes=cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
                       critic_pooling=cfg.critic.pooling, critic_pool_length=cfg.model.max_target_tokens,
+                      critic_scale_input=cfg.critic.scale_head_input,
                       seed=cfg.seed, report_every=25, **train_options(cfg.train))
     ckpt = fit(loop, {"train": ds.random_shuffle(seed=cfg.seed)}, **_scaling(cfg), storage_path=storage, name=name)
     load_trained(ckpt, critic_out)

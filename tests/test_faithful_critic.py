@@ -179,3 +179,17 @@ def test_pooling_settings_that_cannot_hold_are_refused(actor, tmp_path):
                      head_hidden=8, critic_pooling="all_positions", critic_pool_length=48)
     with pytest.raises(ValueError, match="start a new critic"):
         build_model(cfg)
+
+
+def test_scale_head_input_off_builds_an_unscaled_critic_and_a_continued_critic_must_match(actor, tmp_path):
+    from coderl_ray.train.loop import LoopConfig, build_model
+
+    base = dict(objective="critic", init_path=str(actor), steps=1, batch_size=1, lr=1e-3, head_hidden=8)
+    assert build_model(LoopConfig(**base, new_critic=True)).input_scale == pytest.approx(32 ** -0.5)
+    raw = build_model(LoopConfig(**base, new_critic=True, critic_scale_input=False))
+    assert raw.input_scale == 1.0
+    raw.save_pretrained(tmp_path / "raw")
+    cont = dict(base, init_path=str(tmp_path / "raw"))
+    assert build_model(LoopConfig(**cont, critic_scale_input=False)).input_scale == 1.0
+    with pytest.raises(ValueError, match="scale_head_input"):
+        build_model(LoopConfig(**cont))

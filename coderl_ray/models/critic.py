@@ -217,14 +217,15 @@ def is_critic_folder(folder: str | Path) -> bool:
 
 
 def build_critic(backbone_path: str | Path, n_classes: int = 4, head_hidden: int = 128, seed: int = 0,
-                 dtype=None, pooling: str = "tokens", pool_length: int = 0) -> CodeCritic:
+                 dtype=None, pooling: str = "tokens", pool_length: int = 0,
+                 input_scale: float | None = None) -> CodeCritic:
     """A new critic: the backbone's weights from ``backbone_path`` (an actor folder, a Hub id such as
     ``Salesforce/codet5-base``, or a local copy of one), and a freshly initialised head."""
     from coderl_ray.models.actor import load_actor
 
     torch.manual_seed(seed)
     return CodeCritic(load_actor(backbone_path, dtype=dtype), n_classes=n_classes, head_hidden=head_hidden,
-                      pooling=pooling, pool_length=pool_length)
+                      input_scale=input_scale, pooling=pooling, pool_length=pool_length)
 
 
 def load_critic(folder: str | Path, dtype=None) -> CodeCritic:

@@ -66,6 +66,7 @@ class LoopConfig:
     head_hidden: int = 128
     critic_pooling: str = "tokens"  # a new critic's pooling (models.critic.CodeCritic); a loaded one must match
     critic_pool_length: int = 0  # positions pooled by "all_positions" (the target limit)
+    critic_scale_input: bool = True  # a new critic's head reads states at its backbone's LM-head scale
     use_critic: bool = True
     alternate_ce: bool = True
     alternation: str = "micro_batch"  # "micro_batch" | "step": how RL and cross-entropy alternate (step_plan)
@@ -165,12 +166,18 @@ def build_model(cfg: LoopConfig):
 
     hf_logging.disable_progress_bar()
     if cfg.objective == "critic":
-        from coderl_ray.models.critic import build_critic, load_critic
+        from coderl_ray.models.critic import build_critic, head_input_scale, load_critic
 
         if cfg.new_critic:
             return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed,
-                                pooling=cfg.critic_pooling, pool_length=cfg.critic_pool_length)
+                                pooling=cfg.critic_pooling, pool_length=cfg.critic_pool_length,
+                                input_scale=None if cfg.critic_scale_input else 1.0)
         critic = load_critic(cfg.init_path)
+        scale = head_input_scale(critic.backbone.config) if cfg.critic_scale_input else 1.0
+        if abs(critic.input_scale - scale) > 1e-9 * scale:
+            raise ValueError(f"the critic in {cfg.init_path} reads its backbone's states scaled by "
+                             f"{critic.input_scale:.4g} but the run asks for {scale:.4g} (critic.scale_head_input); "
+                             "start a new critic, or set the flag to how this one was trained")
         if critic.n_classes != cfg.n_classes:
             raise ValueError(f"the critic in {cfg.init_path} has {critic.n_classes} classes but the run asks for "
                              f"{cfg.n_classes}; start a new critic (new_critic) to change the number of classes")
