@@ -13,10 +13,11 @@ class ScoreBatch:
         from transformers.utils import logging as hf_logging
 
         from coderl_ray.models.critic import load_critic
+        from coderl_ray.models.device import inference_device
         from coderl_ray.models.tokenizer import load_tokenizer
 
         hf_logging.disable_progress_bar()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = inference_device()
         self.critic = load_critic(critic_dir).to(self.device).eval()
         self.pad_id = load_tokenizer(critic_dir).pad_token_id
 
@@ -61,10 +62,11 @@ class OldLogprobBatch:
         from transformers.utils import logging as hf_logging
 
         from coderl_ray.models.actor import load_actor
+        from coderl_ray.models.device import inference_device
         from coderl_ray.models.tokenizer import load_tokenizer
 
         hf_logging.disable_progress_bar()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = inference_device()
         self.actor = load_actor(actor_dir).to(self.device).eval()
         self.pad_id = load_tokenizer(actor_dir).pad_token_id
         self.temperature = temperature

@@ -52,12 +52,13 @@ class ProgramGenerator:
         from transformers.utils import logging as hf_logging
 
         from coderl_ray.models.actor import is_seq2seq, load_actor
+        from coderl_ray.models.device import inference_device, inference_dtype
         from coderl_ray.models.tokenizer import load_tokenizer
 
         hf_logging.disable_progress_bar()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = torch.bfloat16 if self.device.type == "cuda" else None
-        self.model = load_actor(model_dir, dtype=dtype).to(self.device).eval()
+        # What Ray assigned this worker (CPU for a worker given no GPU, even on a GPU node): models/device.py.
+        self.device = torch.device(device) if device else inference_device()
+        self.model = load_actor(model_dir, dtype=inference_dtype(self.device)).to(self.device).eval()
         self.tokenizer = load_tokenizer(model_dir)
         self.seq2seq = is_seq2seq(self.model)
         self.seed = seed
