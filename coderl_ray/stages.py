@@ -74,7 +74,7 @@ def prepare_actor(cfg: PipelineConfig, train: list[dict[str, Any]], out: Path) -
         model = build_tiny_actor(m, tokenizer, seed=cfg.seed)
     else:
         tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
-        model = load_actor(m.name_or_path)
+        model = load_actor(m.name_or_path, dtype="auto")  # a copy in the stored dtype; training loads it in fp32
     dest = out / "actor_init"
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)

@@ -59,3 +59,96 @@ def test_autocast_is_the_training_rule():
         assert (x @ x.T).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         autocast("cpu", "fp16")
+
+
+# --- checkpoints stored in bf16: train in fp32, score and generate in one dtype -----------------------------------
+
+
+@pytest.fixture(scope="module", params=["codet5", "gpt2"])
+def bf16_dirs(request, tmp_path_factory, shared_data):
+    """A tiny actor saved in bf16 (as Qwen2.5-Coder is on the Hub), and a critic on it saved in bf16."""
+    from coderl_ray.models.actor import load_actor
+    from coderl_ray.models.critic import build_critic
+    from coderl_ray.models.tokenizer import load_tokenizer
+    from tests.tiny_models import codet5_dir, gpt2_dir
+
+    tmp = tmp_path_factory.mktemp(f"bf16-{request.param}")
+    src = (codet5_dir if request.param == "codet5" else gpt2_dir)(tmp, shared_data)
+    tok = load_tokenizer(src)
+    actor = tmp / "actor-bf16"
+    load_actor(src).to(torch.bfloat16).save_pretrained(actor)
+    tok.save_pretrained(actor)
+    critic = tmp / "critic-bf16"
+    build_critic(src, n_classes=4, head_hidden=8).to(torch.bfloat16).save_pretrained(critic)
+    tok.save_pretrained(critic)
+    return actor, critic
+
+
+def _rows(tok, n=4):
+    from coderl_ray.rl.replay_buffer import ground_truth_rows
+    from tests.helpers import tiny_suite
+
+    return ground_truth_rows(tiny_suite()[0][:n], tok, 64, 24)
+
+
+def test_bf16_checkpoints_are_stored_in_bf16(bf16_dirs):
+    # The premise: transformers 5 loads the stored dtype ("auto"); our loaders must not inherit it.
+    from transformers import AutoConfig
+
+    actor, critic = bf16_dirs
+    assert AutoConfig.from_pretrained(actor).dtype == torch.bfloat16
+    assert AutoConfig.from_pretrained(critic).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("objective", ["sft", "critic-new", "critic"])
+def test_training_from_a_bf16_checkpoint_keeps_fp32_master_weights(bf16_dirs, objective):
+    """Every parameter is fp32 after loading for training, and a step at an RL-sized learning rate moves every one
+    of them: in bf16, a weight of ~0.02 has a resolution of ~1e-4, and AdamW's first update (lr x ~1) of 1e-6
+    would round away."""
+    from coderl_ray.models.tokenizer import load_tokenizer
+    from coderl_ray.train.loop import LoopConfig, build_model, run_loop
+
+    actor, critic = bf16_dirs
+    init = critic if objective == "critic" else actor
+    cfg = LoopConfig(objective="critic" if objective.startswith("critic") else "sft", init_path=str(init),
+                     new_critic=objective == "critic-new", steps=1, batch_size=4, lr=1e-6, warmup_ratio=0.0,
+                     head_hidden=8, grad_clip=0.0)
+    model = build_model(cfg)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    tok = load_tokenizer(init)
+    rows = [{**r, "outcome": "passed" if i % 2 else "failed"} for i, r in enumerate(_rows(tok))]
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    hist = run_loop(cfg, model, iter([rows]), tok.pad_token_id)
+    assert torch.isfinite(torch.tensor(hist[0]["loss"]))
+    moved = {n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])}
+    # Parameters without a gradient in this objective (a critic never uses the LM head's bias, T5's decoder-side
+    # relative bias is still learned) are the only ones allowed to stay.
+    with_grad = {n for n, p in model.named_parameters() if n in before and p.grad is not None}
+    assert with_grad and moved == with_grad
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_a_bf16_critic_scores_in_one_dtype(bf16_dirs, dtype):
+    """The crash: a bf16 backbone under an fp32 head ("mat1 and mat2 must have the same dtype")."""
+    from coderl_ray.models.critic import load_critic, score_programs
+    from coderl_ray.models.tokenizer import load_tokenizer
+
+    _, critic_dir = bf16_dirs
+    critic = load_critic(critic_dir, dtype=dtype).eval()
+    want = dtype or torch.float32
+    assert critic.backbone.dtype == want and {p.dtype for p in critic.head.parameters()} == {want}
+    tok = load_tokenizer(critic_dir)
+    scores = score_programs(critic, _rows(tok, 3), tok.pad_token_id)
+    assert [s.token_logits.shape for s in scores] == [(len(r["token_ids"]), 4) for r in _rows(tok, 3)]
+
+
+def test_a_bf16_actor_samples_on_cpu_in_fp32(bf16_dirs):
+    from coderl_ray.rollout.generator import ProgramGenerator, SamplingParams
+    from tests.helpers import tiny_suite
+
+    actor, _ = bf16_dirs
+    gen = ProgramGenerator(actor, device="cpu")
+    assert gen.model.dtype == torch.float32
+    samples = gen.generate(tiny_suite()[0][:2], SamplingParams(num_samples=2, max_new_tokens=6,
+                                                               max_source_tokens=64))
+    assert len(samples) == 6

@@ -76,17 +76,21 @@ def resolve_model_path(name_or_path: str | Path) -> str:
 def load_actor(name_or_path: str | Path, dtype=None, attn_implementation: str | None = None):
     """Load an actor by Hub id, local folder or checkpoint; seq2seq or causal is read from its config.
 
-    ``dtype``: e.g. ``torch.bfloat16`` for inference; training keeps fp32 weights and autocasts.
+    ``dtype``: None = fp32, whatever dtype the checkpoint was stored in. transformers 5 loads with
+    ``dtype="auto"`` by default, so a checkpoint saved in bf16 (Qwen2.5-Coder on the Hub, or any re-saved bf16
+    model) would train with pure-bf16 weights and AdamW state, where updates at RL learning rates (lr x update
+    ~1e-6 against weights ~1e-2, below bf16's 8-bit mantissa) round away. Training therefore always loads fp32
+    master weights and autocasts; inference passes ``coderl_ray.models.device.inference_dtype(device)``;
+    ``"auto"`` keeps the stored dtype (copying a checkpoint).
     ``attn_implementation``: "sdpa", "eager", "flash_attention_2", ...; None lets transformers choose.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     path = resolve_model_path(name_or_path)
     config = AutoConfig.from_pretrained(path)
     cls = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
-    kwargs = {}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    kwargs = {"dtype": torch.float32 if dtype is None else dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     return cls.from_pretrained(path, **kwargs)

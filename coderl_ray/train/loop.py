@@ -154,6 +154,8 @@ def make_optimizer(cfg: LoopConfig, model, state: dict | None = None, fused: boo
 
 
 def build_model(cfg: LoopConfig):
+    """The model to train, in fp32 whatever dtype its checkpoint was stored in: the optimizer updates fp32 master
+    weights and bf16 comes only from autocast (``precision``), so small updates are not rounded away."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -161,15 +163,15 @@ def build_model(cfg: LoopConfig):
         from coderl_ray.models.critic import build_critic, load_critic
 
         if cfg.new_critic:
-            return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed)
-        critic = load_critic(cfg.init_path)
+            return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed, dtype=torch.float32)
+        critic = load_critic(cfg.init_path, dtype=torch.float32)
         if critic.n_classes != cfg.n_classes:
             raise ValueError(f"the critic in {cfg.init_path} has {critic.n_classes} classes but the run asks for "
                              f"{cfg.n_classes}; start a new critic (new_critic) to change the number of classes")
         return critic
     from coderl_ray.models.actor import load_actor
 
-    return load_actor(cfg.init_path)
+    return load_actor(cfg.init_path, dtype=torch.float32)
 
 
 def step_kind(cfg: LoopConfig, step: int, has_ce: bool) -> str:
