@@ -140,7 +140,11 @@ class RolloutConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 128
-    batch_size_per_worker: int = 32  # prompts per generate() call
+    batch_size_per_worker: int = 32  # prompts per batch a generator takes from the dataset
+    # Rows (prompts x samples) per decoder call: a batch is decoded in chunks of at most this many rows, each row
+    # holding its own attention caches (evaluation at 200 samples x 16 prompts is 3,200 rows). 0 = the whole batch
+    # at once. Samples do not depend on it (keyed sampling); `coderl-ray plan` shows the memory it implies.
+    max_rows_per_generate: int = 512
     num_workers: int = 1  # size of the Ray Data actor pool of generators
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
@@ -156,6 +160,8 @@ class RolloutConfig:
             raise ConfigError("rollout.temperature must be > 0 (the greedy baseline is generated separately)")
         if not 0 < self.top_p <= 1:
             raise ConfigError("rollout.top_p must be in (0, 1]")
+        if self.max_rows_per_generate < 0:
+            raise ConfigError("rollout.max_rows_per_generate must be >= 0 (0 = the whole batch in one call)")
 
 
 @dataclass

@@ -53,7 +53,7 @@ def sampling_params(cfg: RolloutConfig, max_source_tokens: int, num_samples: int
         temperature=cfg.temperature if temperature is None else temperature,
         top_p=cfg.top_p if top_p is None else top_p,
         max_new_tokens=cfg.max_new_tokens, max_source_tokens=max_source_tokens, greedy_baseline=greedy_baseline,
-        decoder=cfg.decoder, compile=cfg.compile,
+        decoder=cfg.decoder, compile=cfg.compile, max_rows_per_generate=cfg.max_rows_per_generate,
     )
 
 
