@@ -152,3 +152,39 @@ def test_a_bf16_actor_samples_on_cpu_in_fp32(bf16_dirs):
     samples = gen.generate(tiny_suite()[0][:2], SamplingParams(num_samples=2, max_new_tokens=6,
                                                                max_source_tokens=64))
     assert len(samples) == 6
+
+
+# --- full decoder batches ---------------------------------------------------------------------------------------
+
+
+class BatchSizes:
+    """A ``map_batches`` callable like the generator pool's, recording the size of each call it gets."""
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        return pa.table({"rows": [batch.num_rows]})
+
+
+def _call_sizes(ds, batch_size, workers):
+    import ray
+
+    out = ds.map_batches(BatchSizes, batch_size=batch_size, batch_format="pyarrow",
+                         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.5)
+    return sorted((r["rows"] for r in out.take_all()), reverse=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_generator_pool_gets_full_batches(ray_cluster, workers):
+    """500 prompts in batches of 16: 31 full calls and one of 500 - 31 x 16 = 4. The old layout (from_items) cut
+    batches inside Ray's own blocks: more calls, many of them small (46 calls, 16 of 2 prompts, in the issue)."""
+    import ray
+
+    from coderl_ray.rollout.stage import prompt_dataset, prompt_rows
+    from tests.helpers import tiny_suite
+
+    problems = tiny_suite(n_train=500, n_test=1)[0]
+    assert len(problems) == 500
+    assert _call_sizes(prompt_dataset(problems, 16), 16, workers) == [16] * 31 + [4]
+    old = _call_sizes(ray.data.from_items(prompt_rows(problems)), 16, workers)
+    assert sum(old) == 500 and len(old) > 32 and sum(n < 16 for n in old) > 1
