@@ -145,6 +145,8 @@ class RolloutConfig:
     # holding its own attention caches (evaluation at 200 samples x 16 prompts is 3,200 rows). 0 = the whole batch
     # at once. Samples do not depend on it (keyed sampling); `coderl-ray plan` shows the memory it implies.
     max_rows_per_generate: int = 512
+    # Rows per call of the critic scorer and of the RL stage's old-log-probability pass (same pool resources).
+    score_batch_size: int = 64
     num_workers: int = 1  # size of the Ray Data actor pool of generators
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
@@ -162,6 +164,8 @@ class RolloutConfig:
             raise ConfigError("rollout.top_p must be in (0, 1]")
         if self.max_rows_per_generate < 0:
             raise ConfigError("rollout.max_rows_per_generate must be >= 0 (0 = the whole batch in one call)")
+        if self.score_batch_size < 1:
+            raise ConfigError("rollout.score_batch_size must be >= 1")
 
 
 @dataclass

@@ -188,3 +188,33 @@ def test_the_generator_pool_gets_full_batches(ray_cluster, workers):
     assert _call_sizes(prompt_dataset(problems, 16), 16, workers) == [16] * 31 + [4]
     old = _call_sizes(ray.data.from_items(prompt_rows(problems)), 16, workers)
     assert sum(old) == 500 and len(old) > 32 and sum(n < 16 for n in old) > 1
+
+
+# --- the trust region's reference: computed as the RL step computes -----------------------------------------------
+
+
+def test_old_logprobs_are_what_the_first_rl_step_computes(tmp_path):
+    """Before its first update the RL step must see ratio p / p_old = 1 on every token, i.e. logprob_shift = 0:
+    old log-probabilities in the run's precision (bf16 asked for; on CPU both sides run fp32 by the same rule),
+    at the sampling temperature, from the same fp32 weights. Without a dropout-free model this could not hold
+    (the tiny actor has no dropout; CodeT5's 0.1 would add noise to every training-mode forward)."""
+    import pyarrow as pa
+
+    from coderl_ray.models.tokenizer import load_tokenizer
+    from coderl_ray.rl.scoring import OldLogprobBatch
+    from coderl_ray.train.loop import LoopConfig, build_model, run_loop
+    from tests.helpers import tiny_actor_dir
+
+    actor = tiny_actor_dir(tmp_path, "seq2seq")
+    tok = load_tokenizer(actor)
+    rows = [{**r, "outcome": "failed", "relative_return": -0.3 if i % 2 else 1.3, "is_greedy": False}
+            for i, r in enumerate(_rows(tok, 4))]
+    scored = OldLogprobBatch(str(actor), 0.6, precision="bf16")(pa.Table.from_pylist(rows)).to_pylist()
+    assert [len(r["old_logprobs"]) for r in scored] == [len(r["token_ids"]) for r in rows]
+    cfg = LoopConfig(objective="rl", init_path=str(actor), steps=1, batch_size=4, lr=1e-3, alternate_ce=False,
+                     use_critic=False, rl_temperature=0.6, rl_clip=0.2, precision="bf16", warmup_ratio=0.0)
+    hist = run_loop(cfg, build_model(cfg), iter([scored]), tok.pad_token_id)
+    assert hist[0]["logprob_shift"] < 1e-6
+    with pytest.raises(ValueError, match="precision"):
+        OldLogprobBatch(str(actor), 0.6, precision="fp16")
+
