@@ -218,3 +218,43 @@ def test_old_logprobs_are_what_the_first_rl_step_computes(tmp_path):
     with pytest.raises(ValueError, match="precision"):
         OldLogprobBatch(str(actor), 0.6, precision="fp16")
 
+
+# --- FSDP with gradient accumulation keeps gradients sharded ------------------------------------------------------
+
+
+def test_fsdp_accumulation_keeps_gradients_sharded_and_exact():
+    """With several micro-batches per step, FSDP reduce-scatters each one: after the first micro-batch's backward
+    every parameter holds its sharded gradient and no block keeps a full unsharded one (what skipping the
+    reduction would hold: 4 B per parameter of the whole model). The accumulated gradient is the plain model's."""
+    import copy
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from coderl_ray.train.parallel import is_fsdp, no_sync
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        ref = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        model = copy.deepcopy(ref)
+        for block in (model[0], model[2]):
+            fully_shard(block)
+        fully_shard(model)
+        assert is_fsdp(model)
+        micro = [torch.randn(4, 8), torch.randn(3, 8)]
+        with no_sync(model, enabled=True):  # what train_step asks for on every micro-batch but the last
+            model(micro[0]).sum().backward()
+        assert all(p.grad is not None for p in model.parameters())  # reduce-scattered into the shards
+        held = [fp for m in model.modules() if hasattr(m, "_get_fsdp_state")
+                for group in [m._get_fsdp_state()._fsdp_param_group] if group is not None
+                for fp in group.fsdp_params if fp._unsharded_param.grad is not None]
+        assert held == []
+        with no_sync(model, enabled=False):
+            model(micro[1]).sum().backward()
+        for x in micro:
+            ref(x).sum().backward()
+        for p, q in zip(model.parameters(), ref.parameters()):
+            assert torch.allclose(p.grad.full_tensor(), q.grad, atol=1e-6)
+    finally:
+        dist.destroy_process_group()
