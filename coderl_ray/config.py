@@ -266,6 +266,24 @@ class EvalConfig:
 
 
 @dataclass
+class PlanConfig:
+    """The pre-flight memory check (`coderl-ray plan`, and the pipeline before any work; see coderl_ray/plan.py)."""
+
+    # Memory of one GPU in GiB (2**30 bytes), as torch.cuda reports it: an "80 GB" H100 or A100 has ~79.2.
+    gpu_memory_gb: float = 80.0
+    # Share of it kept free for what the estimate leaves out: the CUDA context and NCCL buffers (~1 GiB), the
+    # caching allocator's fragmentation, torch.compile's workspaces.
+    headroom: float = 0.1
+    check: bool = True  # the pipeline stops before any work when a stage does not fit; false = warn and run
+
+    def __post_init__(self) -> None:
+        if self.gpu_memory_gb <= 0:
+            raise ConfigError("plan.gpu_memory_gb must be > 0 (the memory of one GPU in GiB)")
+        if not 0 <= self.headroom < 1:
+            raise ConfigError(f"plan.headroom must lie in [0, 1), got {self.headroom}")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of the pipeline needs."""
 
@@ -281,6 +299,7 @@ class PipelineConfig:
     critic: CriticConfig = field(default_factory=CriticConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
