@@ -5,7 +5,8 @@
 Sizes compose like this (the question users of other RL frameworks cannot answer quickly):
 
 * a rollout round generates ``len(train problems) * rollout.num_samples`` sampled programs plus one greedy baseline
-  per problem, ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators;
+  per problem, ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators,
+  decoded in calls of at most ``rollout.max_rows_per_generate`` rows (prompts x samples);
 * each trainer step consumes ``batch_size`` sequences in total, i.e. ``batch_size / train.num_workers`` per worker
   (the ``*_per_worker`` split is computed, never configured);
 * an RL round runs ``rl.steps_per_round`` optimizer steps, alternating a cross-entropy step on ground truth (even
