@@ -213,7 +213,6 @@ class TrainShape:
     workers: int = 1
     checkpointing: bool = False
     objective: str = "actor"  # "actor" (log-probabilities over the vocabulary) or "critic" (the error head)
-    temperature: float = 1.0
 
 
 def _sublayer_bytes(s: ModelShape, a: int, ac: bool, drop: bool) -> dict[str, float]:
@@ -443,8 +442,8 @@ def _largest(fits, upper: int) -> int:
     return lo
 
 
-def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: int, T: int, objective: str,
-                 temperature: float = 1.0) -> StageEstimate:
+def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: int, T: int,
+                 objective: str) -> StageEstimate:
     t = cfg.train
     S = _round_up(cfg.model.max_source_tokens, t.pad_to_multiple_of)
     T = _round_up(T, t.pad_to_multiple_of)
@@ -456,8 +455,7 @@ def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: 
     def shape_for(rows: int, ckpt: bool = t.gradient_checkpointing, parallel: str = t.parallel,
                   workers: int = t.num_workers) -> TrainShape:
         return TrainShape(rows=rows, prompt_tokens=S, program_tokens=T, autocast=gpu and t.precision == "bf16",
-                          parallel=parallel, workers=workers, checkpointing=ckpt, objective=objective,
-                          temperature=temperature)
+                          parallel=parallel, workers=workers, checkpointing=ckpt, objective=objective)
 
     rows = _train_rows(cfg, batch_size, S, T)
     est.items, other = training_memory(shape, shape_for(rows))
@@ -570,15 +568,18 @@ def make_plan(cfg: PipelineConfig) -> Plan:
                                              max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens),
                                              "critic"), critic)
         add("score", lambda s: _forward_stage(cfg, "score", s, False, "critic scorers"), critic)
-        temperature = cfg.rollout.temperature if cfg.rl.on_policy_logprobs else 1.0
         add("rl", lambda s: _train_stage(cfg, "rl", s, cfg.rl.batch_size,
-                                         max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens), "actor",
-                                         temperature), actor)
+                                         max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens), "actor"),
+            actor)
         if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
             add("rl/old_logprobs", lambda s: _forward_stage(cfg, "rl/old_logprobs", s, True,
                                                             "old log-probability pass"), actor)
     add("eval", lambda s: _generation_stage(cfg, "eval", s, cfg.eval.num_samples, False, execution), actor)
     return Plan(stages, warnings)
+
+
+def _size(n: float) -> str:
+    return f"{n / GiB:8.2f} GiB" if n >= GiB / 10 else f"{n / 2**20:8.1f} MiB"
 
 
 def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
@@ -587,14 +588,14 @@ def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
     for w in plan.warnings:
         lines.append(f"  warning: {w}")
     for st in plan.stages:
-        verdict = "CPU, not checked" if st.budget is None else \
+        verdict = f"on CPU, not checked: ~{_size(st.peak).strip()} per worker" if st.budget is None else \
             f"{'fits' if st.fits else 'DOES NOT FIT'}: {st.peak / GiB:.1f} of {st.budget / GiB:.1f} GiB"
         lines.append(f"\n{st.stage:16s} {verdict}")
         lines.append(f"  requests: {st.workers}")
         for note in st.notes:
             lines.append(f"  {note}")
         for name, b in st.items:
-            lines.append(f"    {b / GiB:9.2f} GiB  {name}")
+            lines.append(f"    {_size(b)}  {name}")
         if st.fixes:
             lines.append("  to fit, change: " + "; ".join(st.fixes))
     return "\n".join(lines)
