@@ -5,7 +5,8 @@
 Sizes compose like this (the question users of other RL frameworks cannot answer quickly):
 
 * a rollout round generates ``len(train problems) * rollout.num_samples`` sampled programs plus one greedy baseline
-  per problem, ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators;
+  per problem, ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators,
+  decoded in calls of at most ``rollout.max_rows_per_generate`` rows (prompts x samples);
 * each trainer step consumes ``batch_size`` sequences in total, i.e. ``batch_size / train.num_workers`` per worker
   (the ``*_per_worker`` split is computed, never configured);
 * an RL round runs ``rl.steps_per_round`` optimizer steps; each (``rl.alternation: micro_batch``, the original
@@ -148,7 +149,13 @@ class RolloutConfig:
     # the library default, so its samples (and the paper's) were drawn with top-k 50. Evaluation samples use it too.
     top_k: int = 50
     max_new_tokens: int = 128
-    batch_size_per_worker: int = 32  # prompts per generate() call
+    batch_size_per_worker: int = 32  # prompts per batch a generator takes from the dataset
+    # Rows (prompts x samples) per decoder call: a batch is decoded in chunks of at most this many rows, each row
+    # holding its own attention caches (evaluation at 200 samples x 16 prompts is 3,200 rows). 0 = the whole batch
+    # at once. Samples do not depend on it (keyed sampling); `coderl-ray plan` shows the memory it implies.
+    max_rows_per_generate: int = 512
+    # Rows per call of the critic scorer and of the RL stage's old-log-probability pass (same pool resources).
+    score_batch_size: int = 64
     num_workers: int = 1  # size of the Ray Data actor pool of generators
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
@@ -166,6 +173,10 @@ class RolloutConfig:
             raise ConfigError("rollout.top_p must be in (0, 1]")
         if self.top_k < 0:
             raise ConfigError("rollout.top_k must be >= 0 (0 = no top-k filtering)")
+        if self.max_rows_per_generate < 0:
+            raise ConfigError("rollout.max_rows_per_generate must be >= 0 (0 = the whole batch in one call)")
+        if self.score_batch_size < 1:
+            raise ConfigError("rollout.score_batch_size must be >= 1")
 
 
 @dataclass
@@ -280,6 +291,24 @@ class EvalConfig:
 
 
 @dataclass
+class PlanConfig:
+    """The pre-flight memory check (`coderl-ray plan`, and the pipeline before any work; see coderl_ray/plan.py)."""
+
+    # Memory of one GPU in GiB (2**30 bytes), as torch.cuda reports it: an "80 GB" H100 or A100 has ~79.2.
+    gpu_memory_gb: float = 80.0
+    # Share of it kept free for what the estimate leaves out: the CUDA context and NCCL buffers (~1 GiB), the
+    # caching allocator's fragmentation, torch.compile's workspaces.
+    headroom: float = 0.1
+    check: bool = True  # the pipeline stops before any work when a stage does not fit; false = warn and run
+
+    def __post_init__(self) -> None:
+        if self.gpu_memory_gb <= 0:
+            raise ConfigError("plan.gpu_memory_gb must be > 0 (the memory of one GPU in GiB)")
+        if not 0 <= self.headroom < 1:
+            raise ConfigError(f"plan.headroom must lie in [0, 1), got {self.headroom}")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of the pipeline needs."""
 
@@ -295,6 +324,7 @@ class PipelineConfig:
     critic: CriticConfig = field(default_factory=CriticConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 # --- loading ---------------------------------------------------------------------------------------------------

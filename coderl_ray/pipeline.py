@@ -94,6 +94,10 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     from coderl_ray.summary import write_summary
 
     check_paths(cfg)
+    # Fail before any work when a stage cannot fit in the GPUs' memory (coderl-ray plan shows the estimate).
+    from coderl_ray.plan import check_plan
+
+    check_plan(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     check_resume(cfg, out, fresh)

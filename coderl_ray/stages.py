@@ -77,7 +77,7 @@ def prepare_actor(cfg: PipelineConfig, train: list[dict[str, Any]], out: Path) -
         model = build_tiny_actor(m, tokenizer, seed=cfg.seed)
     else:
         tokenizer = load_tokenizer(m.tokenizer or m.name_or_path)
-        model = load_actor(m.name_or_path)
+        model = load_actor(m.name_or_path, dtype="auto")  # a copy in the stored dtype; training loads it in fp32
     dest = out / "actor_init"
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
@@ -168,8 +168,9 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
         lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0)
     if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
         # The trust region's reference point: the actor this run starts from (the one that sampled the round).
-        rl = add_old_logprobs(rl, str(actor_in), temperature, num_workers=cfg.rollout.num_workers,
-                              num_cpus=cfg.rollout.cpus_per_worker, num_gpus=cfg.rollout.gpus_per_worker)
+        rl = add_old_logprobs(rl, str(actor_in), temperature, batch_size=cfg.rollout.score_batch_size,
+                              num_workers=cfg.rollout.num_workers, num_cpus=cfg.rollout.cpus_per_worker,
+                              num_gpus=cfg.rollout.gpus_per_worker, precision=cfg.train.precision)
     rl = rl.materialize()
     n = rl.count()
     workers = _scaling(cfg)["num_workers"]
@@ -237,8 +238,9 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
 
     from coderl_ray.rl.scoring import critic_accuracy, score_samples
 
-    kw = {"batch_size": 64, "num_workers": cfg.rollout.num_workers, "num_cpus": cfg.rollout.cpus_per_worker,
-          "num_gpus": cfg.rollout.gpus_per_worker}
+    kw = {"batch_size": cfg.rollout.score_batch_size, "num_workers": cfg.rollout.num_workers,
+          "num_cpus": cfg.rollout.cpus_per_worker, "num_gpus": cfg.rollout.gpus_per_worker,
+          "precision": cfg.train.precision}
     write_parquet_atomic(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw), scored_out)
     cols = ["outcome", "critic_pred"]
     train_rows = ray.data.read_parquet(str(scored_out)).select_columns(cols).take_all()

@@ -20,27 +20,34 @@ CHECKPOINT_MODEL = "model"  # a checkpoint's Hugging Face model subfolder (train
 CHECKPOINT_INFO = "trainer_state.json"  # small, human-readable: step, objective, data position
 
 
+def tiny_actor_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0, eos_token_id: int = 2,
+                      bos_token_id: int | None = 1):
+    """The transformers config of the tiny random actor of ``cfg.arch`` sized by ``cfg`` (d_model, layers, heads)."""
+    from transformers import GPT2Config, T5Config
+
+    if cfg.arch == "seq2seq":
+        return T5Config(
+            vocab_size=vocab_size, d_model=cfg.d_model, d_kv=cfg.d_model // cfg.num_heads, d_ff=cfg.d_ff,
+            num_layers=cfg.num_layers, num_decoder_layers=cfg.num_layers, num_heads=cfg.num_heads,
+            dropout_rate=0.0, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+            decoder_start_token_id=pad_token_id, tie_word_embeddings=True,
+        )
+    return GPT2Config(
+        vocab_size=vocab_size, n_embd=cfg.d_model, n_layer=cfg.num_layers, n_head=cfg.num_heads, n_inner=cfg.d_ff,
+        n_positions=cfg.max_source_tokens + cfg.max_target_tokens, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+    )
+
+
 def build_tiny_actor(cfg: ModelConfig, tokenizer, seed: int = 0):
     """A small randomly initialised actor of ``cfg.arch`` sized by ``cfg`` (d_model, layers, heads)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+    from transformers import GPT2LMHeadModel, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
-    vocab = len(tokenizer)
-    if cfg.arch == "seq2seq":
-        config = T5Config(
-            vocab_size=vocab, d_model=cfg.d_model, d_kv=cfg.d_model // cfg.num_heads, d_ff=cfg.d_ff,
-            num_layers=cfg.num_layers, num_decoder_layers=cfg.num_layers, num_heads=cfg.num_heads,
-            dropout_rate=0.0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-        )
-        return T5ForConditionalGeneration(config)
-    config = GPT2Config(
-        vocab_size=vocab, n_embd=cfg.d_model, n_layer=cfg.num_layers, n_head=cfg.num_heads, n_inner=cfg.d_ff,
-        n_positions=cfg.max_source_tokens + cfg.max_target_tokens, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    return GPT2LMHeadModel(config)
+    config = tiny_actor_config(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id,
+                               tokenizer.bos_token_id)
+    return (T5ForConditionalGeneration if cfg.arch == "seq2seq" else GPT2LMHeadModel)(config)
 
 
 def is_seq2seq(model_or_config) -> bool:
@@ -76,17 +83,21 @@ def resolve_model_path(name_or_path: str | Path) -> str:
 def load_actor(name_or_path: str | Path, dtype=None, attn_implementation: str | None = None):
     """Load an actor by Hub id, local folder or checkpoint; seq2seq or causal is read from its config.
 
-    ``dtype``: e.g. ``torch.bfloat16`` for inference; training keeps fp32 weights and autocasts.
+    ``dtype``: None = fp32, whatever dtype the checkpoint was stored in. transformers 5 loads with
+    ``dtype="auto"`` by default, so a checkpoint saved in bf16 (Qwen2.5-Coder on the Hub, or any re-saved bf16
+    model) would train with pure-bf16 weights and AdamW state, where updates at RL learning rates (lr x update
+    ~1e-6 against weights ~1e-2, below bf16's 8-bit mantissa) round away. Training therefore always loads fp32
+    master weights and autocasts; inference passes ``coderl_ray.models.device.inference_dtype(device)``;
+    ``"auto"`` keeps the stored dtype (copying a checkpoint).
     ``attn_implementation``: "sdpa", "eager", "flash_attention_2", ...; None lets transformers choose.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     path = resolve_model_path(name_or_path)
     config = AutoConfig.from_pretrained(path)
     cls = AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
-    kwargs = {}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    kwargs = {"dtype": torch.float32 if dtype is None else dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     return cls.from_pretrained(path, **kwargs)

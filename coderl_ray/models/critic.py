@@ -220,15 +220,26 @@ def build_critic(backbone_path: str | Path, n_classes: int = 4, head_hidden: int
                  dtype=None, pooling: str = "tokens", pool_length: int = 0,
                  input_scale: float | None = None) -> CodeCritic:
     """A new critic: the backbone's weights from ``backbone_path`` (an actor folder, a Hub id such as
-    ``Salesforce/codet5-base``, or a local copy of one), and a freshly initialised head."""
+    ``Salesforce/codet5-base``, or a local copy of one), and a freshly initialised head. ``dtype``: of backbone and
+    head alike (None = fp32, whatever the backbone was stored in; see ``load_actor``)."""
     from coderl_ray.models.actor import load_actor
 
     torch.manual_seed(seed)
-    return CodeCritic(load_actor(backbone_path, dtype=dtype), n_classes=n_classes, head_hidden=head_hidden,
-                      input_scale=input_scale, pooling=pooling, pool_length=pool_length)
+    critic = CodeCritic(load_actor(backbone_path, dtype=dtype), n_classes=n_classes, head_hidden=head_hidden,
+                        input_scale=input_scale, pooling=pooling, pool_length=pool_length)
+    return _one_dtype(critic)
+
+
+def _one_dtype(critic: CodeCritic) -> CodeCritic:
+    # The head reads the backbone's hidden states: an fp32 head on a bf16 backbone fails in its first matmul.
+    # Only the head is cast: the backbone's loader knows which of its modules stay fp32 (T5 keeps `wo`).
+    critic.head.to(critic.backbone.dtype)
+    return critic
 
 
 def load_critic(folder: str | Path, dtype=None) -> CodeCritic:
+    """A critic saved with ``CodeCritic.save_pretrained`` (or a training checkpoint / run folder of one), backbone
+    and head in ``dtype`` (None = fp32, whatever they were stored in)."""
     from safetensors.torch import load_file
 
     from coderl_ray.models.actor import load_actor, resolve_model_path
@@ -251,6 +262,4 @@ def load_critic(folder: str | Path, dtype=None) -> CodeCritic:
         critic.head.load_state_dict(head)
     except RuntimeError as exc:
         raise NotACriticError(f"{folder / HEAD_WEIGHTS} does not fit the backbone in {folder}: {exc}") from None
-    if dtype is not None:
-        critic.head.to(dtype)
-    return critic
+    return _one_dtype(critic)

@@ -18,6 +18,12 @@ the step stock, and changes what is around them:
 The first decoder step of a seq2seq model fills the cross-attention caches and runs eagerly; every later step is the
 compiled one. Greedy decoding here produces exactly ``generate``'s tokens (tests check it); sampling draws from the
 same distribution as ``generate(do_sample=True, temperature, top_k, top_p)``.
+
+**Keyed sampling.** Given ``row_keys`` (one integer per row), the race's exponential variates are a hash of (row
+key, step, token) instead of draws from torch's global stream (:func:`race_noise`). A row's sample then depends on
+its key and its logits only, not on which rows share its call: splitting a batch into chunks (to bound memory),
+batching problems differently or switching between this decoder and ``generate`` (through :class:`KeyedSampler`)
+gives the same programs. The hash is counter-based, so it needs no generator state and no host synchronisation.
 """
 
 from __future__ import annotations
@@ -50,19 +56,77 @@ def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool,
-                  top_k: int = 0) -> torch.Tensor:
-    """Next token per row: [N, V] float logits -> [N] long. Warpers in ``generate``'s order: temperature, top-k,
-    top-p.
+def warp_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int = 0) -> torch.Tensor:
+    """Temperature, then top-k, then top-p: the order of ``generate``'s warpers. [N, V] -> [N, V]."""
+    return top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+
+
+_MASK32 = 0xFFFFFFFF
+_MUL = 0x45D9F3B  # T. Mueller's 32-bit integer hash; < 2**27, so a 32-bit value times it never overflows int64
+
+
+def _mix32(x):
+    """A bijective avalanche hash of 32-bit values held in int64 tensors (or Python ints)."""
+    x = (((x >> 16) ^ x) * _MUL) & _MASK32
+    x = (((x >> 16) ^ x) * _MUL) & _MASK32
+    return (x >> 16) ^ x
+
+
+def race_noise(row_keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Exp(1) variates [N, V], a pure function of (row key, decode step, token id).
+
+    ``row_keys``: [N] int64 in [0, 2**63). Two rounds of a 32-bit hash over (row, step) and then (that, token)
+    give a uniform u in (0, 1) at 24-bit resolution (the resolution of a float32 in [0.5, 1)); -log u is Exp(1).
+    ``tests/test_chunked_generation.py`` checks that the race then samples each token at its probability.
+    """
+    salt = _mix32((step * 0x9E3779B9 + 0x7F4A7C15) & _MASK32)
+    lo, hi = row_keys & _MASK32, (row_keys >> 32) & _MASK32
+    row = _mix32(_mix32(lo ^ salt) ^ hi)  # [N]
+    row2 = _mix32((row + 0x632BE5AB) & _MASK32)
+    token = _mix32(torch.arange(vocab, device=row_keys.device, dtype=torch.int64))  # [V]
+    h = _mix32(row.unsqueeze(1) ^ token)
+    h = _mix32(h ^ row2.unsqueeze(1))
+    u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    return -torch.log(u)
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, greedy: bool, *, top_k: int = 0,
+                  row_keys: torch.Tensor | None = None, step: int = 0) -> torch.Tensor:
+    """Next token per row: [N, V] float logits -> [N] long.
 
     Sampling uses the exponential race (argmax of p / E with E ~ Exp(1) is a draw from p): unlike
-    ``torch.multinomial`` it needs no host synchronisation and can be captured in a CUDA graph.
+    ``torch.multinomial`` it needs no host synchronisation and can be captured in a CUDA graph. With ``row_keys``
+    the variates are :func:`race_noise` of (key, ``step``); without, they come from torch's global generator.
     """
     if greedy:
         return logits.argmax(dim=-1)
-    probs = top_p_filter(top_k_filter(logits / temperature, top_k), top_p).softmax(dim=-1)
-    race = torch.empty_like(probs).exponential_(1.0)
+    probs = warp_logits(logits, temperature, top_p, top_k).softmax(dim=-1)
+    if row_keys is None:
+        race = torch.empty_like(probs).exponential_(1.0)
+    else:
+        race = race_noise(row_keys, step, probs.shape[-1])
     return (probs / race).argmax(dim=-1)
+
+
+class KeyedSampler:
+    """A ``generate`` logits processor that makes ``model.generate(do_sample=True)`` draw exactly what
+    :func:`sample_tokens` draws with ``row_keys``: it warps the logits itself and leaves only the race's winner,
+    so ``generate``'s own multinomial has one token to pick. Pass ``temperature=1.0, top_k=0, top_p=1.0`` to
+    ``generate`` (its warpers run after custom processors, and are then no-ops).
+
+    ``row_keys`` [N]: one key per generated row, in ``generate``'s order (prompt-major, ``num_return_sequences``
+    rows per prompt). One instance serves one ``generate`` call: it counts the steps.
+    """
+
+    def __init__(self, row_keys: torch.Tensor, temperature: float, top_p: float, top_k: int = 0):
+        self.row_keys, self.temperature, self.top_p, self.top_k = row_keys, temperature, top_p, top_k
+        self.step = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        winner = sample_tokens(scores, self.temperature, self.top_p, greedy=False, top_k=self.top_k,
+                               row_keys=self.row_keys, step=self.step)
+        self.step += 1
+        return torch.full_like(scores, float("-inf")).scatter_(1, winner.unsqueeze(1), 0.0)
 
 
 @dataclass
@@ -95,8 +159,11 @@ class StaticDecoder:
     def __init__(self, model, *, compile_step: bool = False, cuda_graphs: bool = False, pad_prompts_to: int = 64,
                  stop_check_every: int = 16, max_workspaces: int = 2):
         self.model = model
-        # A workspace holds full caches: for CodeT5-large, 320 rows x 512 new tokens is ~10 GB of self-attention
-        # cache alone. Only the most recently used shapes are kept (sampled rows and the greedy baseline: 2).
+        # A workspace holds full caches: for CodeT5-large in bf16 (24 decoder layers, keys and values of 16 x 64 per
+        # token: 96 KiB per token), 320 rows x 512 new tokens is 15 GiB of self-attention cache, and 320 rows x a
+        # 640-token prompt bucket another 19 GiB of cross-attention cache. Callers bound the rows of one call
+        # (rollout.max_rows_per_generate); `coderl-ray plan` adds it up. Only the most recently used shapes are kept
+        # (sampled rows and the greedy baseline: 2), so up to two workspaces are alive at once.
         self.max_workspaces = max(1, max_workspaces)
         self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self.pad_prompts_to = max(1, pad_prompts_to)
@@ -161,10 +228,12 @@ class StaticDecoder:
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_samples: int,
                  max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-                 eos_id: int, pad_id: int, top_k: int = 0) -> list[list[int]]:
+                 eos_id: int, pad_id: int, top_k: int = 0, row_keys: torch.Tensor | None = None) -> list[list[int]]:
         """Token ids of ``B * num_samples`` programs (prompt-major), each cut after its first EOS.
 
-        ``input_ids``/``attention_mask``: [B, S] left-padded prompts on the model's device.
+        ``input_ids``/``attention_mask``: [B, S] left-padded prompts on the model's device. ``row_keys``:
+        [B * num_samples] int64 on the same device, one per row (keyed sampling, see the module docstring); None
+        draws from torch's global generator. All ``B * num_samples`` rows are decoded at once: bound them.
         """
         model = self.model
         input_ids, attention_mask = self._pad_prompts(input_ids, attention_mask, pad_id)
@@ -193,7 +262,7 @@ class StaticDecoder:
         finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
         steps = 0
         for t in range(max_new_tokens):
-            nxt = sample_tokens(logits, temperature, top_p, greedy, top_k)
+            nxt = sample_tokens(logits, temperature, top_p, greedy, top_k=top_k, row_keys=row_keys, step=t)
             nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
             tokens[:, t] = nxt
             finished |= nxt == eos_id

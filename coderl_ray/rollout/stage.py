@@ -53,8 +53,23 @@ def sampling_params(cfg: RolloutConfig, max_source_tokens: int, num_samples: int
         temperature=cfg.temperature if temperature is None else temperature,
         top_p=cfg.top_p if top_p is None else top_p, top_k=cfg.top_k,
         max_new_tokens=cfg.max_new_tokens, max_source_tokens=max_source_tokens, greedy_baseline=greedy_baseline,
-        decoder=cfg.decoder, compile=cfg.compile,
+        decoder=cfg.decoder, compile=cfg.compile, max_rows_per_generate=cfg.max_rows_per_generate,
     )
+
+
+def prompt_dataset(problems: list[dict[str, Any]], batch_size: int):
+    """The prompts as a Ray Dataset of one block per batch: ``batch_size`` rows each, the last one the remainder.
+
+    ``from_items`` splits rows into blocks of its own sizes, and ``map_batches(batch_size=B)`` cuts batches within
+    the blocks it bundles, so 500 prompts became 46 generator calls, 16 of them with 2 prompts: every (rows, prompt
+    bucket) shape is a compile and a CUDA-graph capture for the static decoder, and torch.compile gives up past its
+    recompile limit. Blocks of exactly ``batch_size`` rows make every call a full batch but the last.
+    """
+    import ray
+
+    rows = prompt_rows(problems)
+    tables = [pa.Table.from_pylist(rows[i: i + batch_size]) for i in range(0, len(rows), batch_size)]
+    return ray.data.from_arrow(tables) if tables else ray.data.from_items([])
 
 
 def generate_samples(problems: list[dict[str, Any]], model_dir: str, cfg: RolloutConfig, params: SamplingParams,
@@ -62,8 +77,7 @@ def generate_samples(problems: list[dict[str, Any]], model_dir: str, cfg: Rollou
     """A (lazy, streaming) Ray Dataset of sample rows for ``problems``, from the actor at ``model_dir``."""
     import ray
 
-    prompts = ray.data.from_items(prompt_rows(problems))
-    return prompts.map_batches(
+    return prompt_dataset(problems, cfg.batch_size_per_worker).map_batches(
         GenerateBatch,
         fn_constructor_args=(str(model_dir), params, round_, policy_version, seed),
         batch_size=cfg.batch_size_per_worker,

@@ -162,6 +162,8 @@ def make_optimizer(cfg: LoopConfig, model, state: dict | None = None, fused: boo
 
 
 def build_model(cfg: LoopConfig):
+    """The model to train, in fp32 whatever dtype its checkpoint was stored in: the optimizer updates fp32 master
+    weights and bf16 comes only from autocast (``precision``), so small updates are not rounded away."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -169,10 +171,10 @@ def build_model(cfg: LoopConfig):
         from coderl_ray.models.critic import build_critic, head_input_scale, load_critic
 
         if cfg.new_critic:
-            return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed,
+            return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed, dtype=torch.float32,
                                 pooling=cfg.critic_pooling, pool_length=cfg.critic_pool_length,
                                 input_scale=None if cfg.critic_scale_input else 1.0)
-        critic = load_critic(cfg.init_path)
+        critic = load_critic(cfg.init_path, dtype=torch.float32)
         scale = head_input_scale(critic.backbone.config) if cfg.critic_scale_input else 1.0
         if abs(critic.input_scale - scale) > 1e-9 * scale:
             raise ValueError(f"the critic in {cfg.init_path} reads its backbone's states scaled by "
@@ -189,7 +191,7 @@ def build_model(cfg: LoopConfig):
         return critic
     from coderl_ray.models.actor import load_actor
 
-    return load_actor(cfg.init_path)
+    return load_actor(cfg.init_path, dtype=torch.float32)
 
 
 def step_plan(cfg: LoopConfig, step: int, has_ce: bool) -> list[tuple[str, float]]:

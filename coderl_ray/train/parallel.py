@@ -5,15 +5,18 @@ cluster image), runs on CPU with gloo (so the CPU test suite exercises the same 
 composes with ``torch.compile`` per transformer block, and its ``torch.distributed.checkpoint.state_dict`` API
 gathers a full, Hugging Face-loadable state dict without a conversion step. ZeRO-3 and FSDP shard the same things
 (parameters, gradients, optimizer state); DeepSpeed's extra features (ZeRO-Infinity NVMe offload, its own fused
-optimizers) are not needed for models of the sizes this project trains (up to ~7B on 8 x 80 GB).
+optimizers) are not needed for models of the sizes this project trains (up to ~7B on 8 x 80 GB; docs/training.md
+says what that takes, and ``coderl-ray plan`` adds it up for a config).
 
 The wrapping rules:
 
-* ``ddp``: every worker holds the full model; gradients are all-reduced in the last micro-batch's backward.
+* ``ddp``: every worker holds the full model; gradients are all-reduced in the last micro-batch's backward, and
+  live in DDP's buckets (``gradient_as_bucket_view``), not in a second copy.
 * ``fsdp``: every transformer block (the classes the model lists in ``_no_split_modules``: ``T5Block``,
   ``GPT2Block``, ``Qwen2DecoderLayer``...) is its own shard unit, then the root; parameters are gathered per block
   for forward and backward. With bf16 on GPU, parameters are gathered and computed in bf16 while gradients are
-  reduced and optimizer state kept in fp32 (``MixedPrecisionPolicy``).
+  reduced and optimizer state kept in fp32 (``MixedPrecisionPolicy``). Gradients are reduce-scattered in every
+  micro-batch's backward, so they stay sharded (see :func:`no_sync`).
 """
 
 from __future__ import annotations
@@ -86,30 +89,30 @@ def prepare_model(model, *, parallel: str, device: torch.device, precision: str 
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # Gradients as views into the all-reduce buckets: without it DDP keeps a second full copy (4 B/param).
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        gradient_as_bucket_view=True)
     if compile_model:
         model.compile()  # compiling the DDP module lets dynamo split graphs at gradient buckets (overlap)
     return model
 
 
 def no_sync(model, enabled: bool):
-    """Context in which backward does not reduce gradients (every micro-batch but the last)."""
+    """Context in which backward does not reduce gradients (every micro-batch but the last), under DDP.
+
+    Under FSDP it does nothing: every micro-batch's backward reduce-scatters its gradients, which then accumulate
+    in the sharded ``.grad``. Skipping that reduction (FSDP2's ``set_requires_gradient_sync(False)``, FSDP1's
+    ``no_sync``) keeps each worker's *unsharded* gradients, in fp32, until the last micro-batch: 4 bytes per
+    parameter of the whole model on every GPU (28 GB for a 7B model, twice what its sharded weights, gradients and
+    AdamW state take on each of 8 workers: 16 B x 7B / 8 = 14 GB). The price is one reduce-scatter per
+    micro-batch instead of per step, overlapped with the backward of the next block.
+    """
     import contextlib
 
-    if not enabled:
+    if not enabled or is_fsdp(model):
         return contextlib.nullcontext()
     if hasattr(model, "no_sync"):  # DDP
         return model.no_sync()
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
-        @contextlib.contextmanager
-        def fsdp_no_sync():
-            model.set_requires_gradient_sync(False)
-            try:
-                yield
-            finally:
-                model.set_requires_gradient_sync(True)
-
-        return fsdp_no_sync()
     return contextlib.nullcontext()
 
 

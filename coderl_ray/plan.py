@@ -1,0 +1,621 @@
+"""Pre-flight check: what each stage of a pipeline config asks Ray for, and whether it fits in GPU memory.
+
+    coderl-ray plan --config configs/codet5-large.yaml
+
+For every stage (sft, rollout, critic, score, rl, eval) the plan lists the workers and the resources each requests
+(from the config, as :mod:`coderl_ray.stages` will request them) and an estimate of the peak memory of one worker,
+item by item, against the memory of its GPU share (``plan.gpu_memory_gb`` x ``rollout.gpus_per_worker`` for the
+pools, one GPU per Ray Train worker) less ``plan.headroom``. A stage that does not fit names the keys that would
+make it fit (and, for the row budgets, the largest value that does). The pipeline runs the plan before any work.
+
+The estimates are arithmetic on the model's shape and the configured sizes, worst case (every row at the configured
+maximum lengths): no model is loaded and nothing is allocated.
+
+* **Shape.** ``model.name_or_path`` / ``critic.backbone``: ``tiny`` is built from ``model.*``; a local folder (model,
+  checkpoint or run) is read from its ``config.json``; a Hub id is looked up in the Hugging Face cache, then in
+  :data:`KNOWN_MODELS` (the paper's CodeT5 models and Qwen2.5-Coder, whose configs are public), so the paper config
+  plans offline. The parameter count is exact: the model is instantiated on the ``meta`` device.
+* **Training** (per worker): fp32 weights, gradients and AdamW's two moments (sharded over workers under FSDP,
+  plus the gathered bf16 blocks), autocast's bf16 weight copies (DDP), and the activations one micro-batch keeps
+  for backward, counted tensor by tensor from what the transformers implementations save (fp32 residual stream
+  and norms, bf16 matmul inputs under autocast, attention score-sized masks or probabilities, the fp32
+  log-softmax over the vocabulary and its gradient), with and without activation checkpointing.
+* **Generation** (per generator): weights in the inference dtype, self- and cross-attention caches of the rows of
+  one decoder call (``rollout.max_rows_per_generate``; the static decoder keeps two call shapes alive), encoder
+  states, and the per-step logits and sampling temporaries.
+* **Scoring / old log-probabilities**: a forward pass of ``rollout.score_batch_size`` rows, with the vocabulary's
+  log-softmax for the actor.
+
+What it leaves out: the CUDA context and NCCL buffers (~1 GB, inside ``plan.headroom``), fragmentation of the
+caching allocator (also headroom), ``torch.compile``'s workspace, and host memory. How close the estimates come to
+measured peaks is recorded in docs/benchmarks.md ("Memory: plan against measurement").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coderl_ray.config import ConfigError, ModelConfig, PipelineConfig
+
+GiB = 2**30
+STATIC_PROMPT_BUCKET = 64  # StaticDecoder pads prompts to a multiple of this (its pad_prompts_to default)
+
+# Public configs of the Hub models the shipped configs name, so that a machine without the Hub can plan them.
+# Values from each model's config.json (CodeT5-large = the T5-large layout; CodeT5 keeps T5's relu FFN).
+_CODET5 = {"model_type": "t5", "vocab_size": 32100, "d_kv": 64, "feed_forward_proj": "relu", "dropout_rate": 0.1,
+           "pad_token_id": 0, "eos_token_id": 2, "bos_token_id": 1, "decoder_start_token_id": 0}
+_QWEN25 = {"model_type": "qwen2", "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6}
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    "Salesforce/codet5-small": {**_CODET5, "d_model": 512, "d_ff": 2048, "num_layers": 6,
+                                "num_decoder_layers": 6, "num_heads": 8},
+    "Salesforce/codet5-base": {**_CODET5, "d_model": 768, "d_ff": 3072, "num_layers": 12,
+                               "num_decoder_layers": 12, "num_heads": 12},
+    "Salesforce/codet5-large": {**_CODET5, "d_model": 1024, "d_ff": 4096, "num_layers": 24,
+                                "num_decoder_layers": 24, "num_heads": 16},
+    "Salesforce/codet5-large-ntp-py": {**_CODET5, "d_model": 1024, "d_ff": 4096, "num_layers": 24,
+                                       "num_decoder_layers": 24, "num_heads": 16},
+    "Qwen/Qwen2.5-Coder-0.5B": {**_QWEN25, "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
+                                "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+                                "tie_word_embeddings": True},
+    "Qwen/Qwen2.5-Coder-1.5B": {**_QWEN25, "vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960,
+                                "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                                "tie_word_embeddings": True},
+    "Qwen/Qwen2.5-Coder-7B": {**_QWEN25, "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+                              "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                              "tie_word_embeddings": False},
+}
+
+
+class PlanError(ConfigError):
+    """A stage of the config cannot fit in the declared GPU memory (the message names the keys to change)."""
+
+
+# --- model shapes ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the memory estimates need to know about a model; ``params`` counts tied matrices once."""
+
+    name: str
+    seq2seq: bool
+    params: int
+    fp32_kept_params: int  # kept in fp32 when the model is loaded in bf16 (T5's `wo`: _keep_in_fp32_modules)
+    untied_head_params: int  # an LM head that is not the input embedding (a critic freezes it)
+    largest_block_params: int  # the largest transformer block (an FSDP unit)
+    root_params: int  # parameters outside every block (embeddings, final norm, LM head): FSDP's root unit
+    vocab: int
+    d_model: int
+    enc_layers: int  # 0 for a causal LM
+    dec_layers: int  # decoder layers of a seq2seq model, all layers of a causal one
+    heads: int
+    kv_heads: int
+    head_dim: int
+    d_ff: int
+    ffn: str  # "relu" (T5), "gated" (SwiGLU / gated-GELU), "gelu" (GPT-2's tanh GELU)
+    fused_qkv: bool  # one projection for q, k, v (GPT-2)
+    attn: str  # "sdpa" or "eager": what transformers picks for this class by default
+    dropout: bool  # dropout layers active in training
+    position_bias: bool  # T5's relative position bias (a score-sized additive mask in every layer under sdpa)
+    logits_to_keep: bool  # a causal model that projects only the program's positions onto the vocabulary
+
+
+def _hidden(config) -> int:
+    for name in ("d_model", "hidden_size", "n_embd"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    raise ValueError(f"cannot find the hidden size of a {type(config).__name__}")
+
+
+def shape_from_config(config, name: str = "", attn_implementation: str | None = None) -> ModelShape:
+    """A :class:`ModelShape` from a transformers config: the model is built on the ``meta`` device (no memory),
+    so the parameter counts are those of the real class."""
+    import inspect
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    with torch.device("meta"):
+        model = cls.from_config(config, **kwargs)
+    unique = {id(p): (n, p) for n, p in model.named_parameters(remove_duplicate=True)}
+    params = sum(p.numel() for _, p in unique.values())
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    kept = sum(p.numel() for n, p in unique.values() if any(f".{k}." in f".{n}" for k in keep))
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    untied = out.weight.numel() if out is not None and inp is not None and out.weight is not inp.weight else 0
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
+    in_blocks = {id(p) for b in blocks for p in b.parameters()}
+    largest = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=params)
+    root = sum(p.numel() for _, p in unique.values() if id(p) not in in_blocks)
+    d = _hidden(config)
+    if seq2seq:
+        enc, dec = int(config.num_layers), int(getattr(config, "num_decoder_layers", None) or config.num_layers)
+        heads = int(config.num_heads)
+        head_dim, kv_heads = int(config.d_kv), heads
+        d_ff = int(config.d_ff)
+        ffn = "gated" if getattr(config, "is_gated_act", False) else "relu"
+        dropout = float(getattr(config, "dropout_rate", 0.0)) > 0
+    else:
+        enc = 0
+        dec = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+        heads = int(getattr(config, "num_attention_heads", None) or config.n_head)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(config, "head_dim", None) or d // heads)
+        d_ff = int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d)
+        ffn = "gelu" if getattr(config, "model_type", "") == "gpt2" else "gated"
+        dropout = any(float(getattr(config, k, 0.0) or 0.0) > 0
+                      for k in ("resid_pdrop", "attn_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout"))
+    try:
+        keeps = "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        keeps = False
+    return ModelShape(
+        name=name or getattr(config, "_name_or_path", "") or type(model).__name__, seq2seq=seq2seq, params=params,
+        fp32_kept_params=kept, untied_head_params=untied, largest_block_params=largest, root_params=root,
+        vocab=int(config.vocab_size), d_model=d, enc_layers=enc, dec_layers=dec, heads=heads, kv_heads=kv_heads,
+        head_dim=head_dim, d_ff=d_ff, ffn=ffn, fused_qkv=getattr(config, "model_type", "") == "gpt2",
+        attn=str(getattr(model.config, "_attn_implementation", None) or "eager"), dropout=dropout,
+        position_bias=getattr(config, "model_type", "") == "t5", logits_to_keep=keeps and not seq2seq)
+
+
+def model_shape(name_or_path: str, model_cfg: ModelConfig | None = None) -> tuple[ModelShape | None, str]:
+    """(shape, where it came from) of a model named as the config names it, or (None, why not)."""
+    from transformers import AutoConfig
+
+    if name_or_path == "tiny":
+        from coderl_ray.models.actor import tiny_actor_config
+
+        m = model_cfg or ModelConfig()
+        # The tokenizer trained for the tiny model has at most tokenizer_vocab_size tokens (an upper bound).
+        return shape_from_config(tiny_actor_config(m, m.tokenizer_vocab_size), "tiny"), "model.* (tiny)"
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        from coderl_ray.models.actor import resolve_model_path
+
+        try:
+            folder = resolve_model_path(path)
+            return shape_from_config(AutoConfig.from_pretrained(folder), name_or_path), f"{folder}/config.json"
+        except (OSError, ValueError) as exc:
+            return None, f"{path}: {exc}"
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+        return shape_from_config(config, name_or_path), "the Hugging Face cache"
+    except (OSError, ValueError):
+        pass
+    if name_or_path in KNOWN_MODELS:
+        from transformers import CONFIG_MAPPING
+
+        fields = dict(KNOWN_MODELS[name_or_path])
+        config = CONFIG_MAPPING[fields.pop("model_type")](**fields)
+        return shape_from_config(config, name_or_path), "coderl_ray.plan.KNOWN_MODELS"
+    return None, (f"{name_or_path} is neither a local folder, nor in the Hugging Face cache, nor in "
+                  "coderl_ray.plan.KNOWN_MODELS: download it once, or point the key at a local copy")
+
+
+# --- memory models ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    """One worker's micro-batch and how it is trained."""
+
+    rows: int
+    prompt_tokens: int
+    program_tokens: int
+    autocast: bool  # bf16 autocast on GPU; False = fp32
+    parallel: str = "ddp"
+    workers: int = 1
+    checkpointing: bool = False
+    objective: str = "actor"  # "actor" (log-probabilities over the vocabulary) or "critic" (the error head)
+
+
+def _sublayer_bytes(s: ModelShape, a: int, ac: bool, drop: bool) -> dict[str, float]:
+    """Bytes saved for backward per token by each kind of sublayer (see the module docstring); ``a`` is the
+    activation dtype's size (2 under autocast, 4 in fp32), the residual stream and norms are fp32 either way."""
+    h, q, kv, ff = s.d_model, s.heads * s.head_dim, s.kv_heads * s.head_dim, s.d_ff
+    r = 4
+    cast = a if ac else 0  # an fp32 input cast to bf16 by autocast is a new tensor; in fp32 the input is shared
+    d = 1 if drop else 0  # a dropout mask, one byte per element
+    norm = 2 * r * h  # the sublayer's input (residual) and the normalised tensor
+    attn_out = a * q * (2 if s.attn == "sdpa" else 1)  # sdpa keeps its output, the out-projection its input copy
+    self_attn = norm + (1 if s.fused_qkv else 3) * cast * h + a * (q + 2 * kv) + attn_out + d * h
+    cross_q = norm + cast * h + a * q + attn_out + d * h  # per decoder token
+    cross_kv = 2 * cast * h + 2 * a * kv  # per encoder token, per decoder layer (k, v of the encoder output)
+    if s.ffn == "relu":  # T5: relu output, dropout, then `wo` casts its own copy
+        act = (a + d + a) * ff if ac else (4 + d * 5) * ff
+    elif s.ffn == "gelu":  # GPT-2's tanh GELU: its input, tanh output and two product operands, then c_proj's input
+        act = 5 * a * ff
+    else:  # gated (SwiGLU, gated-GELU): gate output, activation output, up output, product
+        act = (4 * a + d) * ff
+    ffn = norm + (2 if s.ffn == "gated" else 1) * cast * h + act + d * h
+    return {"self": self_attn, "cross_q": cross_q, "cross_kv": cross_kv, "ffn": ffn}
+
+
+def _score_bytes(s: ModelShape, a: int, ac: bool, drop: bool) -> float:
+    """Bytes saved per (query, key, head) by an attention: eager keeps the fp32 softmax, its bf16 copy and the
+    dropout mask; sdpa keeps nothing score-sized except T5's additive bias mask (bf16 after autocast's cast)."""
+    if s.attn == "sdpa":
+        return (a if ac else 4) if s.position_bias else 0.0
+    if drop:
+        return 4 + 1 + (a if ac else 4)
+    return 4 + (a if ac else 0)
+
+
+def training_memory(s: ModelShape, t: TrainShape) -> tuple[list[tuple[str, float]], float]:
+    """(items, the activations with checkpointing toggled) of one training worker, in bytes."""
+    a = 2 if t.autocast else 4
+    frozen = s.untied_head_params if t.objective == "critic" else 0
+    trainable = s.params - frozen
+    w = t.workers if t.parallel == "fsdp" else 1
+    items = [("weights fp32" + (f" (1/{w} shard)" if w > 1 else ""), 4 * s.params / w),
+             ("gradients fp32" + (" (sharded)" if w > 1 else ""), 4 * trainable / w),
+             ("AdamW moments fp32" + (" (sharded)" if w > 1 else ""), 8 * trainable / w)]
+    if t.parallel == "fsdp":
+        pb = 2 if t.autocast else 4
+        # The block being computed and the next one (prefetch), the root unit (embeddings, head) for the whole step,
+        # and one block's unsharded fp32 gradient while it is reduce-scattered.
+        items.append(("FSDP gathered blocks and root", pb * (2 * s.largest_block_params + s.root_params)
+                      + 4 * s.largest_block_params))
+    elif t.autocast:
+        items.append(("autocast bf16 weight copies", 2 * s.params))
+    act, act_other = _activations(s, t, a, t.checkpointing), _activations(s, t, a, not t.checkpointing)
+    items.append(("activations" + (" (checkpointed)" if t.checkpointing else ""), act))
+    return items, act_other
+
+
+def _activations(s: ModelShape, t: TrainShape, a: int, checkpointing: bool) -> float:
+    drop = s.dropout
+    sub = _sublayer_bytes(s, a, t.autocast, drop)
+    score = _score_bytes(s, a, t.autocast, drop)
+    m, S, T = t.rows, t.prompt_tokens, t.program_tokens
+    if s.seq2seq:
+        enc_tokens, dec_tokens = m * S, m * T
+        enc_layer = enc_tokens * (sub["self"] + sub["ffn"]) + m * s.heads * S * S * score
+        # T5's decoder self-attention mask is [1, heads, T, T] (no padding mask on the decoder): shared by rows.
+        self_score = score if not (s.attn == "sdpa" and s.position_bias) else 0.0
+        dec_layer = (dec_tokens * (sub["self"] + sub["cross_q"] + sub["ffn"]) + enc_tokens * sub["cross_kv"]
+                     + m * s.heads * (T * T * self_score + T * S * score))
+        layers = [(s.enc_layers, enc_layer, enc_tokens), (s.dec_layers, dec_layer, dec_tokens)]
+        embed = (enc_tokens + dec_tokens) * (4 + (1 if drop else 0)) * s.d_model
+        final = 2 * 4 * (enc_tokens + dec_tokens) * s.d_model
+        shared = 4 * s.heads * (S * S + T * T)  # the position biases, computed once
+        scored = dec_tokens
+    else:
+        L = S + T
+        tokens = m * L
+        layer = tokens * (sub["self"] + sub["ffn"]) + m * s.heads * L * L * score
+        layers = [(s.dec_layers, layer, tokens)]
+        embed = tokens * (4 + (1 if drop else 0)) * s.d_model
+        final = 2 * 4 * tokens * s.d_model
+        shared = m * L * L  # one boolean causal + padding mask for every layer
+        scored = m * (T + 1) if s.logits_to_keep else tokens
+    if checkpointing:
+        # Each block keeps only its input; one block's activations come back while it is recomputed.
+        body = sum(n * 4 * tok * s.d_model for n, _, tok in layers) + max(per for _, per, _ in layers)
+    else:
+        body = sum(n * per for n, per, _ in layers)
+    if t.objective == "actor":
+        # fp32 log-softmax over the vocabulary (kept), then in backward the dense gradient of the gather, the
+        # log-softmax's input gradient and its bf16 cast, all alive at once (+ the tempered copy in forward).
+        head = scored * s.vocab * (12 + (2 if t.autocast else 0)) + scored * a * s.d_model
+    else:
+        head = scored * a * s.d_model
+    return body + embed + final + shared + head
+
+
+def generation_memory(s: ModelShape, *, prompts: int, samples: int, greedy: bool, max_rows: int,
+                      prompt_tokens: int, new_tokens: int, bf16: bool, decoder: str,
+                      kept_shapes: bool = True) -> tuple[list, int]:
+    """(items, rows of the largest decoder call) of one generator worker, in bytes.
+
+    ``kept_shapes``: count the second call shape the static decoder keeps allocated (its two most recent
+    workspaces); False gives one call alone."""
+    from coderl_ray.rollout.generator import plan_chunks
+
+    c = 2 if bf16 else 4
+    S = _round_up(prompt_tokens, STATIC_PROMPT_BUCKET) if decoder == "static" else prompt_tokens
+    shapes = sorted({ch.rows for ch in plan_chunks(prompts, samples, max_rows)}, reverse=True)
+    greedy_rows = max((ch.rows for ch in plan_chunks(prompts, 1, max_rows)), default=0) if greedy else 0
+    largest = max(shapes + [greedy_rows] or [0])
+    kv = s.kv_heads * s.head_dim
+    self_len = new_tokens if s.seq2seq else S + new_tokens
+    per_row = s.dec_layers * 2 * kv * self_len * c
+    per_row += s.dec_layers * 2 * kv * S * c if s.seq2seq else 0  # cross-attention keys and values
+    per_row += S * s.d_model * c if s.seq2seq else (S + new_tokens) * 8  # encoder states / the static mask
+    per_row += new_tokens * 8  # the generated ids
+    weights = c * (s.params - s.fp32_kept_params) + 4 * s.fp32_kept_params
+    items = [(f"weights {'bf16' if bf16 else 'fp32'}", weights),
+             (f"attention caches of one call ({largest} rows x {per_row / 2**20:.1f} MiB)", largest * per_row)]
+    if decoder == "static" and kept_shapes:
+        # The static decoder keeps its two most recent call shapes allocated: sampled rows and greedy baselines, two
+        # chunk shapes of a batch, or (without greedy calls) the same rows in the next batch's prompt bucket.
+        others = (shapes[1:2] or []) + ([greedy_rows] if greedy else [])
+        second = max(others) if others else largest
+        items.append((f"second kept call shape ({second} rows)", second * per_row))
+    # Transients, one at a time: a decode step's logits (model dtype and fp32) with top-p's sort (values, int64
+    # order), softmax, cumsum and masks and the keyed race's int64 hashes: ~40 bytes per vocabulary entry and row;
+    # or the encoder over the batch's prompts (seq2seq) / the prefill's widest layer (causal), T5's fp32 bias mask
+    # included.
+    step = largest * s.vocab * (c + 40)
+    if decoder == "hf":
+        step += largest * 2 * kv * self_len * c  # the dynamic cache grows by concatenation: one layer's copy
+    # A layer's widest moment in inference: the residual stream, norm, q/k/v and attention output (~6 x d_model),
+    # and ~4 FFN-wide tensors (GPT-2's tanh GELU, SwiGLU's gate, up, activation and product; T5's relu and casts).
+    width = (6 * s.d_model + 4 * s.d_ff) * c
+    if s.seq2seq:
+        # generate() encodes before it allocates any cache; the static decoder's workspace exists already.
+        first = prompts * S * width + (prompts * s.heads * S * S * 4 if s.position_bias else 0)
+        first = first if decoder == "static" else 0
+    else:
+        first = largest * S * width
+    items.append(("largest transient: " + ("a decode step's logits and sampling" if step >= first else
+                                           "encoder pass" if s.seq2seq else "prefill"), max(step, first)))
+    return items, largest
+
+
+def forward_memory(s: ModelShape, *, rows: int, prompt_tokens: int, program_tokens: int, autocast: bool,
+                   logprobs: bool) -> list[tuple[str, float]]:
+    """One no-grad forward of ``rows`` (prompt, program) pairs: the critic scorer, or the old log-probabilities."""
+    a = 2 if autocast else 4
+    m, S, T = rows, prompt_tokens, program_tokens
+    tokens = m * (S + T)
+    # Layer by layer nothing is kept: the residual stream plus one layer's intermediates at a time.
+    layer = tokens * ((4 + a) * s.d_model + a * (s.heads + 2 * s.kv_heads) * s.head_dim + 4 * a * s.d_ff)
+    if s.position_bias:
+        layer += m * s.heads * max(S * S, T * S) * (4 + a)  # T5's fp32 bias mask and its bf16 cast
+    elif s.attn == "eager":
+        layer += m * s.heads * (S + T) ** 2 * (4 + a)
+    items = [("weights fp32", 4 * s.params)]
+    if autocast:
+        items.append(("autocast bf16 weight copies", 2 * s.params))
+    items.append(("activations, one layer at a time", layer + tokens * 4 * s.d_model))
+    if logprobs:
+        scored = m * (T + 1) if (s.logits_to_keep or s.seq2seq) else tokens
+        items.append(("logits: bf16, fp32, log-softmax", scored * s.vocab * (a + 8)))
+    return items
+
+
+# --- the plan of a config --------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageEstimate:
+    stage: str
+    workers: str  # e.g. "8 Ray Train workers x {CPU: 8, GPU: 1}"
+    device: str  # "GPU" or "CPU"
+    budget: float | None  # bytes one worker may use on its GPU share (None on CPU: not checked)
+    items: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)  # keys (with a value where one can be computed) that would fit
+
+    @property
+    def peak(self) -> float:
+        return sum(b for _, b in self.items)
+
+    @property
+    def fits(self) -> bool:
+        return self.budget is None or self.peak <= self.budget
+
+
+@dataclass
+class Plan:
+    stages: list[StageEstimate]
+    warnings: list[str]
+
+    @property
+    def failing(self) -> list[StageEstimate]:
+        return [s for s in self.stages if not s.fits]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return n if multiple <= 1 else -(-n // multiple) * multiple
+
+
+def _budget(cfg: PipelineConfig, share: float) -> float:
+    return cfg.plan.gpu_memory_gb * min(share, 1.0) * (1 - cfg.plan.headroom) * GiB
+
+
+def _train_rows(cfg: PipelineConfig, batch_size: int, S: int, T: int) -> int:
+    t = cfg.train
+    rows = max(1, batch_size // t.num_workers)
+    if t.micro_batch_size_per_worker:
+        rows = min(rows, t.micro_batch_size_per_worker)
+    if t.max_tokens_per_micro_batch:
+        rows = min(rows, max(1, t.max_tokens_per_micro_batch // (S + T)))
+    return rows
+
+
+def _largest(fits, upper: int) -> int:
+    """The largest n in 1..upper with fits(n), or 0 (fits is monotone: smaller never needs more memory)."""
+    if upper < 1 or not fits(1):
+        return 0
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: int, T: int,
+                 objective: str) -> StageEstimate:
+    t = cfg.train
+    S = _round_up(cfg.model.max_source_tokens, t.pad_to_multiple_of)
+    T = _round_up(T, t.pad_to_multiple_of)
+    gpu = t.use_gpu
+    res = f"{{CPU: {t.cpus_per_worker}{', GPU: 1' if gpu else ''}}}"
+    est = StageEstimate(name, f"{t.num_workers} Ray Train worker(s) x {res}, {t.parallel}", "GPU" if gpu else "CPU",
+                        _budget(cfg, 1.0) if gpu else None)
+
+    def shape_for(rows: int, ckpt: bool = t.gradient_checkpointing, parallel: str = t.parallel,
+                  workers: int = t.num_workers) -> TrainShape:
+        return TrainShape(rows=rows, prompt_tokens=S, program_tokens=T, autocast=gpu and t.precision == "bf16",
+                          parallel=parallel, workers=workers, checkpointing=ckpt, objective=objective)
+
+    rows = _train_rows(cfg, batch_size, S, T)
+    est.items, other = training_memory(shape, shape_for(rows))
+    est.notes.append(f"{rows} row(s) per micro-batch of {S} + {T} tokens ({shape.name}, {shape.params / 1e6:,.0f}M "
+                     f"parameters, {shape.attn} attention); activations "
+                     f"{'without' if t.gradient_checkpointing else 'with'} checkpointing: {other / GiB:.1f} GiB")
+    if est.budget is not None and not est.fits:
+        def peak(ts: TrainShape) -> float:
+            return sum(b for _, b in training_memory(shape, ts)[0])
+
+        fit_rows = _largest(lambda r: peak(shape_for(r)) <= est.budget, rows)
+        if fit_rows:
+            est.fixes.append(f"train.max_tokens_per_micro_batch={fit_rows * (S + T)} ({fit_rows} row(s) of "
+                             f"{S} + {T} tokens)")
+        if not t.gradient_checkpointing and peak(shape_for(rows, True)) <= est.budget:
+            est.fixes.append("train.gradient_checkpointing=true")
+        if t.parallel == "ddp" and t.num_workers > 1 and peak(shape_for(1, True, "fsdp")) <= est.budget:
+            est.fixes.append("train.parallel=fsdp")
+        est.fixes += ["model.max_source_tokens / model.max_target_tokens", "plan.gpu_memory_gb (if the GPUs have "
+                      "more memory)"]
+    return est
+
+
+def _pool(cfg: PipelineConfig) -> tuple[str, bool, float]:
+    r = cfg.rollout
+    gpu = r.gpus_per_worker > 0
+    res = f"{{CPU: {r.cpus_per_worker:g}{f', GPU: {r.gpus_per_worker:g}' if gpu else ''}}}"
+    return f"{r.num_workers} actor(s) x {res}", gpu, r.gpus_per_worker
+
+
+def _generation_stage(cfg: PipelineConfig, name: str, shape: ModelShape, samples: int, greedy: bool,
+                      execution: str) -> StageEstimate:
+    r = cfg.rollout
+    pool, gpu, share = _pool(cfg)
+    est = StageEstimate(name, f"generators: {pool}; {execution}", "GPU" if gpu else "CPU",
+                        _budget(cfg, share) if gpu else None)
+
+    def items(max_rows: int):
+        return generation_memory(shape, prompts=r.batch_size_per_worker, samples=samples, greedy=greedy,
+                                 max_rows=max_rows, prompt_tokens=cfg.model.max_source_tokens,
+                                 new_tokens=r.max_new_tokens, bf16=gpu, decoder=r.decoder)
+
+    est.items, largest = items(r.max_rows_per_generate)
+    est.notes.append(f"{r.batch_size_per_worker} prompts x {samples} samples{' + greedy' if greedy else ''} per "
+                     f"batch, largest decoder call {largest} rows of {cfg.model.max_source_tokens} + "
+                     f"{r.max_new_tokens} tokens ({r.decoder} decoder)")
+    if est.budget is not None and not est.fits:
+        fit = _largest(lambda n: sum(b for _, b in items(n)[0]) <= est.budget, largest)
+        if fit:
+            # The largest call that budget allows is what to configure (any value up to `fit` chunks alike).
+            est.fixes.append(f"rollout.max_rows_per_generate={items(fit)[1]}")
+        est.fixes += ["rollout.max_new_tokens", "rollout.gpus_per_worker (a larger GPU share)",
+                      "plan.gpu_memory_gb (if the GPUs have more memory)"]
+    return est
+
+
+def _forward_stage(cfg: PipelineConfig, name: str, shape: ModelShape, logprobs: bool, what: str) -> StageEstimate:
+    r = cfg.rollout
+    pool, gpu, share = _pool(cfg)
+    est = StageEstimate(name, f"{what}: {pool}", "GPU" if gpu else "CPU", _budget(cfg, share) if gpu else None)
+    autocast = gpu and cfg.train.precision == "bf16"
+    T = max(r.max_new_tokens, cfg.model.max_target_tokens)
+
+    def items(rows: int):
+        return forward_memory(shape, rows=rows, prompt_tokens=cfg.model.max_source_tokens, program_tokens=T,
+                              autocast=autocast, logprobs=logprobs)
+
+    est.items = items(r.score_batch_size)
+    est.notes.append(f"{r.score_batch_size} rows of {cfg.model.max_source_tokens} + {T} tokens ({shape.name})")
+    if est.budget is not None and not est.fits:
+        fit = _largest(lambda n: sum(b for _, b in items(n)) <= est.budget, r.score_batch_size)
+        if fit:
+            est.fixes.append(f"rollout.score_batch_size={fit}")
+        est.fixes += ["rollout.gpus_per_worker (a larger GPU share)", "plan.gpu_memory_gb"]
+    return est
+
+
+def _execution(cfg: PipelineConfig) -> str:
+    s = cfg.sandbox
+    res = f"{{CPU: {s.cpus_per_task:g}{f', {s.resource}: 1' if s.resource else ''}}}"
+    size = str(s.max_tasks_in_flight) if s.max_tasks_in_flight else \
+        f"one per unit of '{s.resource or 'CPU'}' in the cluster"
+    return f"sandbox executors: {size} x {res}"
+
+
+def make_plan(cfg: PipelineConfig) -> Plan:
+    """The plan of ``cfg``: one estimate per stage, in pipeline order (pure: reads configs, allocates nothing)."""
+    warnings: list[str] = []
+    actor, where = model_shape(cfg.model.name_or_path, cfg.model)
+    if actor is None:
+        warnings.append(f"model.name_or_path: memory not estimated: {where}")
+    critic_name = cfg.model.name_or_path if cfg.critic.backbone == "actor" else cfg.critic.backbone
+    critic, where_c = (actor, where) if cfg.critic.backbone == "actor" else model_shape(critic_name, cfg.model)
+    if critic is None:
+        warnings.append(f"critic.backbone: memory not estimated: {where_c}")
+    stages: list[StageEstimate] = []
+    execution = _execution(cfg)
+
+    def add(name: str, build, shape):
+        if shape is None:
+            return
+        stages.append(build(shape))
+
+    add("sft", lambda s: _train_stage(cfg, "sft", s, cfg.sft.batch_size, cfg.model.max_target_tokens, "actor"),
+        actor)
+    if cfg.rl.rounds > 0:
+        add("rollout", lambda s: _generation_stage(cfg, "rollout", s, cfg.rollout.num_samples, True, execution),
+            actor)
+        add("critic", lambda s: _train_stage(cfg, "critic", s, cfg.critic.batch_size,
+                                             max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens),
+                                             "critic"), critic)
+        add("score", lambda s: _forward_stage(cfg, "score", s, False, "critic scorers"), critic)
+        add("rl", lambda s: _train_stage(cfg, "rl", s, cfg.rl.batch_size,
+                                         max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens), "actor"),
+            actor)
+        if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
+            add("rl/old_logprobs", lambda s: _forward_stage(cfg, "rl/old_logprobs", s, True,
+                                                            "old log-probability pass"), actor)
+    add("eval", lambda s: _generation_stage(cfg, "eval", s, cfg.eval.num_samples, False, execution), actor)
+    return Plan(stages, warnings)
+
+
+def _size(n: float) -> str:
+    return f"{n / GiB:8.2f} GiB" if n >= GiB / 10 else f"{n / 2**20:8.1f} MiB"
+
+
+def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
+    gpu = f"{cfg.plan.gpu_memory_gb:g} GiB per GPU, {cfg.plan.headroom:.0%} kept free"
+    lines = [f"Plan ({gpu}; estimates are worst case: every row at the configured maximum lengths)"]
+    for w in plan.warnings:
+        lines.append(f"  warning: {w}")
+    for st in plan.stages:
+        verdict = f"on CPU, not checked: ~{_size(st.peak).strip()} per worker" if st.budget is None else \
+            f"{'fits' if st.fits else 'DOES NOT FIT'}: {st.peak / GiB:.1f} of {st.budget / GiB:.1f} GiB"
+        lines.append(f"\n{st.stage:16s} {verdict}")
+        lines.append(f"  requests: {st.workers}")
+        for note in st.notes:
+            lines.append(f"  {note}")
+        for name, b in st.items:
+            lines.append(f"    {_size(b)}  {name}")
+        if st.fixes:
+            lines.append("  to fit, change: " + "; ".join(st.fixes))
+    return "\n".join(lines)
+
+
+def check_plan(cfg: PipelineConfig, echo=print) -> Plan:
+    """Make the plan and raise :class:`PlanError` (naming the stages and keys) when a stage does not fit, unless
+    ``plan.check`` is off (then it only warns)."""
+    plan = make_plan(cfg)
+    bad = plan.failing
+    for w in plan.warnings:
+        echo(f"plan: warning: {w}")
+    if not bad:
+        return plan
+    summary = "; ".join(f"{s.stage} needs ~{s.peak / GiB:.1f} GiB of {s.budget / GiB:.1f} "
+                        f"({', '.join(s.fixes[:2]) or 'no key helps'})" for s in bad)
+    message = (f"{len(bad)} stage(s) do not fit in plan.gpu_memory_gb={cfg.plan.gpu_memory_gb:g} GiB: {summary}. "
+               "`coderl-ray plan --config ...` shows the estimate item by item; plan.check=false runs anyway.")
+    if cfg.plan.check:
+        raise PlanError(message)
+    echo(f"plan: warning: {message}")
+    return plan
+
