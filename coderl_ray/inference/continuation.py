@@ -54,25 +54,30 @@ def _finish(prefix: Sequence[int], continuation: list[int], eos: int, max_tokens
     return (list(prefix) + continuation)[:max_tokens]
 
 
-@torch.no_grad()
-def _generate_group(model, tokenizer, seq2seq: bool, sources: list[list[int]], prefixes: list[list[int]],
-                    settings: GenerationSettings, device) -> list[list[int]]:
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    new = settings.max_new_tokens - min(len(p) for p in prefixes)
-    kwargs = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0,
-                  max_new_tokens=max(new, 1), pad_token_id=pad, eos_token_id=eos)
-    if seq2seq:
+def batch_inputs(model, tokenizer, sources: list[list[int]], prefixes: list[list[int]],
+                 device=None) -> tuple[dict[str, torch.Tensor], int]:
+    """``model.generate`` inputs for rows of (source ids, prefix ids), and the width after which new tokens start."""
+    pad = tokenizer.pad_token_id
+    if getattr(model.config, "is_encoder_decoder", False):
         input_ids, mask = _left_pad(sources, pad, device)
         start = model.config.decoder_start_token_id
         decoder_ids, decoder_mask = _left_pad([[start] + p for p in prefixes], pad, device)
-        out = model.generate(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_ids,
-                             decoder_attention_mask=decoder_mask, **kwargs)
-        width = decoder_ids.shape[1]
-    else:
-        input_ids, mask = _left_pad([s + p for s, p in zip(sources, prefixes)], pad, device)
-        out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-        width = input_ids.shape[1]
-    return [_finish(p, row[width:], eos, settings.max_new_tokens) for p, row in zip(prefixes, out.tolist())]
+        return {"input_ids": input_ids, "attention_mask": mask, "decoder_input_ids": decoder_ids,
+                "decoder_attention_mask": decoder_mask}, decoder_ids.shape[1]
+    input_ids, mask = _left_pad([s + p for s, p in zip(sources, prefixes)], pad, device)
+    return {"input_ids": input_ids, "attention_mask": mask}, input_ids.shape[1]
+
+
+@torch.no_grad()
+def _generate_group(model, tokenizer, sources: list[list[int]], prefixes: list[list[int]],
+                    settings: GenerationSettings, device) -> list[list[int]]:
+    new = settings.max_new_tokens - min(len(p) for p in prefixes)
+    inputs, width = batch_inputs(model, tokenizer, sources, prefixes, device)
+    out = model.generate(**inputs, do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0,
+                         max_new_tokens=max(new, 1), pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    return [_finish(p, row[width:], tokenizer.eos_token_id, settings.max_new_tokens)
+            for p, row in zip(prefixes, out.tolist())]
 
 
 def generate_rows(model, tokenizer, sources: list[list[int]], prefixes: list[list[int]],
@@ -93,7 +98,7 @@ def generate_rows(model, tokenizer, sources: list[list[int]], prefixes: list[lis
             while stop > start + 1 and len(prefixes[order[stop - 1]]) != length:
                 stop -= 1
         idx = order[start:stop]
-        rows = _generate_group(model, tokenizer, seq2seq, [sources[i] for i in idx], [prefixes[i] for i in idx],
+        rows = _generate_group(model, tokenizer, [sources[i] for i in idx], [prefixes[i] for i in idx],
                                settings, device)
         for i, row in zip(idx, rows):
             out[i] = row
