@@ -33,7 +33,10 @@ def _model_folder(path: str | Path, label: str) -> str:
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"{label} {folder}: no such folder")
-    return resolve_model_path(folder)  # FileNotFoundError naming the folder when it holds no model
+    try:
+        return resolve_model_path(folder)
+    except FileNotFoundError as exc:  # "<folder> holds no model: expected ..."
+        raise FileNotFoundError(f"{label} {exc}") from None
 
 
 def check_generator(path: str | Path, label: str) -> str:

@@ -51,7 +51,7 @@ def _finish(prefix: Sequence[int], continuation: list[int], eos: int, max_tokens
     # Rows that finished early are padded after their EOS; a pad before any EOS was generated and is kept.
     if eos in continuation:
         continuation = continuation[: continuation.index(eos) + 1]
-    return (list(prefix) + continuation)[:max_tokens]
+    return list(prefix) + continuation[: max(max_tokens - len(prefix), 0)]
 
 
 def batch_inputs(model, tokenizer, sources: list[list[int]], prefixes: list[list[int]],
