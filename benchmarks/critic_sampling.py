@@ -111,8 +111,8 @@ def format_table(table: dict, submissions: list[int], budget: int, problems: int
              "mean ± std over seeds (%)",
              f"{'strategy':<15}" + "".join(f"{k:>16}" for k in keys) + f"{'wall s':>14}"]
     for name, row in table.items():
-        lines.append(f"{name:<15}" + "".join(f"{100 * row[k]['mean']:>9.1f} ± {100 * row[k]['std']:<4.1f}"
-                                             for k in keys) + f"{row['wall_s']['mean']:>10.1f} ± {row['wall_s']['std']:<4.1f}")
+        cells = "".join(f"{100 * row[k]['mean']:>9.1f} ± {100 * row[k]['std']:<4.1f}" for k in keys)
+        lines.append(f"{name:<15}{cells}{row['wall_s']['mean']:>10.1f} ± {row['wall_s']['std']:<4.1f}")
     base = table.get("filter+critic")
     for name in ("cs-refine", "cs-repair"):
         if name in table and base and base["1@k"]["mean"] > 0:

@@ -1,4 +1,5 @@
-"""Critic sampling's inputs, checked before any work: model folders of the right kind, one tokenizer, problems with tests.
+"""Critic sampling's inputs, checked before any work: model folders of the right kind, one tokenizer, problems with
+tests.
 
 Each error names the flag (or pipeline folder) it is about. Only configs and tokenizers are loaded here, no weights.
 """
