@@ -112,6 +112,7 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
             continue
         start = time.perf_counter()
         if cs_pass == 0 and first_pass_from is not None:
+            _check_plain_run(Path(first_pass_from), run_settings(cfg, problems, actor, critic, repair, seed))
             _copy_first_pass(Path(first_pass_from), problems, n, dest)
             _check_pass(out, cs_pass, problems, n)
             log(f"    critic sampling pass 0: {n} programs per problem taken from {first_pass_from}")
@@ -143,6 +144,20 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
 
     write_cs_report(metrics, out / "report", title=f"Critic sampling ({'plain' if cfg.cs.passes == 1 else 'CS'})")
     return metrics
+
+
+# What must agree for a plain run's programs to be this run's pass 0.
+_SHARED_SETTINGS = ("temperature", "top_p", "max_new_tokens", "max_source_tokens", "actor", "critic", "problems")
+
+
+def _check_plain_run(plain: Path, settings: dict[str, Any]) -> None:
+    path = plain / SETTINGS_FILE
+    other = json.loads(path.read_text()) if path.is_file() else {}
+    if other.get("passes") != 1:
+        raise FileNotFoundError(f"{plain}: not the output folder of a plain run (cs.passes=1)")
+    differ = [k for k in _SHARED_SETTINGS if other.get(k) != settings[k]]
+    if differ:
+        raise ConfigError(f"{plain}: its programs cannot be this run's pass 0: {', '.join(differ)} differ")
 
 
 def _copy_first_pass(plain: Path, problems: list[dict[str, Any]], n: int, dest: Path) -> None:
