@@ -81,6 +81,7 @@ def _plot_cs(ax, info: dict[str, Any]) -> None:
                [100 * info["strategies"][n]["all"][key] for n in names], 0.4, label=key)
     ax.set_xticks([j + 0.2 for j in range(len(names))], [CS_LABELS.get(n, n) for n in names], fontsize="small")
     ax.set_ylabel("% of test problems")
+    ax.set_ylim(bottom=0)
     ax.set_title(f"{info['phase']}: k = {info['budget']} programs per problem")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()

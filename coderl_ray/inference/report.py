@@ -63,6 +63,7 @@ def plot(metrics: dict[str, Any], path: Path) -> None:
     ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(names))],
                   [LABELS.get(s, s) for s in names], fontsize="small")
     ax.set_ylabel("% of problems")
+    ax.set_ylim(bottom=0)
     ax.set_title(f"Equal budget: k = {metrics['budget']} programs per problem")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()

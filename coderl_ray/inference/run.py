@@ -98,6 +98,7 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
     them again: the same distribution, one pipeline less, and CS is compared with the baseline on shared programs.
     Inputs are assumed checked (:func:`coderl_ray.inference.checks.check_inputs`).
     """
+    from coderl_ray.inference.report import write_cs_report
     from coderl_ray.inference.stage import judge_dataset, pass_dataset
     from coderl_ray.rl.replay_buffer import write_parquet_atomic
 
@@ -140,8 +141,6 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
                **strategy_metrics(problems, programs, cfg.cs.submissions, strategies),
                "diagnostics": diagnostics(problems, programs), "wall_s": wall}
     _write_outputs(out, problems, programs, max(cfg.cs.submissions))
-    from coderl_ray.inference.report import write_cs_report
-
     write_cs_report(metrics, out / "report", title=f"Critic sampling ({'plain' if cfg.cs.passes == 1 else 'CS'})")
     return metrics
 

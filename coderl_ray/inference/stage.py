@@ -150,5 +150,5 @@ def judge_dataset(cfg: PipelineConfig, pass_dirs: list[str], problems: list[dict
 
     from coderl_ray.execution import execute_samples
 
-    programs = ray.data.read_parquet(pass_dirs, columns=["problem_id", "sample_id", "code"])
+    programs = ray.data.read_parquet(pass_dirs).select_columns(["problem_id", "sample_id", "code"])
     return execute_samples(programs, problems, cfg.sandbox)
