@@ -22,6 +22,7 @@ COMMANDS = {
     "train-critic": ("train_critic", "train the critic on a replay buffer with Ray Train"),
     "score": ("score", "score samples with the critic (token-level logits)"),
     "plan": ("plan", "per stage: the resources it requests and whether it fits in GPU memory (no GPU needed)"),
+    "critic-sample": ("critic_sample", "critic sampling at inference: refine / repair within a budget, n@k"),
 }
 
 

@@ -309,6 +309,53 @@ class PlanConfig:
 
 
 @dataclass
+class CSConfig:
+    """Critic sampling at inference (CodeRL Sec. 3.3; docs/inference.md).
+
+    Every problem gets exactly ``budget`` generated programs (the k of n@k), whatever happens to it: pass 0 samples
+    ``first_samples`` of them plainly, and each later pass generates an even share of the rest - refining the seeds of
+    programs that pass the example tests, else repairing the failed programs the critic rates best (with a repair
+    model), else sampling plainly. The generators are a pool of ``rollout.num_workers`` (``rollout.cpus_per_worker``
+    / ``gpus_per_worker`` each, ``rollout.batch_size_per_worker`` programs per generate() call, at most
+    ``rollout.max_new_tokens`` tokens per program); the critic scorers a pool of ``critic_num_workers``.
+    """
+
+    enabled: bool = True  # pipeline: critic sampling on the test split after the last round (needs rl.rounds >= 1)
+    budget: int = 10  # programs generated per problem (k of n@k), the same for every strategy compared
+    passes: int = 2  # generation passes; 1 = plain sampling of the whole budget, ranked (the filter+critic baseline)
+    first_samples: int = 5  # plain samples per problem in pass 0; the rest is split evenly over the later passes
+    seeds_top_k: int = 2  # refining: continue from the best seeds of a problem (one per program, highest value first)
+    repair_candidates: int = 2  # repairing: repair the failed programs of a problem the critic rates best
+    temperature: float = 0.6
+    top_p: float = 0.95
+    submissions: list[int] = field(default_factory=lambda: [1, 5])  # n of n@k: programs submitted per problem
+    baseline: bool = True  # pipeline: also plain sampling at the same budget (random / filter / filter+critic rows)
+    critic_batch_size: int = 64  # programs per critic forward pass
+    critic_num_workers: int = 1
+    critic_cpus_per_worker: float = 1.0
+    critic_gpus_per_worker: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.passes < 1 or self.first_samples < 1:
+            raise ConfigError("cs.passes and cs.first_samples must be >= 1")
+        if self.seeds_top_k < 1 or self.repair_candidates < 1:
+            raise ConfigError("cs.seeds_top_k and cs.repair_candidates must be >= 1")
+        need = self.budget if self.passes == 1 else self.first_samples + self.passes - 1
+        if self.budget < need or self.budget < 1:
+            raise ConfigError(f"cs.budget (--budget) {self.budget} is smaller than the passes need: "
+                              f"cs.first_samples={self.first_samples} programs in pass 0 plus at least one in each of "
+                              f"the {self.passes - 1} later passes = {need}")
+        bad = [n for n in self.submissions if n < 1 or n > self.budget]
+        if not self.submissions or bad:
+            raise ConfigError(f"cs.submissions (--submissions) {self.submissions} must be a non-empty list of n in "
+                              f"1..cs.budget ({self.budget})")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("cs.temperature must be > 0 and cs.top_p in (0, 1]")
+        if self.critic_num_workers < 1 or self.critic_batch_size < 1:
+            raise ConfigError("cs.critic_num_workers and cs.critic_batch_size must be >= 1")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of the pipeline needs."""
 
@@ -325,6 +372,7 @@ class PipelineConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    cs: CSConfig = field(default_factory=CSConfig)
 
 
 # --- loading ---------------------------------------------------------------------------------------------------

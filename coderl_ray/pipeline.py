@@ -1,6 +1,6 @@
 """The CodeRL pipeline, top to bottom, with a checkpoint after every stage.
 
-    SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate
+    SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate -> critic sampling (test)
 
 Every stage writes a folder under ``output_dir`` and is recorded in ``output_dir/state.json`` when it finishes; a
 rerun of the same command skips finished stages and resumes with the first unfinished one.
@@ -146,6 +146,10 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
         if cfg.eval.every_round or r == cfg.rl.rounds:
             evaluation(tag, actor)
 
+    if cfg.cs.enabled and critic is not None:
+        log.run("cs", lambda: stages.critic_sampling(cfg, test, actor, _cs_critic(cfg, models, critic),
+                                                     _cs_repair(cfg, models), evals / "cs", f"round_{cfg.rl.rounds}"))
+
     summary = write_summary(log.state, out / "report")
     print(summary["table"], flush=True)
     print(f"\nReport: {out / 'report' / 'summary.md'}", flush=True)
@@ -155,6 +159,15 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
 def _critic_backbone(cfg: PipelineConfig, models: Path) -> Path:
     # The paper starts the critic from a pretrained code LM; here the warm-started actor is the best code LM we have.
     return models / "actor_sft" if cfg.critic.backbone == "actor" else Path(cfg.critic.backbone)
+
+
+def _cs_critic(cfg: PipelineConfig, models: Path, last_critic: Path) -> Path:
+    # The paper samples with a binary critic; the pipeline trains one when critic.inference_classes is 2.
+    return models / "critic_binary" if getattr(cfg.critic, "inference_classes", 4) == 2 else last_critic
+
+
+def _cs_repair(cfg: PipelineConfig, models: Path) -> Path | None:
+    return models / "repair" if getattr(getattr(cfg, "repair", None), "enabled", False) else None
 
 
 def root_cause(exc: BaseException) -> str:

@@ -281,3 +281,45 @@ def compact_metrics(metrics: dict) -> dict:
     return {name: {**{f"pass@{k}": v for k, v in g["pass@k"].items()}, "problems": g["problems"],
                    "strict_accuracy": g["strict_accuracy"], "infra_errors": g["infra_errors"]}
             for name, g in groups.items()} | {"outcomes": metrics["overall"]["outcomes"]}
+
+
+# --- critic sampling (inference) -------------------------------------------------------------------------------
+
+
+def critic_sampling(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, critic_dir: Path,
+                    repair_dir: Path | None, out: Path, phase: str) -> dict:
+    """Critic sampling on the test split with the final actor, next to plain sampling at the same budget.
+
+    ``out/plain`` (``cs.baseline``): the budget sampled plainly, then picked at random, filtered by the example
+    tests, and filtered then ranked by the critic; ``out/cs``: critic sampling, whose pass 0 is the plain run's first
+    ``cs.first_samples`` programs per problem (so both are compared on shared programs). ``out/metrics.json``,
+    ``report.md`` and the PNG hold every strategy.
+    """
+    import dataclasses
+
+    from coderl_ray.inference.checks import check_inputs
+    from coderl_ray.inference.report import write_cs_report
+    from coderl_ray.inference.run import critic_sample
+
+    labels = {"actor": f"{phase} actor", "critic": "CS critic", "repair": "repair model"}
+    check_inputs(test, "the test split", actor_dir, critic_dir, repair_dir, labels)
+    seed = cfg.seed + 11
+    strategies, runs, plain_dir = {}, {}, None
+    if cfg.cs.baseline or cfg.cs.passes == 1:
+        plain_cfg = dataclasses.replace(cfg, cs=dataclasses.replace(cfg.cs, passes=1))
+        plain_dir = out / "plain"
+        runs["plain"] = critic_sample(plain_cfg, test, actor_dir, critic_dir, None, plain_dir, seed)
+        strategies.update(runs["plain"]["strategies"])
+    if cfg.cs.passes > 1:
+        runs["cs"] = critic_sample(cfg, test, actor_dir, critic_dir, repair_dir, out / "cs", seed,
+                                   first_pass_from=plain_dir)
+        strategies.update(runs["cs"]["strategies"])
+    main = runs.get("cs") or runs["plain"]
+    metrics = {**{k: v for k, v in main.items() if k != "per_problem"}, "strategies": strategies,
+               "wall_s": {name: run["wall_s"] for name, run in runs.items()}, "critic": str(critic_dir),
+               "repair_model": str(repair_dir or "")}
+    write_cs_report(metrics, out, title=f"Critic sampling after {phase}")
+    return {"phase": phase, "budget": cfg.cs.budget, "submissions": list(cfg.cs.submissions),
+            "repair": repair_dir is not None, "critic": Path(critic_dir).name,
+            "no_example_problems": main["diagnostics"]["problems_without_example_tests"],
+            "strategies": strategies}

@@ -1,4 +1,5 @@
-"""The pipeline's closing summary: pass@k per difficulty for every phase, critic accuracy, wall time per stage."""
+"""The pipeline's closing summary: pass@k per difficulty for every phase, critic sampling's n@k at equal budget,
+critic accuracy, wall time per stage."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def format_table(state: dict[str, Any]) -> str:
     line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
     out = ["pass@k on the test split (%)", line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
 
+    out += format_cs_table(state)
+
     critic = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items() if n.endswith("/score")]
     if critic:
         out.append("")
@@ -44,6 +47,46 @@ def format_table(state: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+CS_LABELS = {"random": "random pick", "filter": "filter", "filter+critic": "filter+critic", "cs": "CS"}
+
+
+def format_cs_table(state: dict[str, Any]) -> list[str]:
+    """Critic sampling's rows (stage ``cs``): every strategy at the same budget k, n@k and pass@k (any of the k)."""
+    info = state["stages"].get("cs", {}).get("info")
+    if not info:
+        return []
+    strategies = info["strategies"]
+    first = next(iter(strategies.values()))
+    groups = [g for g in DIFFICULTY_ORDER[:-1] if g in first]
+    ns = [f"{n}@k" for n in info["submissions"]]
+    head = ["strategy"] + [f"{g[:5]} 1@k" for g in groups] + [f"all {n}" for n in ns] + ["all pass@k"]
+    rows = [[f"{info['phase']} + {CS_LABELS.get(name, name)}"]
+            + [f"{100 * g.get(grp, {}).get('1@k', 0.0):.1f}" for grp in groups]
+            + [f"{100 * g['all'][key]:.1f}" for key in ns + ['pass@k']] for name, g in strategies.items()]
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    out = ["", f"critic sampling on the test split (%, k = {info['budget']} programs per problem, every strategy; "
+               "n@k: n of them submitted)", line(head),
+           line(["-" * w for w in widths])] + [line(r) for r in rows]
+    if info.get("no_example_problems"):
+        out.append(f"  ({info['no_example_problems']} problems have no example tests: ranked by the critic alone)")
+    return out
+
+
+def _plot_cs(ax, info: dict[str, Any]) -> None:
+    names = list(info["strategies"])
+    keys = ["1@k", "pass@k"]
+    for i, key in enumerate(keys):
+        ax.bar([j + 0.4 * i for j in range(len(names))],
+               [100 * info["strategies"][n]["all"][key] for n in names], 0.4, label=key)
+    ax.set_xticks([j + 0.2 for j in range(len(names))], [CS_LABELS.get(n, n) for n in names], fontsize="small")
+    ax.set_ylabel("% of test problems")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{info['phase']}: k = {info['budget']} programs per problem")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+
+
 def plot(state: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -51,7 +94,11 @@ def plot(state: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     phases = _phases(state)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    cs = state["stages"].get("cs", {}).get("info")
+    fig, axes = plt.subplots(1, 2 if cs else 1, figsize=(13 if cs else 7, 4), squeeze=False)
+    ax = axes[0][0]
+    if cs:
+        _plot_cs(axes[0][1], cs)
     for g in DIFFICULTY_ORDER:
         ys = [100 * m.get(g, {}).get("pass@1", float("nan")) for _, m in phases]
         ax.plot([p for p, _ in phases], ys, marker="o", label=g, linewidth=2.5 if g == "all" else 1.5)

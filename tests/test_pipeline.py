@@ -42,7 +42,7 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert "changed config keys: critic.backbone" in printed
     state = json.loads((out / "state.json").read_text())["stages"]
     assert list(state) == ["data", "init", "eval/untrained", "sft", "eval/sft", "round_1/rollout", "round_1/critic",
-                           "round_1/score", "round_1/rl", "eval/round_1"]
+                           "round_1/score", "round_1/rl", "eval/round_1", "cs"]
     assert {k: v["wall_s"] for k, v in state.items() if k in done} == {k: v["wall_s"] for k, v in done.items()}
 
     # Outputs of every stage.
@@ -62,8 +62,13 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert (report / "pass_at_k.png").is_file() and (report / "report.md").is_file()
     assert set(state["eval/round_1"]["info"]) >= {"all", "introductory", "interview", "competition"}
     assert "untrained" in summary["table"] and "round_1" in summary["table"]
+    # Critic sampling on the test split with the last actor and critic, next to plain sampling at the same budget.
+    cs = json.loads((out / "eval" / "cs" / "metrics.json").read_text())
+    assert set(cs["strategies"]) == {"random", "filter", "filter+critic", "cs"} and cs["budget"] == 3
+    assert pq.read_table(out / "eval" / "cs" / "cs" / "results.parquet").num_rows == 9 * 3
+    assert "round_1 + CS" in summary["table"] and "round_1 + filter+critic" in summary["table"]
     assert (out / "report" / "pass_at_1.png").stat().st_size > 1000
 
     # A third run has nothing left to do.
     run_pipeline(fixed)
-    assert "==> eval/round_1: finished in an earlier run, skipped" in capsys.readouterr().out
+    assert "==> cs: finished in an earlier run, skipped" in capsys.readouterr().out

@@ -1,0 +1,148 @@
+"""Critic sampling on Ray Data: one streaming pipeline per pass, and the hidden-test judgement of every program.
+
+    units -> generator actor pool (actor + repair model) -> sandbox pool (example tests) -> critic scorer pool
+
+A pass has no barrier inside: a unit's programs run on the examples while later units are still generating, and are
+scored as their verdicts arrive. Resources are declared here, where the stages are wired: the generators take
+``rollout.num_workers`` x ``rollout.cpus_per_worker`` / ``gpus_per_worker``, the sandbox pool ``sandbox.*``, the
+critic scorers ``cs.critic_num_workers`` x ``cs.critic_cpus_per_worker`` / ``critic_gpus_per_worker``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from coderl_ray.config import PipelineConfig
+from coderl_ray.inference.continuation import GenerationSettings
+from coderl_ray.inference.procedure import Request, best_prefix, has_example_tests, token_pass_probs
+
+REQUEST_TYPE = pa.struct([
+    ("problem_id", pa.string()), ("cs_pass", pa.int32()), ("first", pa.int32()), ("n", pa.int32()),
+    ("origin", pa.string()), ("source", pa.string()), ("prompt", pa.string()), ("seed_ids", pa.list_(pa.int32())),
+    ("parent_id", pa.string()),
+])
+UNIT_SCHEMA = pa.schema([("unit", pa.int32()), ("model", pa.string()), ("requests", pa.list_(REQUEST_TYPE))])
+SAMPLE_SCHEMA = pa.schema([
+    ("problem_id", pa.string()), ("sample_id", pa.string()), ("cs_pass", pa.int32()), ("origin", pa.string()),
+    ("parent_id", pa.string()), ("prefix_len", pa.int32()), ("code", pa.string()),
+    ("token_ids", pa.list_(pa.int32())), ("prompt_ids", pa.list_(pa.int32())),
+])
+# What the scorer makes of the sandbox's result columns: the verdict on the *example* tests, under its own name.
+EXAMPLE_COLUMNS = {"outcome": "example_outcome", "passed_tests": "example_passed_tests",
+                   "total_tests": "example_total_tests", "error": "example_error"}
+SCORE_FIELDS = (("critic_pass_prob", pa.float64()), ("seed_len", pa.int32()), ("seed_value", pa.float64()))
+
+
+def units_table(units: list[list[Request]]) -> pa.Table:
+    rows = [{"unit": i, "model": unit[0].model,
+             "requests": [{"problem_id": r.problem_id, "cs_pass": r.cs_pass, "first": r.first, "n": r.n,
+                           "origin": r.origin, "source": r.source, "prompt": r.prompt, "seed_ids": list(r.seed_ids),
+                           "parent_id": r.parent_id} for r in unit]} for i, unit in enumerate(units)]
+    return pa.Table.from_pylist(rows, schema=UNIT_SCHEMA)
+
+
+class GenerateUnits:
+    """``map_batches`` callable: holds the actor (and the repair model, when given) and turns units into samples.
+
+    The repair model lives beside the actor in each generator rather than in a pool of its own: repairs are a minority
+    of a pass's programs, and a pool of their own would hold its CPUs or GPU idle most of the pass.
+    """
+
+    def __init__(self, actor_dir: str, repair_dir: str, settings: GenerationSettings, seed: int):
+        from coderl_ray.rollout.generator import ProgramGenerator
+
+        self.generators = {"actor": ProgramGenerator(actor_dir, seed=seed)}
+        if repair_dir:
+            self.generators["repair"] = ProgramGenerator(repair_dir, seed=seed)
+        self.settings, self.seed = settings, seed
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from coderl_ray.inference.continuation import generate_unit
+
+        rows = []
+        for unit in batch.to_pylist():
+            rows += generate_unit(self.generators[unit["model"]], self.generators["actor"].tokenizer, unit,
+                                  self.settings, self.seed)
+        return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+
+
+class ScoreForSampling:
+    """``map_batches`` callable: the example-test verdict under ``example_*`` names (none for a problem without
+    example tests), the critic's "passed" probability of each program, and the program's seed (its best prefix)."""
+
+    def __init__(self, critic_dir: str, with_examples: frozenset[str]):
+        from transformers.utils import logging as hf_logging
+
+        from coderl_ray.models.critic import load_critic
+        from coderl_ray.models.device import inference_device
+        from coderl_ray.models.tokenizer import load_tokenizer
+
+        hf_logging.disable_progress_bar()
+        self.device = inference_device()
+        self.critic = load_critic(critic_dir).to(self.device).eval()
+        self.pad_id = load_tokenizer(critic_dir).pad_token_id
+        self.with_examples = with_examples
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from coderl_ray.models.critic import score_programs
+
+        rows = batch.to_pylist()
+        scores = score_programs(self.critic, rows, self.pad_id, self.device)
+        table = batch.drop_columns([c for c in ("test_results", "duration_s") if c in batch.column_names])
+        has = [r["problem_id"] in self.with_examples for r in rows]
+        for old, new in EXAMPLE_COLUMNS.items():
+            values = [v if h else None for v, h in zip(table.column(old).to_pylist(), has)]
+            i = table.column_names.index(old)
+            table = table.set_column(i, pa.field(new, table.schema.field(old).type), pa.array(
+                values, type=table.schema.field(old).type))
+        seeds = [best_prefix(token_pass_probs(s.token_logits)) for s in scores]
+        values = {"critic_pass_prob": [s.pass_prob for s in scores], "seed_len": [n for n, _ in seeds],
+                  "seed_value": [v if n else None for n, v in seeds]}
+        for name, type_ in SCORE_FIELDS:
+            table = table.append_column(pa.field(name, type_), pa.array(values[name], type=type_))
+        return table
+
+
+def pass_dataset(cfg: PipelineConfig, units: list[list[Request]], problems: list[dict[str, Any]], actor_dir: str,
+                 critic_dir: str, repair_dir: str | None, seed: int):
+    """The lazy Dataset of one pass: every unit's programs, run on the examples and scored."""
+    import ray
+
+    settings = GenerationSettings(temperature=cfg.cs.temperature, top_p=cfg.cs.top_p,
+                                  max_new_tokens=cfg.rollout.max_new_tokens,
+                                  max_source_tokens=cfg.model.max_source_tokens,
+                                  max_rows=cfg.rollout.batch_size_per_worker)
+    table = units_table(units)
+    # One block per unit, so the generators share a pass's units between them.
+    ds = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
+    samples = ds.map_batches(
+        GenerateUnits, fn_constructor_args=(str(actor_dir), str(repair_dir or ""), settings, seed),
+        batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_workers),
+        num_cpus=cfg.rollout.cpus_per_worker, num_gpus=cfg.rollout.gpus_per_worker)
+    return examine(cfg, samples, problems, critic_dir)
+
+
+def examine(cfg: PipelineConfig, samples, problems: list[dict[str, Any]], critic_dir: str):
+    """Samples (``SAMPLE_SCHEMA`` rows) -> the sandbox pool on the example tests -> the critic scorer pool (lazy)."""
+    import ray
+
+    from coderl_ray.execution import execute_samples
+
+    executed = execute_samples(samples, problems, cfg.sandbox, example_tests=True)
+    with_examples = frozenset(p["problem_id"] for p in problems if has_example_tests(p))
+    return executed.map_batches(
+        ScoreForSampling, fn_constructor_args=(str(critic_dir), with_examples), batch_size=cfg.cs.critic_batch_size,
+        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.cs.critic_num_workers),
+        num_cpus=cfg.cs.critic_cpus_per_worker, num_gpus=cfg.cs.critic_gpus_per_worker)
+
+
+def judge_dataset(cfg: PipelineConfig, pass_dirs: list[str], problems: list[dict[str, Any]]):
+    """Every program of every pass on the hidden tests (lazy): ids, code and the result columns."""
+    import ray
+
+    from coderl_ray.execution import execute_samples
+
+    programs = ray.data.read_parquet(pass_dirs).select_columns(["problem_id", "sample_id", "code"])
+    return execute_samples(programs, problems, cfg.sandbox)
