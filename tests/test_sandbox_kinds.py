@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import pytest
 
 from coderl_ray.records import Outcome
-from coderl_ray.sandbox import Sandbox, SandboxLimits, execute, execute_many
+from coderl_ray.sandbox import Sandbox, SandboxLimits, default_sandbox, execute, execute_many
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +136,27 @@ def test_interpreter_shutdown_semantics(sandbox):
         assert run(sandbox, problem, code).outcome is Outcome.PASSED, code
 
 
-def test_state_does_not_leak_between_tests_in_strict_mode(sandbox):
-    problem = stdio(["1\n", "1\n"], ["1\n", "1\n"])
-    code = ("import builtins\nbuiltins.counter = getattr(builtins, 'counter', 0) + int(input())\n"
-            "count = 0\ncount += 1\nprint(count)")
-    assert run(sandbox, problem, code).outcome is Outcome.PASSED
+@pytest.mark.parametrize("compare", ["strict", "apps"])
+def test_what_one_test_leaves_for_the_next(sandbox, compare):
+    # The tests of one program share one process, as APPS's harness runs them (docs/sandbox.md, "Tests of one
+    # program"): what a test stores on builtins, sys or an imported module, the next test sees. Its own globals are
+    # fresh in strict mode (a new __main__ per test); in apps mode code() is called again, so its locals are fresh
+    # and the module-level names of APPS's rewrite (imports) are shared.
+    problem = stdio(["a\n", "b\n", "c\n"], ["a 1 1 fresh\n", "b 2 2 fresh\n", "c 3 3 fresh\n"])
+    code = ("import builtins, sys, json\n"
+            "builtins.counter = getattr(builtins, 'counter', 0) + 1\n"
+            "sys.counter = getattr(sys, 'counter', 0) + 1\n"
+            "json.counter = getattr(json, 'counter', 0) + 1\n"
+            "mine = 'seen' if 'mine' in globals() else 'fresh'\n"
+            "assert builtins.counter == sys.counter == json.counter\n"
+            "print(input(), builtins.counter, sys.counter, mine)")
+    result = run(sandbox, problem, code, compare=compare)
+    assert result.test_results == [True, True, True], result.error
+    # A crash or timeout moves the remaining tests to a fresh process, which starts from the zygote's state again.
+    crash = code.replace("print(input()", "import os\nline = input()\nline == 'b' and os.abort()\nprint(line")
+    problem["tests"]["outputs"][2] = "c 1 1 fresh\n"
+    result = run(sandbox, problem, crash, compare=compare)
+    assert result.test_results == [True, None, True], result.error
 
 
 def test_program_time_limit(sandbox):
@@ -279,10 +294,11 @@ def test_execute_many_keeps_the_input_order():
 
 
 def test_module_level_execute_uses_a_shared_warm_sandbox():
-    start = time.monotonic()
     assert execute(ADD, ADD_OK, "a").outcome is Outcome.PASSED
+    box = default_sandbox()
+    zygotes = box.zygote_pids()
     assert execute(ADD, ADD_OK, "b").outcome is Outcome.PASSED
-    assert time.monotonic() > start  # two calls, one zygote (see default_sandbox)
+    assert default_sandbox() is box and box.zygote_pids() == zygotes and len(zygotes) == 1
 
 
 def test_programs_see_the_same_random_sequence_in_every_zygote():

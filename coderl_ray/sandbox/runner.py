@@ -20,6 +20,7 @@ plain data. How each test kind runs:
 from __future__ import annotations
 
 import json
+import logging
 import marshal
 import math
 import os
@@ -312,8 +313,10 @@ class Sandbox:
             return Zygote(self.requested_tier, self.sandbox_uid, flavor=flavor)
         try:
             return Zygote("namespace", self.sandbox_uid, flavor=flavor)
-        except TierUnavailable:
+        except TierUnavailable as exc:
             self.requested_tier = "process"  # decided once: the kernel will not change its mind
+            logging.getLogger(__name__).warning(
+                "sandbox: %s; using the process tier, which isolates less (docs/sandbox.md#isolation-tiers)", exc)
             return Zygote("process", self.sandbox_uid, flavor=flavor)
 
     def _restart(self, broken: Zygote | None) -> None:
