@@ -188,6 +188,19 @@ def test_call_outcomes(sandbox, compare):
     assert run(sandbox, CALL, "def add(a, b) return", compare=compare).outcome is Outcome.COMPILE_ERROR
 
 
+def test_a_timeout_while_loading_is_a_compile_error_only_in_apps(sandbox):
+    # APPS's harness loads a call-based program under its 4 s alarm and counts any exception there, the alarm's
+    # included, as a compile error (-2); strict mode calls it a timeout. The wall clock and the CPU limit alike.
+    sleeps = "import time\ntime.sleep(30)\ndef add(a, b):\n    return a + b"
+    spins = "while True:\n    pass\ndef add(a, b):\n    return a + b"
+    for code, limits in ((sleeps, {"timeout_s": 1.0}), (spins, {"timeout_s": 30.0, "cpu_s": 1.0})):
+        strict = run(sandbox, CALL, code, **limits)
+        assert strict.outcome is Outcome.TIMEOUT and "while loading" in strict.error, strict.error
+        apps = run(sandbox, CALL, code, compare="apps", **limits)
+        assert apps.outcome is Outcome.COMPILE_ERROR and apps.apps_result == -2, apps.error
+        assert "while loading" in apps.error
+
+
 def test_call_missing_function_is_a_compile_error_only_in_apps(sandbox):
     code = "def plus(a, b):\n    return a + b"
     assert run(sandbox, CALL, code).outcome is Outcome.RUNTIME_ERROR

@@ -672,9 +672,10 @@ def _next_test(go_fd: int, spec: dict):
     return spec["next"] - 1
 
 
-def _stdin_memfd(data: bytes) -> int:
+def _stdin_memfd(data: bytes) -> None:
     """A memfd holding one test's input, made fd 0. RLIMIT_FSIZE applies to memfds too: the soft limit is lifted to
-    the hard one (sized by the worker to the largest input) while writing."""
+    the hard one (sized by the worker to the largest input) while writing. If the previous test closed fd 0 (``with
+    open(0) as f``, ``os.close(0)``), the memfd is created as fd 0 itself and must stay open."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -689,8 +690,19 @@ def _stdin_memfd(data: bytes) -> int:
         if len(data) > soft:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     os.lseek(fd, 0, os.SEEK_SET)
-    os.dup2(fd, 0)
-    os.close(fd)
+    if fd != 0:
+        os.dup2(fd, 0)
+        os.close(fd)
+
+
+def _restore_fd(saved: int, fd: int) -> None:
+    """Point ``fd`` back at what the harness gave the program (a previous test may have closed or replaced it, e.g.
+    ``open(1, "w")`` closes fd 1 when the file object is collected). If the program closed the saved copy too, the
+    test runs with what is left and its output decides."""
+    try:
+        os.dup2(saved, fd)
+    except OSError:
+        pass
 
 
 def _text_stdio(fd: int, mode: str):
@@ -712,11 +724,17 @@ def _run_stdio(spec: dict) -> None:
     stdin is the test's input on fd 0 (a memfd), stdout a pipe the worker reads. Tests run one after the other in
     this process; the worker drains stdout when a test ends and starts a new process after a crash or timeout."""
     import atexit
+    import fcntl
+    import gc
     import threading
 
     code = _compile(spec)
     recursion_limit = sys.getrecursionlimit()
     streams = _FRESH_STREAMS.pop() if _FRESH_STREAMS else None
+    # Copies of stdout (the worker's pipe) and stderr, out of the program's way: each test gets them back as fds 1
+    # and 2 whatever the previous test did to them, as each test gets its own input as fd 0.
+    saved_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 10)
+    saved_err = fcntl.fcntl(2, fcntl.F_DUPFD_CLOEXEC, 10)
     spec["next"] = int(spec.get("start", 0))
     _send_raw(_READY)
     first = spec["next"]
@@ -726,7 +744,17 @@ def _run_stdio(spec: dict) -> None:
             break
         if i != first:  # the first test's CPU limit was set with the process's limits
             _arm_cpu_limit(spec.get("cpu_s"))
+            # Finalise what the previous test left behind before this test's fds exist: a file it opened on fd 0
+            # (``data = open(0)`` at module level, ``sys.stdin = open(0)``) closes its fd when collected, and a
+            # module's functions keep it in a reference cycle, so only a collection frees it at a known time.
+            sys.modules.pop("__main__", None)
+            sys.stdin = sys.__stdin__ = sys.stdout = sys.__stdout__ = sys.stderr = sys.__stderr__ = None
+            mod = None
+            gc.collect()
         _stdin_memfd(spec["inputs"][i])
+        if i != first:
+            _restore_fd(saved_out, 1)
+            _restore_fd(saved_err, 2)
         if streams is None:
             streams = (_text_stdio(0, "r"), _text_stdio(1, "w"), _text_stdio(2, "w"))
         sys.stdin = sys.__stdin__ = streams[0]
@@ -815,13 +843,19 @@ class _LazyMockOpen:
 
 
 def _run_stdio_apps(spec: dict) -> None:
-    """The APPS harness's execution of a standard-input program, case by case:
+    """The APPS harness's execution of a standard-input program (``run_test`` and ``call_method`` in hendrycks/apps
+    ``eval/testing_util.py``), case by case:
 
-    * the rewritten module (prelude + ``def code()``) is loaded once; any exception then is a compile error (-2);
-    * for each test, ``code()`` is called with ``sys.stdin = io.StringIO(input)`` (no ``.buffer``) and ``open()``
-      replaced by ``unittest.mock.mock_open`` over the input; the harness also patches ``readline``, ``readlines``
-      and ``read``, but stacked ``patch`` decorators are entered innermost first, so those patches land on the
-      harness's own stdin, not on the StringIO the program sees;
+    * the rewritten module (prelude + ``def code()``) is loaded once; any exception then is a compile error (-2). At
+      that time ``sys.stdin`` is the harness's own stdin, an empty stream (APPS runs each program in a
+      ``multiprocessing`` child, whose stdin is ``/dev/null``; CodeRL's background shell jobs read ``/dev/null``
+      too), so ``from sys import stdin`` and the rewrite's own ``stdin = sys.stdin`` bind that object;
+    * each test is one call of ``code()`` under APPS's five stacked ``unittest.mock.patch`` decorators. Stacked
+      decorators are entered innermost first: ``sys.stdin.read``, ``.readlines`` and ``.readline`` are patched on
+      the harness's own stdin (the object bound at import) - ``read()`` returns the input, ``readlines()`` its lines
+      *without* line ends, ``readline()`` the next line without its line end and ``StopIteration`` after the last
+      one - and only then is ``sys.stdin`` replaced by ``io.StringIO(input)`` (no ``.buffer``) and ``open()`` by
+      ``unittest.mock.mock_open`` over the input; all of it is undone after the call;
     * ``sys.stdout`` is a StringIO whose ``close`` takes one argument; only what reaches it counts;
     * ``SystemExit`` ends a test normally; any other exception is a runtime error (-1).
     """
@@ -832,6 +866,9 @@ def _run_stdio_apps(spec: dict) -> None:
     if spec.get("code_obj") is None:
         spec["source"] = apps_stdio_source(spec["code"])
     code = _compile(spec, "source")
+    # fd 0 is /dev/null here (the worker passes no stdin): the harness's own, empty stdin, as in APPS.
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)),
+                                                 encoding="utf-8")
     _send_raw(_COMPILED)
     mod = _new_module("tmp_sol")
     try:
@@ -853,21 +890,52 @@ def _run_stdio_apps(spec: dict) -> None:
         inputs = spec["inputs"][i].decode("utf-8", "surrogateescape")
         captured = io.StringIO()
         captured.close = lambda x: 1
-        sys.stdin = io.StringIO(inputs)
-        builtins.open = _LazyMockOpen(mock, inputs)
         sys.stdout = captured
         error = None
         try:
-            fn()
-        except SystemExit:
-            pass
+            _call_with_apps_patches(fn, inputs, builtins, mock, io)
         except BaseException as exc:
-            error = _format_exception(exc)
+            error = _format_exception(exc, skip=2)
         finally:
             sys.stdout, builtins.open = real_stdout, real_open
         text = captured.getvalue() if error is None else ""
         _send({"t": "end", "i": i, "code": 0, "error": error, "text": text[:cap], "truncated": len(text) > cap})
     os._exit(0)
+
+
+_MISSING = object()
+
+
+def _call_with_apps_patches(fn, inputs: str, builtins, mock, io) -> None:
+    """``call_method(fn, inputs)`` of APPS: its ``patch`` decorators entered in the order Python enters them
+    (innermost first) and undone in reverse. A patch that cannot be applied raises, as ``patch`` would."""
+    lines = iter(inputs.split("\n"))
+    target = sys.stdin  # resolved when the patches are entered: the harness's stdin (restored after every test)
+    patches = (("read", lambda *args: inputs), ("readlines", lambda *args: inputs.split("\n")),
+               ("readline", lambda *args: next(lines)))
+    applied = []
+    try:
+        for name, replacement in patches:
+            own = getattr(target, "__dict__", {}).get(name, _MISSING)
+            getattr(target, name)  # patch() requires the attribute to exist
+            setattr(target, name, replacement)
+            applied.append((name, own))
+        sys.stdin = io.StringIO(inputs)
+        builtins.open = _LazyMockOpen(mock, inputs)
+        try:
+            fn()
+        except SystemExit:
+            pass
+    finally:
+        sys.stdin = target
+        for name, own in reversed(applied):
+            try:
+                if own is _MISSING:
+                    delattr(target, name)
+                else:
+                    setattr(target, name, own)
+            except Exception:
+                pass
 
 
 # Server mode: the candidate's module is loaded once, then requests (call an entry point with arguments, read a

@@ -79,6 +79,15 @@ class _Tests:
             if self.status[i] == NOT_RUN:
                 self.set(i, status, error)
 
+    def load_timed_out(self, start: int, limits: SandboxLimits, error: str) -> None:
+        """The program did not finish loading within its time (wall or CPU). APPS's harness counts any exception
+        while loading the module, its own timeout included, as a compile error (-2); strict mode calls it a
+        timeout. Only a first load counts: a reload in a fresh child after a crash is this sandbox's doing."""
+        if limits.compare == "apps" and start == 0:
+            self.compile_error = f"{error} (APPS counts a timeout while loading the module as a compile error)"
+        else:
+            self.settle_rest(start, TIMEOUT, error)
+
     def stop_after(self, i: int, limits: SandboxLimits) -> bool:
         return limits.stop_on_first_failure and self.status[i] != PASS
 
@@ -518,6 +527,9 @@ class Sandbox:
                     record.compile_error = str(msg.get("error", ""))
                     return None
                 if t == "cpu_limit":
+                    if child.phase != "ready" and i == start:
+                        record.load_timed_out(start, limits, "CPU time limit exceeded while loading the program")
+                        return None
                     record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
                     return None if record.stop_after(i, limits) else i + 1
                 if child.phase != "ready":
@@ -540,11 +552,14 @@ class Sandbox:
                     if problem is None:
                         return None
                 if problem is not None:
+                    if problem[0] == TIMEOUT and child.phase == "loading" and i == start:
+                        record.load_timed_out(start, limits, f"while loading the program: {problem[1]}")
+                        return None
                     record.set(i, problem[0], f"test {i}: {problem[1]}")
                     return None if record.stop_after(i, limits) else i + 1
                 if not _wait_any(streams, deadline):
                     if child.phase != "ready" and i == start:
-                        record.settle_rest(start, TIMEOUT, "time limit exceeded while loading the program")
+                        record.load_timed_out(start, limits, "time limit exceeded while loading the program")
                         return None
                     record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
                     return None if record.stop_after(i, limits) else i + 1
@@ -679,7 +694,7 @@ class Sandbox:
                 except TimeoutError:
                     where = "loading the program" if child.phase != "ready" else f"test {i}"
                     if child.phase != "ready" and i == start:
-                        record.settle_rest(start, TIMEOUT, f"time limit exceeded while {where}")
+                        record.load_timed_out(start, limits, f"time limit exceeded while {where}")
                         return None
                     record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
                     return None if record.stop_after(i, limits) else i + 1
@@ -694,6 +709,9 @@ class Sandbox:
                     if msg is None:
                         status, cpu_used = child.status()
                         kind, error = _crash_reason(status, cpu_used, cpu)
+                        if child.phase != "ready" and kind == TIMEOUT:
+                            record.load_timed_out(start, limits, f"while loading the program: {error}")
+                            return None
                         if child.phase != "ready":
                             record.settle_rest(start, kind, f"while loading the program: {error}")
                             return None
@@ -714,6 +732,9 @@ class Sandbox:
                     record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
                     return None
                 if t == "cpu_limit":
+                    if child.phase != "ready" and i == start:
+                        record.load_timed_out(start, limits, "CPU time limit exceeded while loading the program")
+                        return None
                     record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
                     return None if record.stop_after(i, limits) else i + 1
                 if t == "ready" and child.phase == "ready":
