@@ -177,3 +177,49 @@ def test_a_reproduction_of_the_apps_harness_gives_the_recorded_verdicts(tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = [json.loads(out.with_name(f"results.{i}").read_text()) for i in range(len(STDIN_CASES))]
     assert dict(zip(IDS, got)) == {name: apps for name, _, _, apps in STDIN_CASES}
+
+
+# --- mappings and sequences that Python compares equal -----------------------------------------------------------
+
+MAP = {"problem_id": "map", "fn_name": "f",
+       "tests": {"kind": "call", "inputs": [["a"], ["b"]], "outputs": [{"a": 1}, {"b": 1}]}}
+LIST = {"problem_id": "list", "fn_name": "f", "tests": {"kind": "call", "inputs": [[1], [2]],
+                                                       "outputs": [[1, 2], [2, 3]]}}
+# (problem, program, passes in both modes): the apps column is what APPS's harness gave for the same programs.
+VALUE_CASES = [
+    (MAP, "from collections import ChainMap\ndef f(k):\n    return ChainMap({k: 1}, {k: 2})", True),
+    (MAP, "from collections import OrderedDict\ndef f(k):\n    return OrderedDict([(k, 1)])", True),
+    (MAP, "from collections import Counter\ndef f(k):\n    return Counter(k)", True),
+    (MAP, "from collections import Counter\ndef f(k):\n    c = Counter(k)\n    c['z'] = 0\n    return c", False),
+    (MAP, "from collections import defaultdict\ndef f(k):\n    d = defaultdict(int)\n    d[k] += 1\n    return d",
+     True),
+    (MAP, "from collections import UserDict\ndef f(k):\n    return UserDict({k: 1})", True),
+    (MAP, "import types\ndef f(k):\n    return types.MappingProxyType({k: 1})", True),
+    (MAP, "class Always:\n    def __eq__(self, other):\n        return True\ndef f(k):\n    return Always()", False),
+    (MAP, "from collections import ChainMap\nclass Liar(ChainMap):\n    def __eq__(self, other):\n        return True\n"
+          "def f(k):\n    return Liar({'wrong': 1})", False),
+    (LIST, "from collections import UserList\ndef f(x):\n    return UserList([x, x + 1])", True),
+    (LIST, "from collections import deque\ndef f(x):\n    return deque([x, x + 1])", False),  # deque != list
+]
+
+
+@pytest.mark.parametrize("compare", ["strict", "apps"])
+@pytest.mark.parametrize("problem,code,passes", VALUE_CASES, ids=[c[1].split("return ")[-1] for c in VALUE_CASES])
+def test_standard_library_containers_equal_to_the_expected_value(box, compare, problem, code, passes):
+    result = run(box, problem, code, compare)
+    assert (result.outcome is Outcome.PASSED) is passes, result.error
+    if not passes:
+        assert result.outcome is Outcome.FAILED, result.error
+
+
+def test_mbpp_87_written_with_chainmap_directly(box):
+    # MBPP 87's reference wraps ChainMap in dict(); returning the ChainMap is as correct, as Python's == says.
+    problem = {"problem_id": "mbpp/87", "fn_name": "merge_dictionaries_three", "tests": {
+        "kind": "assert", "setup_code": "",
+        "asserts": ["assert merge_dictionaries_three({'R': 'Red', 'B': 'Black'}, {'G': 'Green'}, {'B': 'Blue'})"
+                    " == {'B': 'Black', 'R': 'Red', 'G': 'Green'}",
+                    "import collections\nassert merge_dictionaries_three({1: 2}, {}, {3: 4}) == "
+                    "collections.ChainMap({1: 2}, {3: 4})"]}}
+    code = "import collections as ct\ndef merge_dictionaries_three(a, b, c):\n    return ct.ChainMap({}, a, b, c)"
+    result = run(box, problem, code, "strict")
+    assert result.outcome is Outcome.PASSED, result.error
