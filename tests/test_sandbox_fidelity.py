@@ -179,6 +179,21 @@ def test_a_reproduction_of_the_apps_harness_gives_the_recorded_verdicts(tmp_path
     assert dict(zip(IDS, got)) == {name: apps for name, _, _, apps in STDIN_CASES}
 
 
+# --- what a program may use: a scratch directory, the standard library -------------------------------------------
+
+@pytest.mark.parametrize("compare", ["strict", "apps"])
+@pytest.mark.parametrize("code", [
+    "import tempfile\nf = tempfile.TemporaryFile()\nf.write(b'x')\nf.close()\n"
+    "with tempfile.NamedTemporaryFile('w') as g:\n    g.write('y')\na, b = map(int, input().split())\nprint(a + b)",
+    # Not preloaded by the zygote: imported from the installation, which the program's uid may not reach by path.
+    "from concurrent.futures import ThreadPoolExecutor\nimport xml.dom.minidom, email.mime.text\n"
+    "a, b = map(int, input().split())\nwith ThreadPoolExecutor(1) as pool:\n    print(pool.submit(sum, (a, b)).result())",
+], ids=["tempfile", "stdlib-import"])
+def test_scratch_files_and_standard_library_imports(box, compare, code):
+    result = run(box, ADD3, code, compare)
+    assert result.outcome is Outcome.PASSED, result.error
+
+
 # --- mappings and sequences that Python compares equal -----------------------------------------------------------
 
 MAP = {"problem_id": "map", "fn_name": "f",

@@ -136,6 +136,12 @@ class _Zygote:
                 __import__(name)
             except Exception:
                 pass
+        if self.tier != "namespace" and self.uid is not None:
+            self._reroute_unreachable_imports()
+        # The process tier's setup asked tempfile for a directory, which caches the zygote's; a child must compute
+        # it from its own TMPDIR (its scratch directory), or tempfile.TemporaryFile() fails outside the scratch.
+        if "tempfile" in sys.modules:
+            sys.modules["tempfile"].tempdir = None
         # Work every child would otherwise repeat (a fork copies memory lazily, so each page a child touches costs
         # a copy): the bounding set is inherited, and in the namespace tier every child is PID 1, so its seccomp
         # filter and environment are the same for all.
@@ -280,6 +286,47 @@ class _Zygote:
         os.chmod(self.scratch_base, 0o711)
         self.landlock = landlock_abi() if self.opts.get("landlock", True) else 0
 
+    def _reroute_unreachable_imports(self) -> None:
+        """Let programs import from an installation their uid cannot reach.
+
+        As root, the process tier runs programs as an unprivileged uid. With the interpreter in a directory other
+        users may not traverse (a pyenv under ``/root``, 0700), every module the zygote did not preload would fail
+        to import. The zygote opens each such read path once (``O_PATH``), children inherit the descriptor, and
+        import paths are rewritten to ``/proc/self/fd/N/...``: a lookup through that link starts at the opened
+        directory, so only the permissions below it apply (world-readable in any normal installation). Landlock
+        still decides what may be read; the namespace tier needs none of this (it rebuilds the path's parents).
+        """
+        import fcntl
+
+        routes = []
+        for path in self.read_paths:
+            real = os.path.realpath(path)
+            if not os.path.isdir(real) or _others_can_reach(real):
+                continue
+            fd = os.open(real, os.O_PATH | os.O_DIRECTORY)
+            kept = fcntl.fcntl(fd, fcntl.F_DUPFD, 30)  # clear of the roles 0-6 that _place_fds assigns
+            os.close(fd)
+            _INHERITED_FDS.append(kept)
+            routes.append((real.rstrip("/") + "/", f"/proc/self/fd/{kept}/"))
+        if not routes:
+            return
+
+        def reroute(entry):
+            if not isinstance(entry, str):
+                return entry
+            real = os.path.realpath(entry) + "/"
+            for prefix, via in routes:
+                if real.startswith(prefix):
+                    return (via + real[len(prefix):]).rstrip("/")
+            return entry
+
+        sys.path[:] = [reroute(p) for p in sys.path]
+        for module in list(sys.modules.values()):
+            paths = getattr(module, "__path__", None)
+            if type(paths) is list:
+                paths[:] = [reroute(p) for p in paths]
+        sys.path_importer_cache.clear()
+
     # serving --------------------------------------------------------------------------------------------------
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -411,6 +458,20 @@ class _Zygote:
         return {"pid": pid}
 
 
+def _others_can_reach(path: str) -> bool:
+    """Whether a user with no relation to the owners may traverse every directory above ``path``."""
+    parent = os.path.dirname(path)
+    while True:
+        try:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        if parent == "/":
+            return True
+        parent = os.path.dirname(parent)
+
+
 def _rmtree(path: str) -> None:
     import shutil
 
@@ -430,6 +491,10 @@ def _rmtree(path: str) -> None:
 RESULT_FD, SPEC_FD, REQ_FD, REP_FD = 3, 4, 5, 6
 
 
+# Descriptors the zygote opened for every child (see _Zygote._reroute_unreachable_imports); kept by _place_fds.
+_INHERITED_FDS: list = []
+
+
 def _place_fds(fds: list, roles: list) -> None:
     import fcntl
 
@@ -445,12 +510,16 @@ def _place_fds(fds: list, roles: list) -> None:
                 os.close(null)
     top = max(keep | {2})
     for fd in range(3, top):
-        if fd not in keep:
+        if fd not in keep and fd not in _INHERITED_FDS:
             try:
                 os.close(fd)
             except OSError:
                 pass
-    os.closerange(top + 1, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))
+    low = top + 1
+    for fd in sorted(f for f in _INHERITED_FDS if f >= low):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))
 
 
 def _send(obj) -> None:
@@ -502,9 +571,15 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
                   f"size={int(limits.get('scratch_mb', 64))}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
             scratch = z.tmp
         os.chdir(scratch)
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if z.tier != "namespace" and z.landlock:
+            # Before the uid switch: the rules are made from paths the unprivileged uid may not be able to reach
+            # (an interpreter under /root), which it then reads through the zygote's descriptors (see
+            # _reroute_unreachable_imports).
+            apply_landlock(z.read_paths, [scratch, "/dev/null"], z.landlock)
         if z.uid is not None:
             # A root worker's programs run as an unprivileged uid; switching uids also clears the capabilities
-            # (the bounding set was emptied in the zygote, and no_new_privs below stops setuid binaries).
+            # (the bounding set was emptied in the zygote, and no_new_privs stops setuid binaries).
             os.setgroups([])
             os.setresgid(z.uid, z.uid, z.uid)
             os.setresuid(z.uid, z.uid, z.uid)
@@ -513,9 +588,6 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
         _apply_rlimits(limits)
         if scratch != "/tmp":
             os.environ["HOME"] = os.environ["TMPDIR"] = scratch
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-        if z.tier != "namespace" and z.landlock:
-            apply_landlock(z.read_paths, [scratch, "/dev/null"], z.landlock)
         if z.seccomp:
             install_seccomp(os.getpid(), int(limits.get("max_processes", 1)) > 1)
     except BaseException as exc:

@@ -148,8 +148,12 @@ class Zygote:
         else:
             reason = "it exited"
         if not hello:
+            tail = self._stderr_tail()
             self.close()
-            raise ZygoteError(f"sandbox zygote ({self.tier}) did not start: {reason}; {self._stderr_tail()}")
+            if self.tier == "bwrap" and tail.startswith("bwrap:"):
+                # bubblewrap itself refused (no namespaces here, e.g. a container's default seccomp profile)
+                raise TierUnavailable(f"sandbox tier 'bwrap' is unavailable here: {tail}")
+            raise ZygoteError(f"sandbox zygote ({self.tier}) did not start: {reason}; {tail}")
         info = json.loads(hello)
         if not info.get("ok"):
             self.close()
