@@ -113,6 +113,20 @@ def test_apps_mode_wraps_the_program_as_apps_does(sandbox):
     assert run(sandbox, problem, code, compare="apps").outcome is Outcome.PASSED
 
 
+def test_a_problem_carries_its_comparison_mode(sandbox):
+    # Converted APPS problems say compare="apps": the default limits (compare="auto") follow the problem, an explicit
+    # mode overrides it, and a problem that says nothing is judged strictly.
+    problem = {**stdio(["1\n", "2\n"], ["odd\n", "even\n"]), "compare": "apps"}
+    code = "n = int(input())\nif n % 2:\n    print('odd')\n    return\nprint('even')"
+    assert SandboxLimits().compare == "auto"
+    assert run(sandbox, problem, code).outcome is Outcome.PASSED
+    assert run(sandbox, problem, code, compare="strict").outcome is Outcome.COMPILE_ERROR
+    assert run(sandbox, {**problem, "compare": None}, code).outcome is Outcome.COMPILE_ERROR
+    assert run(sandbox, {**problem, "compare": None}, code, compare="apps").outcome is Outcome.PASSED
+    bad = run(sandbox, {**problem, "compare": "loose"}, code)
+    assert bad.outcome is Outcome.INFRA_ERROR and "unknown compare mode 'loose'" in bad.error
+
+
 def test_exit_codes_in_strict_and_apps(sandbox):
     problem = stdio(["1 2\n"], ["3\n"])
     assert run(sandbox, problem, "print(3)\nraise SystemExit(0)").outcome is Outcome.PASSED

@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall time per test (default: sandbox.timeout_s, 4)")
     parser.add_argument("--program-timeout", type=float, default=None, metavar="SECONDS",
                         help="wall time for all tests of one program (default: max(20, 5 x --timeout))")
-    parser.add_argument("--compare", choices=("strict", "apps"), default="strict",
-                        help="strict (training rewards) or apps (the original APPS harness's verdicts)")
+    parser.add_argument("--compare", choices=("auto", "strict", "apps"), default="auto",
+                        help="auto (default: each problem's own mode, e.g. apps for converted APPS problems, else "
+                             "strict), strict (training rewards) or apps (the original APPS harness's verdicts)")
     parser.add_argument("--stop-on-first-failure", action="store_true",
                         help="stop a program at its first failing test (CodeRL's speed trick)")
     parser.add_argument("--tier", choices=("auto", "namespace", "process", "bwrap"), default="auto",

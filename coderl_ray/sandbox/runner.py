@@ -374,6 +374,10 @@ class Sandbox:
         pid = str(problem.get("problem_id", ""))
         tests = problem.get("example_tests") if limits.example_tests else problem.get("tests")
         start = time.monotonic()
+        try:
+            limits = limits.for_problem(problem)
+        except ValueError as exc:  # bad data, not worth a retry
+            return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error=str(exc))
         if not tests:
             which = "example tests" if limits.example_tests else "tests"
             return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error=f"problem {pid!r} has no {which}")
