@@ -267,6 +267,22 @@ def test_cannot_signal_the_worker(box):
     assert not received
 
 
+def test_a_program_may_signal_itself(box):
+    # The seccomp filter allows signals to the program's own pid, its group and its threads (raise(), a timeout
+    # idiom of competitive programmers: os.kill(os.getpid(), SIGTERM) after printing).
+    assert_safe(attack(box, """
+        import os, signal, threading
+        got = []
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            signal.signal(sig, lambda s, f: got.append(s))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        signal.raise_signal(signal.SIGUSR2)
+        os.kill(0, signal.SIGALRM)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+        print('SAFE' if len(got) == 4 else got)
+    """))
+
+
 def test_worker_environment_is_hidden(box):
     assert_safe(attack(box, f"""
         import os

@@ -20,15 +20,22 @@ Invariants the security model rests on (docs/sandbox.md):
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import fcntl
+import gc
+import io
 import json
 import marshal
 import math
 import os
+import resource
 import signal
 import socket
 import sys
+import threading
 import time
+import types
 
 try:
     from .isolation import (
@@ -63,8 +70,8 @@ PREIMPORT_LEAN = (
     "array", "bisect", "builtins", "cmath", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
     "fractions", "functools", "heapq", "io", "itertools", "json", "math", "operator", "queue", "random", "re",
     "statistics", "string", "sys", "threading", "time", "traceback", "types", "typing", "atexit", "ast",
-    "hashlib", "numbers", "struct", "textwrap", "importlib", "resource", "fcntl", "shutil", "tempfile", "select",
-    "errno", "codecs", "encodings.idna", "linecache", "tokenize", "socket", "base64",
+    "numbers", "struct", "textwrap", "importlib", "resource", "fcntl", "select", "errno", "codecs", "linecache",
+    "tokenize",
 )
 PREIMPORT_FULL = PREIMPORT_LEAN + ("unittest.mock", "numpy")
 
@@ -123,6 +130,7 @@ class _Zygote:
                         for p in self.read_paths for q in (p, os.path.realpath(p)))
         self.tmp = "/sandbox-tmp" if under_tmp else "/tmp"
         self.fork = _fork_function()
+        self.devnull = -1
 
     # bootstrap ------------------------------------------------------------------------------------------------
     def bootstrap(self) -> dict:
@@ -165,9 +173,7 @@ class _Zygote:
         import random
 
         random.seed(0)  # children are raw forks and inherit this state: every program sees the same sequence
-        import atexit
-        import gc
-
+        self._reserve_low_fds()
         atexit._clear()
         gc.collect()
         gc.freeze()
@@ -275,14 +281,15 @@ class _Zygote:
         sys.path[:] = [p for p in sys.path if p and os.path.isdir(p)]
 
     def _prepare_process_tier(self) -> None:
-        import tempfile
-
         cap_last()
         self.userns = False
         if self._can_setuid():
             self.uid = int(self.opts.get("sandbox_uid", SANDBOX_UID))
             self.child_uid = self.uid
-        self.scratch_base = tempfile.mkdtemp(prefix="coderl-sandbox-")
+        # Not tempfile.mkdtemp: tempfile drags shutil, zlib, bz2 and lzma into the zygote, and every mapping makes
+        # each fork dearer.
+        self.scratch_base = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"coderl-sandbox-{os.urandom(6).hex()}")
+        os.mkdir(self.scratch_base, 0o711)
         os.chmod(self.scratch_base, 0o711)
         self.landlock = landlock_abi() if self.opts.get("landlock", True) else 0
 
@@ -327,6 +334,18 @@ class _Zygote:
                 paths[:] = [reroute(p) for p in paths]
         sys.path_importer_cache.clear()
 
+    def _reserve_low_fds(self) -> None:
+        """Keep fds 3..MAX_ROLE occupied, so that every descriptor received with a request is numbered above the
+        roles a child gives them: the child then places them with one dup2 each. Also keeps /dev/null open for
+        the standard fds a child is not given."""
+        self.devnull = fcntl.fcntl(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC), fcntl.F_DUPFD_CLOEXEC, 10)
+        _INHERITED_FDS.append(self.devnull)
+        for fd in range(3, MAX_ROLE + 1):
+            try:
+                fcntl.fcntl(fd, fcntl.F_GETFD)
+            except OSError:
+                os.dup2(self.devnull, fd, inheritable=False)
+
     # serving --------------------------------------------------------------------------------------------------
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -341,7 +360,7 @@ class _Zygote:
             if not data:
                 self._shutdown()
             try:
-                req = json.loads(data)
+                req = marshal.loads(data)  # only the worker writes here (children never hold this socket)
                 op = req.get("op")
                 if op == "spawn":
                     reply = self._spawn(req, fds)
@@ -365,7 +384,7 @@ class _Zygote:
                     except OSError:
                         pass
             if reply is not None:
-                self.ctl.send(json.dumps(reply).encode())
+                self.ctl.send(marshal.dumps(reply))
 
     def _shutdown(self) -> None:
         for pid in list(self.active) + list(self.released):
@@ -473,17 +492,24 @@ def _others_can_reach(path: str) -> bool:
 
 
 def _rmtree(path: str) -> None:
-    import shutil
-
-    def fix(func, p, _exc):
+    """Remove a program's scratch folder, whatever modes it left (without shutil: see _prepare_process_tier)."""
+    try:
+        os.chmod(path, 0o700)
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
+            if entry.is_dir(follow_symlinks=False):
+                _rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
         except OSError:
             pass
-
-    shutil.rmtree(path, onerror=fix)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 # --- the child -------------------------------------------------------------------------------------------------------
@@ -495,31 +521,26 @@ RESULT_FD, SPEC_FD, REQ_FD, REP_FD = 3, 4, 5, 6
 _INHERITED_FDS: list = []
 
 
-def _place_fds(fds: list, roles: list) -> None:
-    import fcntl
+MAX_ROLE = 6  # the highest fd number a child's job uses (RESULT_FD .. REP_FD below)
+_FD_CEILING = max(os.sysconf("SC_OPEN_MAX"), 1 << 16)
 
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
-    for fd, role in zip(high, roles):
-        os.dup2(fd, role, inheritable=True)
-    keep = set(roles)
+
+def _place_fds(fds: list, roles: list, devnull: int) -> None:
+    if fds and min(fds) <= MAX_ROLE:  # not with the zygote's reserved fds (see _reserve_low_fds)
+        fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+    for fd, role in zip(fds, roles):
+        os.dup2(fd, role)
     for std in (0, 1, 2):
-        if std not in keep:
-            null = os.open("/dev/null", os.O_RDWR)
-            if null != std:
-                os.dup2(null, std)
-                os.close(null)
-    top = max(keep | {2})
-    for fd in range(3, top):
-        if fd not in keep and fd not in _INHERITED_FDS:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    low = top + 1
-    for fd in sorted(f for f in _INHERITED_FDS if f >= low):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))
+        if std not in roles:
+            os.dup2(devnull, std)
+    low = 3
+    for fd in sorted({*roles, *_INHERITED_FDS}):
+        if fd == devnull:
+            continue
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, _FD_CEILING)
 
 
 def _send(obj) -> None:
@@ -558,7 +579,7 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
     except OSError:
         pass
     try:
-        _place_fds(fds, roles)
+        _place_fds(fds, roles, z.devnull)
         if z.tier != "namespace":
             # In the namespace tier the zygote is PID 1 of its namespace: its death kills every child anyway.
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -618,8 +639,6 @@ def _on_sigxcpu(signum, frame):
 
 
 def _apply_rlimits(limits: dict) -> None:
-    import resource
-
     def setr(which, value):
         value = int(value)
         try:
@@ -648,8 +667,6 @@ def _arm_cpu_limit(cpu_s) -> None:
     """Give the next test ``cpu_s`` more seconds of CPU (rounded up), within the process's hard limit."""
     if not cpu_s:
         return
-    import resource
-
     try:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -707,8 +724,6 @@ _FRESH_MODULES: list = []
 
 
 def _new_module(name: str, register: bool = True):
-    import types
-
     if name == "__main__" and register and _FRESH_MODULES:
         mod = _FRESH_MODULES.pop()  # made by the zygote: one less allocation in a cold child
     else:
@@ -748,8 +763,6 @@ def _stdin_memfd(data: bytes) -> None:
     """A memfd holding one test's input, made fd 0. RLIMIT_FSIZE applies to memfds too: the soft limit is lifted to
     the hard one (sized by the worker to the largest input) while writing. If the previous test closed fd 0 (``with
     open(0) as f``, ``os.close(0)``), the memfd is created as fd 0 itself and must stay open."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     fd = os.memfd_create("stdin", 0)
     try:
@@ -778,8 +791,6 @@ def _restore_fd(saved: int, fd: int) -> None:
 
 
 def _text_stdio(fd: int, mode: str):
-    import io
-
     if mode == "r":
         return io.TextIOWrapper(io.BufferedReader(io.FileIO(fd, "rb", closefd=False)), encoding="utf-8",
                                 errors="surrogateescape", newline="\n")
@@ -795,11 +806,6 @@ def _run_stdio(spec: dict) -> None:
     """Strict mode: each test runs the program afresh as ``__main__`` (a new module, new ``sys.std*`` objects),
     stdin is the test's input on fd 0 (a memfd), stdout a pipe the worker reads. Tests run one after the other in
     this process; the worker drains stdout when a test ends and starts a new process after a crash or timeout."""
-    import atexit
-    import fcntl
-    import gc
-    import threading
-
     code = _compile(spec)
     recursion_limit = sys.getrecursionlimit()
     streams = _FRESH_STREAMS.pop() if _FRESH_STREAMS else None
@@ -823,7 +829,8 @@ def _run_stdio(spec: dict) -> None:
             sys.stdin = sys.__stdin__ = sys.stdout = sys.__stdout__ = sys.stderr = sys.__stderr__ = None
             mod = None
             gc.collect()
-        _stdin_memfd(spec["inputs"][i])
+        if i != first or not spec.get("stdin_given"):  # the worker passes the first test's input as fd 0
+            _stdin_memfd(spec["inputs"][i])
         if i != first:
             _restore_fd(saved_out, 1)
             _restore_fd(saved_err, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -63,7 +64,7 @@ class SandboxLimits:
         mode = problem.get("compare") or "strict"
         if mode not in ("strict", "apps"):
             raise ValueError(f"problem {problem.get('problem_id')!r}: unknown compare mode {mode!r}")
-        return dataclasses.replace(self, compare=mode)
+        return _with_compare(self, mode)
 
     @property
     def cpu_limit_s(self) -> float:
@@ -84,3 +85,9 @@ class SandboxLimits:
                 "max_processes": self.max_processes,
                 "max_file_mb": self.max_file_mb, "max_open_files": self.max_open_files,
                 "scratch_mb": self.scratch_mb}
+
+
+@functools.lru_cache(maxsize=64)
+def _with_compare(limits: SandboxLimits, mode: str) -> SandboxLimits:
+    # Once per (limits, mode), not once per program: rebuilding a frozen dataclass costs ~30 us.
+    return dataclasses.replace(limits, compare=mode)

@@ -8,6 +8,7 @@ and dies with the worker (``PR_SET_PDEATHSIG`` and end-of-file on its control so
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import shutil
 import socket
@@ -219,7 +220,7 @@ class Zygote:
             if sock is None:
                 raise ZygoteError("the sandbox zygote is not running")
             try:
-                data = json.dumps(req).encode()
+                data = marshal.dumps(req)  # the control channel carries only the worker's and the zygote's data
                 if fds:
                     socket.send_fds(sock, [data], list(fds))
                 else:
@@ -231,7 +232,7 @@ class Zygote:
                 raise ZygoteError(f"lost the sandbox zygote: {exc}") from None
         if not answer:
             raise ZygoteError(f"the sandbox zygote exited; {self._stderr_tail()}")
-        out = json.loads(answer)
+        out = marshal.loads(answer)
         if "error" in out:
             raise ZygoteError(f"sandbox zygote: {out['error']}")
         return out
