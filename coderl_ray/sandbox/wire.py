@@ -43,6 +43,9 @@ def write_msg(fd: int, obj) -> None:
         view = view[n:]
 
 
+READY_BODY = b'{"t":"ready"}'  # pack({"t": "ready"}) without its header
+
+
 class MessageReader:
     """Incremental decoder of length-prefixed JSON messages; refuses frames larger than ``limit`` bytes."""
 
@@ -62,8 +65,11 @@ class MessageReader:
                 break
             raw = bytes(self._buf[4:4 + size])
             del self._buf[:4 + size]
+            if raw == READY_BODY:  # every child sends it once: skip the parser
+                out.append({"t": "ready"})
+                continue
             try:
-                msg = json.loads(raw)
+                msg = json.loads(raw.decode("utf-8"))  # str, not bytes: json would sniff the encoding first
             except (ValueError, RecursionError) as exc:
                 raise ProtocolError(f"bad message: {exc}") from None
             if not isinstance(msg, dict):
