@@ -11,6 +11,12 @@ divided by the cores. The baseline is the simplest honest runner: a fresh ``pyth
 runs the tests and prints outputs for the parent to compare (no isolation at all). For (e) the report also gives
 the cost of the timeouts against their own limit: (elapsed - time of the fast programs alone) / (limits / cores).
 
+(m) is the command a user runs: ``coderl-ray execute --num-workers 1`` (Ray in-process, one sandbox executor) on
+1,000 and on 4,000 programs of (a); the marginal rate, 3,000 / (time of 4,000 - time of 1,000), cancels Ray's
+start-up and shutdown. Its CPU rate divides 3,000 by the difference in CPU time of the whole command (driver, Ray's
+processes, executor, zygote and programs), read from a cgroup the command runs in (root), else from the command's
+reaped children. Its ratio is against the baseline's rate for (a) per core.
+
 Then 10,000 programs of (a) go through the Ray Data execution stage on a local 2-CPU Ray, compared with the
 threaded rate of (a) on those cores. Timings on a shared machine are noisy: each number is the best of
 ``--repeats`` runs, and the ratios (same run, same machine) are what to compare. "Per CPU-second" divides the
@@ -26,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -199,6 +206,159 @@ def scenario_sets(quick: bool):
     return sets
 
 
+class _CgroupCPU:
+    """CPU seconds of a command and all its descendants, from a cgroup it runs in (v2, or v1's cpuacct); None when
+    no cgroup can be created here (not root). Reaped-children accounting would miss Ray's processes, which Ray
+    does not wait for."""
+
+    def __init__(self):
+        self.path = None
+        for base, usage, scale in (("/sys/fs/cgroup", "cpu.stat", None), ("/sys/fs/cgroup/cpuacct", "cpuacct.usage", 1e9)):
+            if base == "/sys/fs/cgroup" and not os.path.exists(f"{base}/cgroup.controllers"):
+                continue
+            path = Path(base) / f"coderl-bench-{os.getpid()}-{time.monotonic_ns()}"
+            try:
+                path.mkdir()
+            except OSError:
+                continue
+            self.path, self.usage, self.scale = path, path / usage, scale
+            break
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        if self.path is None:
+            return cmd
+        return ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "sh", *cmd]
+
+    def seconds(self) -> float | None:
+        if self.path is None:
+            return None
+        text = self.usage.read_text()
+        if self.scale is None:  # v2: "usage_usec N" in cpu.stat
+            return int(text.split("usage_usec")[1].split()[0]) / 1e6
+        return int(text) / self.scale
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def close(self) -> None:
+        for _ in range(100):  # Ray's last processes may take a moment to leave
+            try:
+                if self.path is not None:
+                    self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+def _role(pid: int, driver: int) -> str:
+    """Which part of the command a process is: the driver (the CLI), the sandbox (the executor actor, its zygote and
+    the programs), or Ray's own services (GCS, raylet, dashboard, idle workers...)."""
+    if pid == driver:
+        return "driver"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "ray"
+    return "sandbox" if b"ExecuteBatch" in cmdline or b"_harness.py" in cmdline else "ray"
+
+
+def _sample_roles(meter: "_CgroupCPU", driver: int, seen: dict, stop) -> None:
+    """Poll the cgroup's processes; keep each one's latest CPU (its reaped children's included: a zygote's
+    programs) and role. A process's last fraction of a poll interval is missed, equally for both sizes of (m)."""
+    while not stop.wait(0.2):
+        for pid in meter.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+            role = seen[pid][1] if pid in seen else _role(pid, driver)
+            seen[pid] = (cpu, role)
+
+
+def run_cli(n: int, folder: Path, attempts: int = 3) -> tuple[float, float | None, dict]:
+    """Wall seconds, CPU seconds (None without a cgroup) and CPU seconds by role (empty without a cgroup) of
+    `coderl-ray execute --num-workers 1` on n programs of (a). On a machine loaded enough that Ray's own start-up
+    times out, the command is run again (up to ``attempts`` times)."""
+    for attempt in range(attempts):
+        try:
+            return _run_cli_once(n, folder)
+        except RuntimeError as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_cli_once(n: int, folder: Path) -> tuple[float, float | None, dict]:
+    problem = {**stdio_problem("stdio1", 1), "question": "add two numbers"}
+    (folder / "problems.jsonl").write_text(json.dumps(problem) + "\n")
+    with open(folder / f"samples{n}.jsonl", "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"problem_id": "stdio1", "sample_id": str(i), "code": TRIVIAL}) + "\n")
+    cmd = [sys.executable, "-m", "coderl_ray.cli", "execute", "--problems", str(folder / "problems.jsonl"),
+           "--samples", str(folder / f"samples{n}.jsonl"), "--out", str(folder / "results.jsonl"),
+           "--num-workers", "1", "--address", "local"]
+    import threading
+
+    meter = _CgroupCPU()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seen: dict = {}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.Popen(meter.wrap(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        stop = threading.Event()
+        sampler = threading.Thread(target=_sample_roles, args=(meter, proc.pid, seen, stop), daemon=True)
+        if meter.path is not None:
+            sampler.start()
+        _, stderr = proc.communicate()
+        proc.stderr_text = stderr
+        elapsed = time.perf_counter() - start
+        stop.set()
+        if sampler.is_alive():
+            sampler.join()
+        cpu = meter.seconds()
+    finally:
+        meter.close()
+    roles: dict = {}
+    for pid_cpu, role in seen.values():
+        roles[role] = roles.get(role, 0.0) + pid_cpu
+    if proc.returncode != 0:
+        raise RuntimeError(f"coderl-ray execute failed: {proc.stderr_text[-2000:]}")
+    if f"({n} passed)" not in proc.stderr_text:
+        raise RuntimeError(f"not every program passed: {proc.stderr_text.strip().splitlines()[-1]}")
+    if cpu is None:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return elapsed, cpu, roles
+
+
+def cli_marginal(small: int, large: int, repeats: int) -> tuple[float, float, dict]:
+    """(wall programs/s, programs per CPU-second of the whole command, {role: marginal CPU ms per program}) of
+    `coderl-ray execute --num-workers 1`, marginal between `small` and `large` programs; the best of `repeats`
+    pairs (by wall rate)."""
+    import tempfile
+
+    best = (float("nan"), float("nan"), {})
+    with tempfile.TemporaryDirectory(prefix="coderl-bench-cli-") as tmp:
+        for _ in range(repeats):
+            (t_small, c_small, r_small), (t_large, c_large, r_large) = (run_cli(small, Path(tmp)),
+                                                                        run_cli(large, Path(tmp)))
+            # On a loaded machine the start-up's variance can exceed the difference: such a pair measures nothing.
+            if t_large <= t_small:
+                continue
+            rate = (large - small) / (t_large - t_small)
+            cpu_rate = (large - small) / (c_large - c_small) if c_large > c_small else float("nan")
+            by_role = {role: 1000 * (r_large.get(role, 0.0) - r_small.get(role, 0.0)) / (large - small)
+                       for role in sorted(set(r_small) | set(r_large))}
+            if not rate <= best[0]:
+                best = (rate, cpu_rate, by_role)
+    return best
+
+
 def run_ray(n: int, cores: int, limits: SandboxLimits) -> float:
     import ray
 
@@ -229,7 +389,8 @@ def run_ray(n: int, cores: int, limits: SandboxLimits) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer programs per scenario")
-    parser.add_argument("--scenarios", default="a,b,c,d,e")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,m")
+    parser.add_argument("--cli-programs", default="1000,4000", help="(m): the two sizes whose difference is timed")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1.0, help="per-test limit (the never-ending programs')")
@@ -247,6 +408,8 @@ def main() -> None:
     sets = scenario_sets(args.quick)
     single = None
     for key in args.scenarios.split(","):
+        if key == "m":
+            continue
         if key not in sets:
             print(f"({key}) skipped: data not available")
             continue
@@ -278,6 +441,22 @@ def main() -> None:
         print(f"(a) one thread: {single:.1f} programs/s (uses more than one core: the worker, the zygote and the "
               f"program run in parallel)")
     sandbox.close()
+    if "m" in args.scenarios.split(","):
+        small, large = (int(x) for x in args.cli_programs.split(","))
+        if args.quick:
+            small, large = small // 5, large // 5
+        base = next((r[3] for r in rows if r[0] == "a"), None)
+        if base is None:  # the baseline's rate of (a), measured here if (a) was not run
+            p1 = stdio_problem("stdio1", 1)
+            samples = [{"problem_id": "stdio1", "sample_id": str(i), "code": TRIVIAL} for i in range(60)]
+            base = best_of(args.repeats, lambda: rate_baseline({"stdio1": p1}, samples, args.timeout, cores))[0] / cores
+        rate, cpu_rate, by_role = cli_marginal(small, large, args.repeats)
+        roles = ", ".join(f"{role} {ms:.2f}" for role, ms in by_role.items())
+        sandbox_rate = 1000 / by_role["sandbox"] if by_role.get("sandbox") else float("nan")
+        print(f"(m) coderl-ray execute --num-workers 1, marginal between {small} and {large} programs of (a): "
+              f"{rate:.1f} programs/s ({rate / base:.1f}x the baseline's {base:.1f}/s per core); "
+              f"{cpu_rate:.0f} programs per CPU-second of the whole command; CPU ms per program by part: {roles} "
+              f"(sandbox alone: {sandbox_rate:.0f} programs per CPU-second)", flush=True)
     if not args.no_ray and "a" in [r[0] for r in rows]:
         a_rate = next(r[2] for r in rows if r[0] == "a") * cores
         n = args.ray_programs if not args.quick else min(args.ray_programs, 2000)

@@ -195,7 +195,9 @@ class SandboxConfig:
     memory_mb: int = 1024  # address space of a program
     max_output_mb: float = 8.0  # stdout of one test (or everything one process reports); beyond: runtime_error
     max_processes: int = 1  # 1 = a program may not create processes (threads are allowed)
-    compare: Literal["strict", "apps"] = "strict"  # strict for training rewards; apps reproduces APPS's verdicts
+    # auto: each problem's own mode (APPS problems from `coderl-ray convert apps` say "apps"), strict when it says
+    # none; strict (training rewards) or apps (APPS's verdicts) for every problem
+    compare: Literal["auto", "strict", "apps"] = "auto"
     stop_on_first_failure: bool = False  # CodeRL stops early for speed; run all for per-test results
     tier: Literal["auto", "namespace", "process", "bwrap"] = "auto"  # isolation; auto = namespace where possible
     infra_retries: int = 2  # reruns of a program, with a fresh zygote, when the sandbox itself fails

@@ -135,6 +135,10 @@ class ExecutionResult:
 # `problem_from_row` are the only two functions that convert.
 
 TEST_KINDS = ("stdio", "call", "assert")
+# How a problem's outputs are judged (docs/sandbox.md, "Output comparison"): a problem record may name the mode of
+# its source (APPS problems say "apps"); ``sandbox.compare`` = "auto" follows it, "strict" when the problem says
+# nothing.
+COMPARE_MODES = ("strict", "apps")
 
 
 def _tests_to_row(tests: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -177,6 +181,7 @@ def problem_to_row(problem: dict[str, Any]) -> dict[str, Any]:
     row["starter_code"] = problem.get("starter_code") or ""
     row["fn_name"] = problem.get("fn_name") or ""
     row["solutions"] = list(problem.get("solutions") or [])
+    row["compare"] = problem.get("compare") or ""
     return row
 
 
@@ -186,6 +191,7 @@ def problem_from_row(row: dict[str, Any]) -> dict[str, Any]:
     problem["tests"] = _tests_from_row(problem.get("tests"))
     problem["example_tests"] = _tests_from_row(problem.get("example_tests"))
     problem["fn_name"] = problem.get("fn_name") or None
+    problem["compare"] = problem.get("compare") or None
     return problem
 
 

@@ -57,6 +57,7 @@ def test_apps_sample_field_by_field(shared_data):
         assert p["fn_name"] == io.get("fn_name")
         assert p["tests"] == {"kind": "call" if io.get("fn_name") else "stdio",
                               "inputs": io["inputs"], "outputs": io["outputs"]}
+        assert p["compare"] == "apps"  # judged as APPS's harness judges it unless told otherwise
     by_id = {p["problem_id"]: p for p in problems}
     assert "class Solution" in by_id["apps/2404"]["starter_code"]  # LeetCode style stays call-based
     assert by_id["apps/4184"]["tests"]["outputs"][0] == [False]  # Codewars's wrapped outputs are kept as they are
@@ -163,6 +164,21 @@ def test_malformed_rows_name_file_line_and_problem(tmp_path):
     expect([ok, ok], r"duplicate problem_id 'apps/train/0001'")
     skipped = load_apps_rows([{**good, "input_output": "{bad"}], "train")
     assert skipped == [] and skipped.skipped[0].problem_id == "apps/train/0001"
+
+
+def test_the_comparison_mode_is_checked_and_survives_every_form(shared_data, tmp_path):
+    from coderl_ray.data.problems import validate_problem
+    from coderl_ray.data.streaming import read_problems_dataset
+
+    problem = load_apps_dir(shared_data / "apps_sample" / "0001")[0]
+    with pytest.raises(ProblemError, match=r"'compare' must be one of strict, apps or null, got 'loose'"):
+        validate_problem({**problem, "compare": "loose"}, "p.jsonl:1")
+    assert validate_problem({k: v for k, v in problem.items() if k != "compare"})["compare"] is None
+    write_jsonl([problem], tmp_path / "p.jsonl")
+    row = pa.Table.from_pylist([problem_to_row(problem)]).to_pylist()[0]
+    assert row["compare"] == "apps" and problem_from_row(row)["compare"] == "apps"
+    (read_row,) = read_problems_dataset(tmp_path / "p.jsonl").take_all()
+    assert read_row["compare"] == "apps"
 
 
 def test_a_folder_of_split_files_loads_each_split(shared_data, tmp_path):

@@ -88,6 +88,25 @@ def test_cli_example_tests_and_apps_mode(files):
     assert [r["outcome"] for r in results] == ["passed", "failed"]
 
 
+def test_converted_apps_problems_are_judged_as_apps_judges_them(ray_cluster, shared_data, tmp_path):
+    # The five shared APPS problems' 101 reference programs pass under APPS's own harness (docs/benchmarks.md), and
+    # with a plain `coderl-ray execute` after `coderl-ray convert apps`: the problems carry compare="apps". 3 of them
+    # use a top-level return, which only APPS's wrapper allows: --compare strict overrides the problems' mode.
+    problems, refs, out = tmp_path / "apps.jsonl", tmp_path / "refs.jsonl", tmp_path / "results.jsonl"
+    assert main(["convert", "apps", str(shared_data / "apps_sample"), "--out", str(problems),
+                 "--reference-samples", str(refs)]) == 0
+    # A generous limit only because this machine's load can stretch 4184's 1 s sieve past the default 4 s.
+    assert main(["execute", "--problems", str(problems), "--samples", str(refs), "--out", str(out),
+                 "--timeout", "30"]) == 0
+    results = read(out)
+    assert len(results) == 101 and [r for r in results if r["outcome"] != "passed"] == []
+    assert main(["execute", "--problems", str(problems), "--samples", str(refs), "--out", str(out),
+                 "--timeout", "30", "--compare", "strict", "--no-ray"]) == 0
+    failed = {r["sample_id"]: r["outcome"] for r in read(out) if r["outcome"] != "passed"}
+    assert set(failed.values()) == {"compile_error"} and len(failed) == 3
+    assert all(sample.startswith("apps/2287#") for sample in failed)
+
+
 def test_cli_names_the_bad_sample(files, capsys):
     tmp, samples, _ = files
     (tmp / "bad.jsonl").write_text(json.dumps(samples[0]) + "\n" + json.dumps({**samples[1], "problem_id": "nope"}))

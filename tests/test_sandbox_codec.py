@@ -59,6 +59,26 @@ def test_subclasses_travel_as_their_builtin_base():
     assert type(roundtrip(collections.defaultdict(list, {1: [2]}))) is dict
 
 
+def test_standard_library_containers_travel_as_the_plain_value_python_compares_them_as():
+    # ChainMap(d) == d, UserDict(d) == d, mappingproxy(d) == d, UserList(x) == x, UserString(s) == s in Python.
+    chain = roundtrip(collections.ChainMap({1: "a"}, {1: "b", 2: "c"}))
+    assert type(chain) is dict and chain == {1: "a", 2: "c"}
+    assert type(roundtrip(collections.UserDict({"k": 1}))) is dict
+    import types
+
+    assert roundtrip(types.MappingProxyType({"k": (1,)})) == {"k": (1,)}
+    assert roundtrip(collections.UserList([1, (2,)])) == [1, (2,)]
+    assert roundtrip(collections.UserString("ab")) == "ab"
+
+    class Liar(collections.ChainMap):  # its __eq__ never travels: only the items it holds
+        def __eq__(self, other):
+            return True
+
+    assert roundtrip(Liar({"wrong": 1})) == {"wrong": 1} and roundtrip(Liar({"wrong": 1})) != {"right": 1}
+    # deque keeps its type: deque([1]) != [1] in Python, and in APPS's harness.
+    assert type(roundtrip(collections.deque([1]))) is collections.deque
+
+
 def test_objects_without_a_plain_form_become_opaque():
     class AlwaysEqual:
         def __eq__(self, other):

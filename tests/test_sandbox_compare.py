@@ -6,6 +6,8 @@ decides it; docs/sandbox.md shows the same examples.
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 from coderl_ray.sandbox.wire import CandidateIterator, Opaque
@@ -79,6 +81,10 @@ VALUE_CASES = [
     (None, None, True, True, "None"),
     ([1, 2], [2, 1], False, False, "order matters"),
     ({1, 2}, [1, 2], False, False, "a set is not a list"),
+    (collections.OrderedDict([("b", 2), ("a", 1)]), {"a": 1, "b": 2}, True, True, "an OrderedDict is a mapping"),
+    (collections.Counter("ab"), {"a": 1, "b": 1}, True, True, "a Counter is a mapping"),
+    (collections.Counter({"a": 1, "z": 0}), {"a": 1}, False, False, "a zero count is an item (dict == Counter)"),
+    (collections.deque([1, 2]), [1, 2], False, False, "a deque is not a list (deque([1]) != [1])"),
 ]
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import pytest
 
 from coderl_ray.records import Outcome
-from coderl_ray.sandbox import Sandbox, SandboxLimits, execute, execute_many
+from coderl_ray.sandbox import Sandbox, SandboxLimits, default_sandbox, execute, execute_many
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +113,20 @@ def test_apps_mode_wraps_the_program_as_apps_does(sandbox):
     assert run(sandbox, problem, code, compare="apps").outcome is Outcome.PASSED
 
 
+def test_a_problem_carries_its_comparison_mode(sandbox):
+    # Converted APPS problems say compare="apps": the default limits (compare="auto") follow the problem, an explicit
+    # mode overrides it, and a problem that says nothing is judged strictly.
+    problem = {**stdio(["1\n", "2\n"], ["odd\n", "even\n"]), "compare": "apps"}
+    code = "n = int(input())\nif n % 2:\n    print('odd')\n    return\nprint('even')"
+    assert SandboxLimits().compare == "auto"
+    assert run(sandbox, problem, code).outcome is Outcome.PASSED
+    assert run(sandbox, problem, code, compare="strict").outcome is Outcome.COMPILE_ERROR
+    assert run(sandbox, {**problem, "compare": None}, code).outcome is Outcome.COMPILE_ERROR
+    assert run(sandbox, {**problem, "compare": None}, code, compare="apps").outcome is Outcome.PASSED
+    bad = run(sandbox, {**problem, "compare": "loose"}, code)
+    assert bad.outcome is Outcome.INFRA_ERROR and "unknown compare mode 'loose'" in bad.error
+
+
 def test_exit_codes_in_strict_and_apps(sandbox):
     problem = stdio(["1 2\n"], ["3\n"])
     assert run(sandbox, problem, "print(3)\nraise SystemExit(0)").outcome is Outcome.PASSED
@@ -137,11 +150,27 @@ def test_interpreter_shutdown_semantics(sandbox):
         assert run(sandbox, problem, code).outcome is Outcome.PASSED, code
 
 
-def test_state_does_not_leak_between_tests_in_strict_mode(sandbox):
-    problem = stdio(["1\n", "1\n"], ["1\n", "1\n"])
-    code = ("import builtins\nbuiltins.counter = getattr(builtins, 'counter', 0) + int(input())\n"
-            "count = 0\ncount += 1\nprint(count)")
-    assert run(sandbox, problem, code).outcome is Outcome.PASSED
+@pytest.mark.parametrize("compare", ["strict", "apps"])
+def test_what_one_test_leaves_for_the_next(sandbox, compare):
+    # The tests of one program share one process, as APPS's harness runs them (docs/sandbox.md, "Tests of one
+    # program"): what a test stores on builtins, sys or an imported module, the next test sees. Its own globals are
+    # fresh in strict mode (a new __main__ per test); in apps mode code() is called again, so its locals are fresh
+    # and the module-level names of APPS's rewrite (imports) are shared.
+    problem = stdio(["a\n", "b\n", "c\n"], ["a 1 1 fresh\n", "b 2 2 fresh\n", "c 3 3 fresh\n"])
+    code = ("import builtins, sys, json\n"
+            "builtins.counter = getattr(builtins, 'counter', 0) + 1\n"
+            "sys.counter = getattr(sys, 'counter', 0) + 1\n"
+            "json.counter = getattr(json, 'counter', 0) + 1\n"
+            "mine = 'seen' if 'mine' in globals() else 'fresh'\n"
+            "assert builtins.counter == sys.counter == json.counter\n"
+            "print(input(), builtins.counter, sys.counter, mine)")
+    result = run(sandbox, problem, code, compare=compare)
+    assert result.test_results == [True, True, True], result.error
+    # A crash or timeout moves the remaining tests to a fresh process, which starts from the zygote's state again.
+    crash = code.replace("print(input()", "import os\nline = input()\nline == 'b' and os.abort()\nprint(line")
+    problem["tests"]["outputs"][2] = "c 1 1 fresh\n"
+    result = run(sandbox, problem, crash, compare=compare)
+    assert result.test_results == [True, None, True], result.error
 
 
 def test_program_time_limit(sandbox):
@@ -171,6 +200,19 @@ def test_call_outcomes(sandbox, compare):
                compare=compare, timeout_s=0.5)
     assert loop.outcome is Outcome.TIMEOUT and loop.test_results == [True, None, True]
     assert run(sandbox, CALL, "def add(a, b) return", compare=compare).outcome is Outcome.COMPILE_ERROR
+
+
+def test_a_timeout_while_loading_is_a_compile_error_only_in_apps(sandbox):
+    # APPS's harness loads a call-based program under its 4 s alarm and counts any exception there, the alarm's
+    # included, as a compile error (-2); strict mode calls it a timeout. The wall clock and the CPU limit alike.
+    sleeps = "import time\ntime.sleep(30)\ndef add(a, b):\n    return a + b"
+    spins = "while True:\n    pass\ndef add(a, b):\n    return a + b"
+    for code, limits in ((sleeps, {"timeout_s": 1.0}), (spins, {"timeout_s": 30.0, "cpu_s": 1.0})):
+        strict = run(sandbox, CALL, code, **limits)
+        assert strict.outcome is Outcome.TIMEOUT and "while loading" in strict.error, strict.error
+        apps = run(sandbox, CALL, code, compare="apps", **limits)
+        assert apps.outcome is Outcome.COMPILE_ERROR and apps.apps_result == -2, apps.error
+        assert "while loading" in apps.error
 
 
 def test_call_missing_function_is_a_compile_error_only_in_apps(sandbox):
@@ -279,10 +321,11 @@ def test_execute_many_keeps_the_input_order():
 
 
 def test_module_level_execute_uses_a_shared_warm_sandbox():
-    start = time.monotonic()
     assert execute(ADD, ADD_OK, "a").outcome is Outcome.PASSED
+    box = default_sandbox()
+    zygotes = box.zygote_pids()
     assert execute(ADD, ADD_OK, "b").outcome is Outcome.PASSED
-    assert time.monotonic() > start  # two calls, one zygote (see default_sandbox)
+    assert default_sandbox() is box and box.zygote_pids() == zygotes and len(zygotes) == 1
 
 
 def test_programs_see_the_same_random_sequence_in_every_zygote():

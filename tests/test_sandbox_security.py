@@ -7,6 +7,7 @@ wrong programs that try to be judged right, so anything but ``passed`` means the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,30 +24,31 @@ import pytest
 
 from coderl_ray.records import Outcome
 from coderl_ray.sandbox import Sandbox, SandboxLimits
+from tests.sandbox_tiers import TIERS, expected_tiers, open_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_ENV = "CODERL_TEST_SECRET_TOKEN"
 SECRET = "hunter2-do-not-leak"
-
-TIERS = ["namespace", "process", pytest.param("bwrap", marks=pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"))]
-
 
 @pytest.fixture(scope="module", params=TIERS)
 def box(request):
     # The worker's environment holds a secret when the zygote starts: no program may see it.
     os.environ[SECRET_ENV] = SECRET
     try:
-        sandbox = Sandbox(request.param)
-        try:
-            info = sandbox.info
-        except Exception as exc:  # a tier this kernel refuses is a skip, not a failure
-            pytest.skip(f"tier {request.param} unavailable here: {exc}")
-        assert info["tier"] == request.param
+        sandbox = open_sandbox(request.param)  # fails, not skips, where this machine must provide the tier
         yield sandbox
         sandbox.close()
     finally:
         os.environ.pop(SECRET_ENV, None)
+
+
+def test_the_default_tier_is_the_strongest_this_machine_provides():
+    # tier="auto" falls back to the process tier only where namespaces are refused; where they are expected, a
+    # broken namespace tier must not pass unnoticed as a silent fallback.
+    if "namespace" not in expected_tiers():
+        pytest.skip("the namespace tier is not expected on this machine (tests/sandbox_tiers.py)")
+    with Sandbox("auto") as sandbox:
+        assert sandbox.info["tier"] == "namespace"
 
 
 SAFE = {"problem_id": "attack", "tests": {"kind": "stdio", "inputs": [""], "outputs": ["SAFE\n"]}}
@@ -263,6 +265,22 @@ def test_cannot_signal_the_worker(box):
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert not received
+
+
+def test_a_program_may_signal_itself(box):
+    # The seccomp filter allows signals to the program's own pid, its group and its threads (raise(), a timeout
+    # idiom of competitive programmers: os.kill(os.getpid(), SIGTERM) after printing).
+    assert_safe(attack(box, """
+        import os, signal, threading
+        got = []
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            signal.signal(sig, lambda s, f: got.append(s))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        signal.raise_signal(signal.SIGUSR2)
+        os.kill(0, signal.SIGALRM)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+        print('SAFE' if len(got) == 4 else got)
+    """))
 
 
 def test_worker_environment_is_hidden(box):
@@ -505,6 +523,81 @@ def test_works_for_a_normal_user(tier):
     assert out["info"]["seccomp"]
     if tier == "auto" and out["info"]["tier"] == "namespace":
         assert out["info"]["userns"]
+
+
+# A container as Docker or Kubernetes start it: root without CAP_SYS_ADMIN (not in the runtime's default capability
+# set) and, with the runtime's default seccomp profile, no way to create namespaces. The rules below are those of
+# moby/profiles seccomp/default.json (Docker's default; containerd's RuntimeDefault derives from it) for a container
+# without CAP_SYS_ADMIN: unshare, setns and mount refused, clone refused with any namespace flag, clone3 ENOSYS.
+CONTAINER_LAUNCHER = """
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(24, 21, 0, 0, 0) == 0  # PR_CAPBSET_DROP CAP_SYS_ADMIN: gone after the exec below
+if sys.argv[1] == "runtime-default":
+    EPERM, ENOSYS, ALLOW, KILL = 0x50001, 0x50026, 0x7FFF0000, 0x80000000
+    prog = [(0x20, 0, 0, 4), (0x15, 1, 0, 0xC000003E), (0x06, 0, 0, KILL), (0x20, 0, 0, 0)]
+    for nr in (272, 308, 165):  # unshare, setns, mount
+        prog += [(0x15, 0, 1, nr), (0x06, 0, 0, EPERM)]
+    prog += [(0x15, 0, 1, 435), (0x06, 0, 0, ENOSYS)]  # clone3
+    prog += [(0x15, 0, 3, 56), (0x20, 0, 0, 16), (0x45, 0, 1, 0x7E020000), (0x06, 0, 0, EPERM)]  # clone + ns flags
+    prog += [(0x06, 0, 0, ALLOW)]
+    code = b"".join(struct.pack("<HBBI", *i) for i in prog)
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("<HxxxxxxQ", len(prog), ctypes.addressof(buf))
+    assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, ctypes.get_errno()  # PR_SET_SECCOMP, filter
+os.execv(sys.executable, [sys.executable] + sys.argv[2:])
+"""
+
+CONTAINER_PROBE = """
+import json, sys
+from coderl_ray.sandbox import Sandbox, SandboxLimits
+add = {"problem_id": "a", "tests": {"kind": "stdio", "inputs": ["1 2\\n"], "outputs": ["3\\n"]}}
+programs = {
+    "add": "a, b = map(int, input().split())\\nprint(a + b)",
+    "tempfile": "import tempfile\\ntempfile.TemporaryFile().write(b'x')\\nprint(3)",
+    "stdlib": "from concurrent.futures import ThreadPoolExecutor\\nprint(3)",
+    "escape": "try:\\n    open(%r).read()\\n    print('LEAK')\\nexcept OSError:\\n    print(3)" % sys.argv[1],
+}
+out = {}
+for tier in ("namespace", "bwrap"):
+    try:
+        Sandbox(tier).info
+        out[tier] = "available"
+    except Exception as exc:
+        out[tier] = type(exc).__name__
+with Sandbox("auto") as box:
+    out["info"] = box.info
+    for name, code in programs.items():
+        out[name] = box.execute(add, code, name, SandboxLimits(timeout_s=20)).outcome.value
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("seccomp", ["runtime-default", "unconfined"])
+def test_a_container_without_cap_sys_admin(seccomp, outside):
+    """Which tier a default container gets (docs/sandbox.md, "In containers"): with the runtime's default seccomp
+    profile the process tier (as root: uid 65534, seccomp, Landlock), and its programs still find a scratch
+    directory and the standard library (here under /root, which uid 65534 cannot traverse); with an unconfined
+    profile, as the project's cluster manifests ask for, the namespace tier through a user namespace."""
+    if os.geteuid() != 0 or os.uname().machine != "x86_64":
+        pytest.skip("needs root (to drop CAP_SYS_ADMIN like a container runtime) on x86-64")
+    proc = subprocess.run([sys.executable, "-c", CONTAINER_LAUNCHER, seccomp, "-c", CONTAINER_PROBE,
+                           str(outside / "secret.txt")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {k: out[k] for k in ("add", "tempfile", "stdlib", "escape")} == dict.fromkeys(
+        ("add", "tempfile", "stdlib", "escape"), "passed"), out
+    if seccomp == "runtime-default":
+        assert out["namespace"] == out["bwrap"] == "TierUnavailable", out
+        assert out["info"]["tier"] == "process" and out["info"]["uid_drop"] and out["info"]["seccomp"], out
+        landlock = subprocess.run([sys.executable, "-c", "from coderl_ray.sandbox.isolation import landlock_abi; "
+                                   "print(landlock_abi())"], capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
+        assert out["info"]["landlock"] == int(landlock), out
+    else:
+        assert out["namespace"] == "available" and out["info"]["tier"] == "namespace", out
+        assert out["info"]["userns"], out
 
 
 def test_namespace_tier_works_for_a_python_installed_under_tmp():

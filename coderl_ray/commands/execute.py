@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall time per test (default: sandbox.timeout_s, 4)")
     parser.add_argument("--program-timeout", type=float, default=None, metavar="SECONDS",
                         help="wall time for all tests of one program (default: max(20, 5 x --timeout))")
-    parser.add_argument("--compare", choices=("strict", "apps"), default="strict",
-                        help="strict (training rewards) or apps (the original APPS harness's verdicts)")
+    parser.add_argument("--compare", choices=("auto", "strict", "apps"), default="auto",
+                        help="auto (default: each problem's own mode, e.g. apps for converted APPS problems, else "
+                             "strict), strict (training rewards) or apps (the original APPS harness's verdicts)")
     parser.add_argument("--stop-on-first-failure", action="store_true",
                         help="stop a program at its first failing test (CodeRL's speed trick)")
     parser.add_argument("--tier", choices=("auto", "namespace", "process", "bwrap"), default="auto",
@@ -86,9 +87,19 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
                          max_tasks_in_flight=max(args.num_workers, 0))
 
 
+_RESULT_FIELDS = ("problem_id", "sample_id", "outcome", "passed_tests", "total_tests", "test_results", "error",
+                  "duration_s")
+
+
 def _result_record(row: dict[str, Any]) -> dict[str, Any]:
-    result = ExecutionResult.from_dict(row)
-    return result.to_dict()
+    """DESIGN.md's result record from a result row (the fields of ExecutionResult.to_dict, in its order), built
+    directly: dataclasses.asdict per row cost more than the rest of the driver's work per program."""
+    record = {k: row[k] for k in _RESULT_FIELDS}
+    record["outcome"] = Outcome(record["outcome"]).value
+    record["test_results"] = list(record["test_results"] or [])
+    record["error"] = record["error"] or ""
+    record["apps_result"] = Outcome(record["outcome"]).apps_result
+    return record
 
 
 def _iter_results_ray(samples, problems, cfg: SandboxConfig, args):
@@ -107,11 +118,14 @@ def _iter_results_ray(samples, problems, cfg: SandboxConfig, args):
         blocks = max(1, min(len(indexed) // cfg.batch_size + 1, 1000))
         ds = ray.data.from_items(indexed, override_num_blocks=blocks)
         expected = 0
-        for row in execute_samples(ds, problems, cfg, example_tests=args.example_tests).iter_rows():
-            if row["_row"] != expected:
-                raise RuntimeError(f"result {row['_row']} arrived in place of {expected}: order was not preserved")
-            expected += 1
-            yield row
+        results = execute_samples(ds, problems, cfg, example_tests=args.example_tests)
+        # Whole batches, converted once each: Ray Data's per-row iteration costs more than a trivial program.
+        for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                if row["_row"] != expected:
+                    raise RuntimeError(f"result {row['_row']} arrived in place of {expected}: order was not preserved")
+                expected += 1
+                yield row
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = previous
 

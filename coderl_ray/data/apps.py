@@ -117,6 +117,7 @@ def make_problem(problem_id: str, question: Any, input_output: Any, solutions: A
         "tests": tests,
         "example_tests": examples,
         "solutions": solutions,
+        "compare": "apps",  # judged as APPS's harness judges it, unless sandbox.compare / --compare says otherwise
     }, where)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from coderl_ray.records import TEST_KINDS
+from coderl_ray.records import COMPARE_MODES, TEST_KINDS
 
 DIFFICULTIES = ("introductory", "interview", "competition")
 
@@ -85,6 +85,9 @@ def validate_problem(problem: Any, where: str = "problem") -> dict[str, Any]:
     starter = problem.get("starter_code") or ""
     if not isinstance(starter, str):
         _fail(where, "'starter_code' must be a string")
+    compare = problem.get("compare") or None
+    if compare not in (None, *COMPARE_MODES):
+        _fail(where, f"'compare' must be one of {', '.join(COMPARE_MODES)} or null, got {compare!r}")
     return {
         **problem,
         "source": problem.get("source") or "",
@@ -93,6 +96,7 @@ def validate_problem(problem: Any, where: str = "problem") -> dict[str, Any]:
         "fn_name": fn_name,
         "example_tests": problem.get("example_tests"),
         "solutions": solutions,
+        "compare": compare,
     }
 
 

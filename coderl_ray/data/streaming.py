@@ -50,6 +50,7 @@ def problem_row_schema(include_skipped: bool = False) -> pa.Schema:
         ("problem_id", pa.string()), ("source", pa.string()), ("difficulty", pa.string()),
         ("question", pa.string()), ("starter_code", pa.string()), ("fn_name", pa.string()),
         ("tests", _TESTS_TYPE), ("example_tests", _TESTS_TYPE), ("solutions", pa.list_(pa.string())),
+        ("compare", pa.string()),
     ]
     if include_skipped:
         fields.append((SKIP_COLUMN, pa.string()))
@@ -86,7 +87,7 @@ def convert_record(record: Any, fmt: str, where: str, split: str | None, with_ex
             row = {"problem_id": apps_mod.problem_id_of(raw_id, split) if raw_id is not None else "?",
                    "source": "apps", "difficulty": record.get("difficulty") or "", "question": "",
                    "starter_code": "", "fn_name": "", "tests": None, "example_tests": None, "solutions": [],
-                   SKIP_COLUMN: str(exc)}
+                   "compare": "", SKIP_COLUMN: str(exc)}
             return row
     if include_skipped:
         row[SKIP_COLUMN] = ""

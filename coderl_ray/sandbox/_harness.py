@@ -20,15 +20,22 @@ Invariants the security model rests on (docs/sandbox.md):
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import fcntl
+import gc
+import io
 import json
 import marshal
 import math
 import os
+import resource
 import signal
 import socket
 import sys
+import threading
 import time
+import types
 
 try:
     from .isolation import (
@@ -63,8 +70,8 @@ PREIMPORT_LEAN = (
     "array", "bisect", "builtins", "cmath", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
     "fractions", "functools", "heapq", "io", "itertools", "json", "math", "operator", "queue", "random", "re",
     "statistics", "string", "sys", "threading", "time", "traceback", "types", "typing", "atexit", "ast",
-    "hashlib", "numbers", "struct", "textwrap", "importlib", "resource", "fcntl", "shutil", "tempfile", "select",
-    "errno", "codecs", "encodings.idna", "linecache", "tokenize", "socket", "base64",
+    "numbers", "struct", "textwrap", "importlib", "resource", "fcntl", "select", "errno", "codecs", "linecache",
+    "tokenize",
 )
 PREIMPORT_FULL = PREIMPORT_LEAN + ("unittest.mock", "numpy")
 
@@ -123,6 +130,7 @@ class _Zygote:
                         for p in self.read_paths for q in (p, os.path.realpath(p)))
         self.tmp = "/sandbox-tmp" if under_tmp else "/tmp"
         self.fork = _fork_function()
+        self.devnull = -1
 
     # bootstrap ------------------------------------------------------------------------------------------------
     def bootstrap(self) -> dict:
@@ -136,6 +144,12 @@ class _Zygote:
                 __import__(name)
             except Exception:
                 pass
+        if self.tier != "namespace" and self.uid is not None:
+            self._reroute_unreachable_imports()
+        # The process tier's setup asked tempfile for a directory, which caches the zygote's; a child must compute
+        # it from its own TMPDIR (its scratch directory), or tempfile.TemporaryFile() fails outside the scratch.
+        if "tempfile" in sys.modules:
+            sys.modules["tempfile"].tempdir = None
         # Work every child would otherwise repeat (a fork copies memory lazily, so each page a child touches costs
         # a copy): the bounding set is inherited, and in the namespace tier every child is PID 1, so its seccomp
         # filter and environment are the same for all.
@@ -159,9 +173,7 @@ class _Zygote:
         import random
 
         random.seed(0)  # children are raw forks and inherit this state: every program sees the same sequence
-        import atexit
-        import gc
-
+        self._reserve_low_fds()
         atexit._clear()
         gc.collect()
         gc.freeze()
@@ -269,16 +281,70 @@ class _Zygote:
         sys.path[:] = [p for p in sys.path if p and os.path.isdir(p)]
 
     def _prepare_process_tier(self) -> None:
-        import tempfile
-
         cap_last()
         self.userns = False
         if self._can_setuid():
             self.uid = int(self.opts.get("sandbox_uid", SANDBOX_UID))
             self.child_uid = self.uid
-        self.scratch_base = tempfile.mkdtemp(prefix="coderl-sandbox-")
+        # Not tempfile.mkdtemp: tempfile drags shutil, zlib, bz2 and lzma into the zygote, and every mapping makes
+        # each fork dearer.
+        self.scratch_base = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"coderl-sandbox-{os.urandom(6).hex()}")
+        os.mkdir(self.scratch_base, 0o711)
         os.chmod(self.scratch_base, 0o711)
         self.landlock = landlock_abi() if self.opts.get("landlock", True) else 0
+
+    def _reroute_unreachable_imports(self) -> None:
+        """Let programs import from an installation their uid cannot reach.
+
+        As root, the process tier runs programs as an unprivileged uid. With the interpreter in a directory other
+        users may not traverse (a pyenv under ``/root``, 0700), every module the zygote did not preload would fail
+        to import. The zygote opens each such read path once (``O_PATH``), children inherit the descriptor, and
+        import paths are rewritten to ``/proc/self/fd/N/...``: a lookup through that link starts at the opened
+        directory, so only the permissions below it apply (world-readable in any normal installation). Landlock
+        still decides what may be read; the namespace tier needs none of this (it rebuilds the path's parents).
+        """
+        import fcntl
+
+        routes = []
+        for path in self.read_paths:
+            real = os.path.realpath(path)
+            if not os.path.isdir(real) or _others_can_reach(real):
+                continue
+            fd = os.open(real, os.O_PATH | os.O_DIRECTORY)
+            kept = fcntl.fcntl(fd, fcntl.F_DUPFD, 30)  # clear of the roles 0-6 that _place_fds assigns
+            os.close(fd)
+            _INHERITED_FDS.append(kept)
+            routes.append((real.rstrip("/") + "/", f"/proc/self/fd/{kept}/"))
+        if not routes:
+            return
+
+        def reroute(entry):
+            if not isinstance(entry, str):
+                return entry
+            real = os.path.realpath(entry) + "/"
+            for prefix, via in routes:
+                if real.startswith(prefix):
+                    return (via + real[len(prefix):]).rstrip("/")
+            return entry
+
+        sys.path[:] = [reroute(p) for p in sys.path]
+        for module in list(sys.modules.values()):
+            paths = getattr(module, "__path__", None)
+            if type(paths) is list:
+                paths[:] = [reroute(p) for p in paths]
+        sys.path_importer_cache.clear()
+
+    def _reserve_low_fds(self) -> None:
+        """Keep fds 3..MAX_ROLE occupied, so that every descriptor received with a request is numbered above the
+        roles a child gives them: the child then places them with one dup2 each. Also keeps /dev/null open for
+        the standard fds a child is not given."""
+        self.devnull = fcntl.fcntl(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC), fcntl.F_DUPFD_CLOEXEC, 10)
+        _INHERITED_FDS.append(self.devnull)
+        for fd in range(3, MAX_ROLE + 1):
+            try:
+                fcntl.fcntl(fd, fcntl.F_GETFD)
+            except OSError:
+                os.dup2(self.devnull, fd, inheritable=False)
 
     # serving --------------------------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -294,7 +360,7 @@ class _Zygote:
             if not data:
                 self._shutdown()
             try:
-                req = json.loads(data)
+                req = marshal.loads(data)  # only the worker writes here (children never hold this socket)
                 op = req.get("op")
                 if op == "spawn":
                     reply = self._spawn(req, fds)
@@ -318,7 +384,7 @@ class _Zygote:
                     except OSError:
                         pass
             if reply is not None:
-                self.ctl.send(json.dumps(reply).encode())
+                self.ctl.send(marshal.dumps(reply))
 
     def _shutdown(self) -> None:
         for pid in list(self.active) + list(self.released):
@@ -411,18 +477,39 @@ class _Zygote:
         return {"pid": pid}
 
 
-def _rmtree(path: str) -> None:
-    import shutil
-
-    def fix(func, p, _exc):
+def _others_can_reach(path: str) -> bool:
+    """Whether a user with no relation to the owners may traverse every directory above ``path``."""
+    parent = os.path.dirname(path)
+    while True:
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        if parent == "/":
+            return True
+        parent = os.path.dirname(parent)
+
+
+def _rmtree(path: str) -> None:
+    """Remove a program's scratch folder, whatever modes it left (without shutil: see _prepare_process_tier)."""
+    try:
+        os.chmod(path, 0o700)
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                _rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
         except OSError:
             pass
-
-    shutil.rmtree(path, onerror=fix)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 # --- the child -------------------------------------------------------------------------------------------------------
@@ -430,27 +517,30 @@ def _rmtree(path: str) -> None:
 RESULT_FD, SPEC_FD, REQ_FD, REP_FD = 3, 4, 5, 6
 
 
-def _place_fds(fds: list, roles: list) -> None:
-    import fcntl
+# Descriptors the zygote opened for every child (see _Zygote._reroute_unreachable_imports); kept by _place_fds.
+_INHERITED_FDS: list = []
 
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
-    for fd, role in zip(high, roles):
-        os.dup2(fd, role, inheritable=True)
-    keep = set(roles)
+
+MAX_ROLE = 6  # the highest fd number a child's job uses (RESULT_FD .. REP_FD below)
+_FD_CEILING = max(os.sysconf("SC_OPEN_MAX"), 1 << 16)
+
+
+def _place_fds(fds: list, roles: list, devnull: int) -> None:
+    if fds and min(fds) <= MAX_ROLE:  # not with the zygote's reserved fds (see _reserve_low_fds)
+        fds = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+    for fd, role in zip(fds, roles):
+        os.dup2(fd, role)
     for std in (0, 1, 2):
-        if std not in keep:
-            null = os.open("/dev/null", os.O_RDWR)
-            if null != std:
-                os.dup2(null, std)
-                os.close(null)
-    top = max(keep | {2})
-    for fd in range(3, top):
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    os.closerange(top + 1, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))
+        if std not in roles:
+            os.dup2(devnull, std)
+    low = 3
+    for fd in sorted({*roles, *_INHERITED_FDS}):
+        if fd == devnull:
+            continue
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, _FD_CEILING)
 
 
 def _send(obj) -> None:
@@ -489,7 +579,7 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
     except OSError:
         pass
     try:
-        _place_fds(fds, roles)
+        _place_fds(fds, roles, z.devnull)
         if z.tier != "namespace":
             # In the namespace tier the zygote is PID 1 of its namespace: its death kills every child anyway.
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -502,9 +592,15 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
                   f"size={int(limits.get('scratch_mb', 64))}m,nr_inodes=4096,mode=0700,uid={uid},gid={uid}")
             scratch = z.tmp
         os.chdir(scratch)
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if z.tier != "namespace" and z.landlock:
+            # Before the uid switch: the rules are made from paths the unprivileged uid may not be able to reach
+            # (an interpreter under /root), which it then reads through the zygote's descriptors (see
+            # _reroute_unreachable_imports).
+            apply_landlock(z.read_paths, [scratch, "/dev/null"], z.landlock)
         if z.uid is not None:
             # A root worker's programs run as an unprivileged uid; switching uids also clears the capabilities
-            # (the bounding set was emptied in the zygote, and no_new_privs below stops setuid binaries).
+            # (the bounding set was emptied in the zygote, and no_new_privs stops setuid binaries).
             os.setgroups([])
             os.setresgid(z.uid, z.uid, z.uid)
             os.setresuid(z.uid, z.uid, z.uid)
@@ -513,9 +609,6 @@ def _child_main(z: _Zygote, req: dict, fds: list, roles: list, scratch: str) -> 
         _apply_rlimits(limits)
         if scratch != "/tmp":
             os.environ["HOME"] = os.environ["TMPDIR"] = scratch
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-        if z.tier != "namespace" and z.landlock:
-            apply_landlock(z.read_paths, [scratch, "/dev/null"], z.landlock)
         if z.seccomp:
             install_seccomp(os.getpid(), int(limits.get("max_processes", 1)) > 1)
     except BaseException as exc:
@@ -546,8 +639,6 @@ def _on_sigxcpu(signum, frame):
 
 
 def _apply_rlimits(limits: dict) -> None:
-    import resource
-
     def setr(which, value):
         value = int(value)
         try:
@@ -576,8 +667,6 @@ def _arm_cpu_limit(cpu_s) -> None:
     """Give the next test ``cpu_s`` more seconds of CPU (rounded up), within the process's hard limit."""
     if not cpu_s:
         return
-    import resource
-
     try:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -635,8 +724,6 @@ _FRESH_MODULES: list = []
 
 
 def _new_module(name: str, register: bool = True):
-    import types
-
     if name == "__main__" and register and _FRESH_MODULES:
         mod = _FRESH_MODULES.pop()  # made by the zygote: one less allocation in a cold child
     else:
@@ -672,11 +759,10 @@ def _next_test(go_fd: int, spec: dict):
     return spec["next"] - 1
 
 
-def _stdin_memfd(data: bytes) -> int:
+def _stdin_memfd(data: bytes) -> None:
     """A memfd holding one test's input, made fd 0. RLIMIT_FSIZE applies to memfds too: the soft limit is lifted to
-    the hard one (sized by the worker to the largest input) while writing."""
-    import resource
-
+    the hard one (sized by the worker to the largest input) while writing. If the previous test closed fd 0 (``with
+    open(0) as f``, ``os.close(0)``), the memfd is created as fd 0 itself and must stay open."""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     fd = os.memfd_create("stdin", 0)
     try:
@@ -689,13 +775,22 @@ def _stdin_memfd(data: bytes) -> int:
         if len(data) > soft:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     os.lseek(fd, 0, os.SEEK_SET)
-    os.dup2(fd, 0)
-    os.close(fd)
+    if fd != 0:
+        os.dup2(fd, 0)
+        os.close(fd)
+
+
+def _restore_fd(saved: int, fd: int) -> None:
+    """Point ``fd`` back at what the harness gave the program (a previous test may have closed or replaced it, e.g.
+    ``open(1, "w")`` closes fd 1 when the file object is collected). If the program closed the saved copy too, the
+    test runs with what is left and its output decides."""
+    try:
+        os.dup2(saved, fd)
+    except OSError:
+        pass
 
 
 def _text_stdio(fd: int, mode: str):
-    import io
-
     if mode == "r":
         return io.TextIOWrapper(io.BufferedReader(io.FileIO(fd, "rb", closefd=False)), encoding="utf-8",
                                 errors="surrogateescape", newline="\n")
@@ -711,12 +806,13 @@ def _run_stdio(spec: dict) -> None:
     """Strict mode: each test runs the program afresh as ``__main__`` (a new module, new ``sys.std*`` objects),
     stdin is the test's input on fd 0 (a memfd), stdout a pipe the worker reads. Tests run one after the other in
     this process; the worker drains stdout when a test ends and starts a new process after a crash or timeout."""
-    import atexit
-    import threading
-
     code = _compile(spec)
     recursion_limit = sys.getrecursionlimit()
     streams = _FRESH_STREAMS.pop() if _FRESH_STREAMS else None
+    # Copies of stdout (the worker's pipe) and stderr, out of the program's way: each test gets them back as fds 1
+    # and 2 whatever the previous test did to them, as each test gets its own input as fd 0.
+    saved_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 10)
+    saved_err = fcntl.fcntl(2, fcntl.F_DUPFD_CLOEXEC, 10)
     spec["next"] = int(spec.get("start", 0))
     _send_raw(_READY)
     first = spec["next"]
@@ -726,7 +822,18 @@ def _run_stdio(spec: dict) -> None:
             break
         if i != first:  # the first test's CPU limit was set with the process's limits
             _arm_cpu_limit(spec.get("cpu_s"))
-        _stdin_memfd(spec["inputs"][i])
+            # Finalise what the previous test left behind before this test's fds exist: a file it opened on fd 0
+            # (``data = open(0)`` at module level, ``sys.stdin = open(0)``) closes its fd when collected, and a
+            # module's functions keep it in a reference cycle, so only a collection frees it at a known time.
+            sys.modules.pop("__main__", None)
+            sys.stdin = sys.__stdin__ = sys.stdout = sys.__stdout__ = sys.stderr = sys.__stderr__ = None
+            mod = None
+            gc.collect()
+        if i != first or not spec.get("stdin_given"):  # the worker passes the first test's input as fd 0
+            _stdin_memfd(spec["inputs"][i])
+        if i != first:
+            _restore_fd(saved_out, 1)
+            _restore_fd(saved_err, 2)
         if streams is None:
             streams = (_text_stdio(0, "r"), _text_stdio(1, "w"), _text_stdio(2, "w"))
         sys.stdin = sys.__stdin__ = streams[0]
@@ -815,13 +922,19 @@ class _LazyMockOpen:
 
 
 def _run_stdio_apps(spec: dict) -> None:
-    """The APPS harness's execution of a standard-input program, case by case:
+    """The APPS harness's execution of a standard-input program (``run_test`` and ``call_method`` in hendrycks/apps
+    ``eval/testing_util.py``), case by case:
 
-    * the rewritten module (prelude + ``def code()``) is loaded once; any exception then is a compile error (-2);
-    * for each test, ``code()`` is called with ``sys.stdin = io.StringIO(input)`` (no ``.buffer``) and ``open()``
-      replaced by ``unittest.mock.mock_open`` over the input; the harness also patches ``readline``, ``readlines``
-      and ``read``, but stacked ``patch`` decorators are entered innermost first, so those patches land on the
-      harness's own stdin, not on the StringIO the program sees;
+    * the rewritten module (prelude + ``def code()``) is loaded once; any exception then is a compile error (-2). At
+      that time ``sys.stdin`` is the harness's own stdin, an empty stream (APPS runs each program in a
+      ``multiprocessing`` child, whose stdin is ``/dev/null``; CodeRL's background shell jobs read ``/dev/null``
+      too), so ``from sys import stdin`` and the rewrite's own ``stdin = sys.stdin`` bind that object;
+    * each test is one call of ``code()`` under APPS's five stacked ``unittest.mock.patch`` decorators. Stacked
+      decorators are entered innermost first: ``sys.stdin.read``, ``.readlines`` and ``.readline`` are patched on
+      the harness's own stdin (the object bound at import) - ``read()`` returns the input, ``readlines()`` its lines
+      *without* line ends, ``readline()`` the next line without its line end and ``StopIteration`` after the last
+      one - and only then is ``sys.stdin`` replaced by ``io.StringIO(input)`` (no ``.buffer``) and ``open()`` by
+      ``unittest.mock.mock_open`` over the input; all of it is undone after the call;
     * ``sys.stdout`` is a StringIO whose ``close`` takes one argument; only what reaches it counts;
     * ``SystemExit`` ends a test normally; any other exception is a runtime error (-1).
     """
@@ -832,6 +945,9 @@ def _run_stdio_apps(spec: dict) -> None:
     if spec.get("code_obj") is None:
         spec["source"] = apps_stdio_source(spec["code"])
     code = _compile(spec, "source")
+    # fd 0 is /dev/null here (the worker passes no stdin): the harness's own, empty stdin, as in APPS.
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)),
+                                                 encoding="utf-8")
     _send_raw(_COMPILED)
     mod = _new_module("tmp_sol")
     try:
@@ -853,21 +969,52 @@ def _run_stdio_apps(spec: dict) -> None:
         inputs = spec["inputs"][i].decode("utf-8", "surrogateescape")
         captured = io.StringIO()
         captured.close = lambda x: 1
-        sys.stdin = io.StringIO(inputs)
-        builtins.open = _LazyMockOpen(mock, inputs)
         sys.stdout = captured
         error = None
         try:
-            fn()
-        except SystemExit:
-            pass
+            _call_with_apps_patches(fn, inputs, builtins, mock, io)
         except BaseException as exc:
-            error = _format_exception(exc)
+            error = _format_exception(exc, skip=2)
         finally:
             sys.stdout, builtins.open = real_stdout, real_open
         text = captured.getvalue() if error is None else ""
         _send({"t": "end", "i": i, "code": 0, "error": error, "text": text[:cap], "truncated": len(text) > cap})
     os._exit(0)
+
+
+_MISSING = object()
+
+
+def _call_with_apps_patches(fn, inputs: str, builtins, mock, io) -> None:
+    """``call_method(fn, inputs)`` of APPS: its ``patch`` decorators entered in the order Python enters them
+    (innermost first) and undone in reverse. A patch that cannot be applied raises, as ``patch`` would."""
+    lines = iter(inputs.split("\n"))
+    target = sys.stdin  # resolved when the patches are entered: the harness's stdin (restored after every test)
+    patches = (("read", lambda *args: inputs), ("readlines", lambda *args: inputs.split("\n")),
+               ("readline", lambda *args: next(lines)))
+    applied = []
+    try:
+        for name, replacement in patches:
+            own = getattr(target, "__dict__", {}).get(name, _MISSING)
+            getattr(target, name)  # patch() requires the attribute to exist
+            setattr(target, name, replacement)
+            applied.append((name, own))
+        sys.stdin = io.StringIO(inputs)
+        builtins.open = _LazyMockOpen(mock, inputs)
+        try:
+            fn()
+        except SystemExit:
+            pass
+    finally:
+        sys.stdin = target
+        for name, own in reversed(applied):
+            try:
+                if own is _MISSING:
+                    delattr(target, name)
+                else:
+                    setattr(target, name, own)
+            except Exception:
+                pass
 
 
 # Server mode: the candidate's module is loaded once, then requests (call an entry point with arguments, read a

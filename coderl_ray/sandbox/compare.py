@@ -105,7 +105,9 @@ def _json_equal(actual: Any, expected: Any, tol: float) -> bool:
         return (type(actual) in (list, tuple) and len(actual) == len(expected)
                 and all(_json_equal(a, e, tol) for a, e in zip(actual, expected)))
     if isinstance(expected, dict):
-        if type(actual) is not dict or len(actual) != len(expected):
+        # Decoded values are trusted builtin types: dict and the stdlib dicts that keep their type on the wire
+        # (OrderedDict, Counter) hold exactly the items they show; a deque is not a list, as in Python.
+        if not isinstance(actual, dict) or len(actual) != len(expected):
             return False
         keyed = {}
         for k, v in actual.items():

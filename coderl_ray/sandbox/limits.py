@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -30,7 +32,8 @@ class SandboxLimits:
     max_open_files: int = 64
     max_output_mb: float = 8.0
     scratch_mb: int = 64
-    compare: Literal["strict", "apps"] = "strict"
+    # "auto": the problem's own mode (its record's "compare"; APPS problems say "apps"), strict when it says none.
+    compare: Literal["auto", "strict", "apps"] = "auto"
     float_tolerance: float = FLOAT_TOL  # strict mode only; apps has its own (numpy.allclose, 3-decimal rounding)
     stop_on_first_failure: bool = False
     example_tests: bool = False  # run the problem's example_tests instead of its hidden tests
@@ -48,10 +51,20 @@ class SandboxLimits:
             raise ValueError("SandboxLimits.max_open_files must be >= 16 (the interpreter itself needs some)")
         if self.cpu_s < 0 or self.infra_retries < 0:
             raise ValueError("SandboxLimits.cpu_s and infra_retries must be >= 0")
-        if self.compare not in ("strict", "apps"):
-            raise ValueError(f"SandboxLimits.compare must be 'strict' or 'apps', got {self.compare!r}")
+        if self.compare not in ("auto", "strict", "apps"):
+            raise ValueError(f"SandboxLimits.compare must be 'auto', 'strict' or 'apps', got {self.compare!r}")
         if self.tier not in ("auto", "namespace", "process", "bwrap"):
             raise ValueError(f"SandboxLimits.tier must be auto, namespace, process or bwrap, got {self.tier!r}")
+
+    def for_problem(self, problem: dict) -> "SandboxLimits":
+        """These limits with ``compare`` resolved for ``problem`` ("auto" follows the problem's own mode). Raises
+        ValueError for a mode the sandbox does not know."""
+        if self.compare != "auto":
+            return self
+        mode = problem.get("compare") or "strict"
+        if mode not in ("strict", "apps"):
+            raise ValueError(f"problem {problem.get('problem_id')!r}: unknown compare mode {mode!r}")
+        return _with_compare(self, mode)
 
     @property
     def cpu_limit_s(self) -> float:
@@ -72,3 +85,9 @@ class SandboxLimits:
                 "max_processes": self.max_processes,
                 "max_file_mb": self.max_file_mb, "max_open_files": self.max_open_files,
                 "scratch_mb": self.scratch_mb}
+
+
+@functools.lru_cache(maxsize=64)
+def _with_compare(limits: SandboxLimits, mode: str) -> SandboxLimits:
+    # Once per (limits, mode), not once per program: rebuilding a frozen dataclass costs ~30 us.
+    return dataclasses.replace(limits, compare=mode)

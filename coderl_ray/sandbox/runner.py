@@ -20,6 +20,7 @@ plain data. How each test kind runs:
 from __future__ import annotations
 
 import json
+import logging
 import marshal
 import math
 import os
@@ -77,6 +78,15 @@ class _Tests:
         for i in range(start, self.n):
             if self.status[i] == NOT_RUN:
                 self.set(i, status, error)
+
+    def load_timed_out(self, start: int, limits: SandboxLimits, error: str) -> None:
+        """The program did not finish loading within its time (wall or CPU). APPS's harness counts any exception
+        while loading the module, its own timeout included, as a compile error (-2); strict mode calls it a
+        timeout. Only a first load counts: a reload in a fresh child after a crash is this sandbox's doing."""
+        if limits.compare == "apps" and start == 0:
+            self.compile_error = f"{error} (APPS counts a timeout while loading the module as a compile error)"
+        else:
+            self.settle_rest(start, TIMEOUT, error)
 
     def stop_after(self, i: int, limits: SandboxLimits) -> bool:
         return limits.stop_on_first_failure and self.status[i] != PASS
@@ -312,8 +322,10 @@ class Sandbox:
             return Zygote(self.requested_tier, self.sandbox_uid, flavor=flavor)
         try:
             return Zygote("namespace", self.sandbox_uid, flavor=flavor)
-        except TierUnavailable:
+        except TierUnavailable as exc:
             self.requested_tier = "process"  # decided once: the kernel will not change its mind
+            logging.getLogger(__name__).warning(
+                "sandbox: %s; using the process tier, which isolates less (docs/sandbox.md#isolation-tiers)", exc)
             return Zygote("process", self.sandbox_uid, flavor=flavor)
 
     def _restart(self, broken: Zygote | None) -> None:
@@ -362,6 +374,10 @@ class Sandbox:
         pid = str(problem.get("problem_id", ""))
         tests = problem.get("example_tests") if limits.example_tests else problem.get("tests")
         start = time.monotonic()
+        try:
+            limits = limits.for_problem(problem)
+        except ValueError as exc:  # bad data, not worth a retry
+            return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error=str(exc))
         if not tests:
             which = "example tests" if limits.example_tests else "tests"
             return ExecutionResult(pid, sample_id, Outcome.INFRA_ERROR, error=f"problem {pid!r} has no {which}")
@@ -452,7 +468,8 @@ class Sandbox:
         try:
             fds_here.append(go_r)
             spec_fd = _memfd(marshal.dumps({"code": code, "code_obj": code_obj, "apps": apps, "output_cap": cap,
-                                            "cpu_s": limits.cpu_limit_s, "inputs": encoded, "start": start}))
+                                            "cpu_s": limits.cpu_limit_s, "inputs": encoded, "start": start,
+                                            "stdin_given": not apps}))
             fds_here.append(spec_fd)
             res_r, res_w = os.pipe2(os.O_CLOEXEC)
             fds_here.append(res_w)
@@ -464,6 +481,10 @@ class Sandbox:
                 fds_here.append(out_w)
                 out = _Stream(out_r, cap, messages=False)
                 fds[1] = out_w
+                # The first test's input goes in as fd 0 (the child makes the later ones): cheaper here, in a warm
+                # process, than in a freshly forked child.
+                fds[0] = _memfd(encoded[start])
+                fds_here.append(fds[0])
             child_limits = {**limits.child_limits(cpu), "max_input_bytes": max(map(len, encoded), default=0)}
             pid = zygote.spawn("stdio", child_limits, fds)
         except BaseException:
@@ -515,6 +536,9 @@ class Sandbox:
                     record.compile_error = str(msg.get("error", ""))
                     return None
                 if t == "cpu_limit":
+                    if child.phase != "ready" and i == start:
+                        record.load_timed_out(start, limits, "CPU time limit exceeded while loading the program")
+                        return None
                     record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
                     return None if record.stop_after(i, limits) else i + 1
                 if child.phase != "ready":
@@ -537,11 +561,14 @@ class Sandbox:
                     if problem is None:
                         return None
                 if problem is not None:
+                    if problem[0] == TIMEOUT and child.phase == "loading" and i == start:
+                        record.load_timed_out(start, limits, f"while loading the program: {problem[1]}")
+                        return None
                     record.set(i, problem[0], f"test {i}: {problem[1]}")
                     return None if record.stop_after(i, limits) else i + 1
                 if not _wait_any(streams, deadline):
                     if child.phase != "ready" and i == start:
-                        record.settle_rest(start, TIMEOUT, "time limit exceeded while loading the program")
+                        record.load_timed_out(start, limits, "time limit exceeded while loading the program")
                         return None
                     record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
                     return None if record.stop_after(i, limits) else i + 1
@@ -676,7 +703,7 @@ class Sandbox:
                 except TimeoutError:
                     where = "loading the program" if child.phase != "ready" else f"test {i}"
                     if child.phase != "ready" and i == start:
-                        record.settle_rest(start, TIMEOUT, f"time limit exceeded while {where}")
+                        record.load_timed_out(start, limits, f"time limit exceeded while {where}")
                         return None
                     record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
                     return None if record.stop_after(i, limits) else i + 1
@@ -691,6 +718,9 @@ class Sandbox:
                     if msg is None:
                         status, cpu_used = child.status()
                         kind, error = _crash_reason(status, cpu_used, cpu)
+                        if child.phase != "ready" and kind == TIMEOUT:
+                            record.load_timed_out(start, limits, f"while loading the program: {error}")
+                            return None
                         if child.phase != "ready":
                             record.settle_rest(start, kind, f"while loading the program: {error}")
                             return None
@@ -711,6 +741,9 @@ class Sandbox:
                     record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
                     return None
                 if t == "cpu_limit":
+                    if child.phase != "ready" and i == start:
+                        record.load_timed_out(start, limits, "CPU time limit exceeded while loading the program")
+                        return None
                     record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
                     return None if record.stop_after(i, limits) else i + 1
                 if t == "ready" and child.phase == "ready":

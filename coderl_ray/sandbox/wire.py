@@ -10,10 +10,12 @@ Standard library only: the zygote imports this file as a top-level module (it ru
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import math
 import os
 import struct
+import types
 
 # --- wire format ---------------------------------------------------------------------------------------------------
 # Every message is a 4-byte little-endian length followed by a JSON object. JSON (never pickle) because the
@@ -41,6 +43,9 @@ def write_msg(fd: int, obj) -> None:
         view = view[n:]
 
 
+READY_BODY = b'{"t":"ready"}'  # pack({"t": "ready"}) without its header
+
+
 class MessageReader:
     """Incremental decoder of length-prefixed JSON messages; refuses frames larger than ``limit`` bytes."""
 
@@ -60,8 +65,11 @@ class MessageReader:
                 break
             raw = bytes(self._buf[4:4 + size])
             del self._buf[:4 + size]
+            if raw == READY_BODY:  # every child sends it once: skip the parser
+                out.append({"t": "ready"})
+                continue
             try:
-                msg = json.loads(raw)
+                msg = json.loads(raw.decode("utf-8"))  # str, not bytes: json would sniff the encoding first
             except (ValueError, RecursionError) as exc:
                 raise ProtocolError(f"bad message: {exc}") from None
             if not isinstance(msg, dict):
@@ -227,6 +235,15 @@ def encode(value, on_opaque=None, _state=None, _depth=0):
         return {"$d": [[enc(k), enc(v)] for k, v in dict.items(value)]}
     if isinstance(value, (set, frozenset)):
         return {"$s": [enc(v) for v in set.__iter__(set(value))]}
+    # Standard-library containers that Python's == treats as the mapping / list / string they hold (``ChainMap(d) ==
+    # d``, ``UserList(x) == x``) travel as that plain value. deque is not among them: ``deque([1]) != [1]``.
+    if isinstance(value, _PLAIN_MAPPINGS):
+        return {"$d": [[enc(k), enc(v)] for k, v in value.items()]}
+    if isinstance(value, collections.UserList):
+        return [enc(v) for v in value]
+    if isinstance(value, collections.UserString):
+        text = str(value)
+        return text if type(text) is str else _opaque(value, on_opaque)
     if hasattr(t, "__next__") and hasattr(t, "__iter__"):
         items = []
         for v in value:
@@ -234,6 +251,13 @@ def encode(value, on_opaque=None, _state=None, _depth=0):
                 raise EncodeError(f"iterator yields more than {MAX_ITEMS} items")
             items.append(enc(v))
         return {"$it": [_type_name(value), items]}
+    return _opaque(value, on_opaque)
+
+
+_PLAIN_MAPPINGS = (collections.ChainMap, collections.UserDict, types.MappingProxyType)
+
+
+def _opaque(value, on_opaque):
     if on_opaque is not None:
         return on_opaque(value)
     try:

@@ -8,6 +8,7 @@ and dies with the worker (``PR_SET_PDEATHSIG`` and end-of-file on its control so
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import shutil
 import socket
@@ -148,8 +149,12 @@ class Zygote:
         else:
             reason = "it exited"
         if not hello:
+            tail = self._stderr_tail()
             self.close()
-            raise ZygoteError(f"sandbox zygote ({self.tier}) did not start: {reason}; {self._stderr_tail()}")
+            if self.tier == "bwrap" and tail.startswith("bwrap:"):
+                # bubblewrap itself refused (no namespaces here, e.g. a container's default seccomp profile)
+                raise TierUnavailable(f"sandbox tier 'bwrap' is unavailable here: {tail}")
+            raise ZygoteError(f"sandbox zygote ({self.tier}) did not start: {reason}; {tail}")
         info = json.loads(hello)
         if not info.get("ok"):
             self.close()
@@ -215,7 +220,7 @@ class Zygote:
             if sock is None:
                 raise ZygoteError("the sandbox zygote is not running")
             try:
-                data = json.dumps(req).encode()
+                data = marshal.dumps(req)  # the control channel carries only the worker's and the zygote's data
                 if fds:
                     socket.send_fds(sock, [data], list(fds))
                 else:
@@ -227,7 +232,7 @@ class Zygote:
                 raise ZygoteError(f"lost the sandbox zygote: {exc}") from None
         if not answer:
             raise ZygoteError(f"the sandbox zygote exited; {self._stderr_tail()}")
-        out = json.loads(answer)
+        out = marshal.loads(answer)
         if "error" in out:
             raise ZygoteError(f"sandbox zygote: {out['error']}")
         return out
