@@ -110,7 +110,8 @@ def cluster():
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         client = {**env, "RAY_ADDRESS": f"127.0.0.1:{head}", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}",
-                  "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
+                  "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir / "auth_token"),
+                  "PYTHONUNBUFFERED": "1",
                   # Ray Data reads Parquet footers with 32 actors per read by default; on 2 cores starting them
                   # costs ~40 s per read of a replay-buffer round (measured), so tests use one.
                   "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
@@ -186,6 +187,16 @@ def test_the_head_takes_no_work_and_only_sandbox_nodes_advertise_the_resource(cl
     assert sorted(w.get(resource, 0) for w in workers) == [0, 1, 1]
     # One execution slot per CPU of a sandbox node, and the trainer node has none.
     assert all(w[resource] == w["CPU"] for w in workers if resource in w)
+
+
+def test_a_cluster_of_several_nodes_without_the_execution_resource_is_a_clear_error(cluster):
+    driver = cluster.python(
+        "-c", "import ray; from coderl_ray.ray_runtime import init_ray; init_ray(); "
+              "from coderl_ray.config import SandboxConfig; from coderl_ray.execution import execute_samples; "
+              "ds = ray.data.from_items([{'problem_id': 'add', 'sample_id': 's0', 'code': 'print(3)'}]); "
+              f"execute_samples(ds, [{ADD!r}], SandboxConfig(resource='gpu-sandbox'))")
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode != 0 and "no node advertises the 'gpu-sandbox' resource; start sandbox nodes" in out, out
 
 
 def test_an_execute_job_submitted_to_the_cluster_runs_only_on_sandbox_nodes(cluster, tmp_path):
