@@ -1,14 +1,50 @@
-"""Connecting to Ray: a running cluster when there is one, otherwise a local one that advertises ``sandbox``."""
+"""Connecting to Ray, and keeping Ray's own output out of the user's way.
+
+:func:`init_ray` connects to a cluster (``ray job submit``'s ``$RAY_ADDRESS``, or one started on this machine with
+``ray start --head``) or starts Ray in-process. Either way it then quiets Ray's own console output (Ray Data's
+execution plans and progress bars, Ray Train's start-up messages, known-harmless internal errors): the console keeps
+the pipeline's stage lines, its progress bars, training metrics, real warnings and errors. Everything Ray prints
+still reaches its log files (``<session>/logs``). ``CODERL_VERBOSE=1`` in the environment, or ``--verbose`` on any
+``coderl-ray`` command, leaves Ray's output as Ray makes it.
+"""
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
+
+VERBOSE_ENV = "CODERL_VERBOSE"
+
+# Worker lines the driver does not print (Ray's RAY_DEDUP_LOGS_SKIP_REGEX; they stay in the workers' log files):
+# - Ray Data's per-execution messages in workers that run a dataset (the Ray Train ingest coordinator: one set per
+#   training epoch) and its notes about progress bars, should a dataset miss the driver's settings;
+# - Ray core's "constructor arguments in the object store" error, logged once per process that creates an actor
+#   whose constructor arguments live in the object store: Ray Data's map workers and Ray Train's PreemptionWatcher
+#   always do (https://github.com/ray-project/ray/issues/53727); nothing here restarts those actors from their
+#   arguments;
+# - Ray Train's "Reporting training result" line, one per ray.train.report, which its LoggingConfig does not filter
+#   (the logger is named after the file, not ray.train.*); the metric line of each report says the same.
+_WORKER_NOISE = "|".join([
+    r"Starting execution of Dataset ",
+    r"Execution plan of Dataset ",
+    r"Dataset \S+ execution finished in ",
+    r"A new progress UI is available",
+    r"Progress bars (for operators )?disabled",
+    r"Progress will be logged because",
+    r"core_worker\.cc:\d+: Actor .*has constructor arguments in the object store",
+    r"Reporting training result \d+: TrainingReport\(",
+])
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int | None = None) -> None:
@@ -20,6 +56,14 @@ def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int
     cluster only the sandbox nodes advertise it (see cluster/). Other in-process Ray instances on the machine (a
     notebook's, a test session's) are never joined: only a cluster that ``ray start`` recorded.
     """
+    if not verbose() and "ray" not in sys.modules:
+        # Read once, when Ray is imported; a driver that imported Ray earlier prints its workers' lines as they are.
+        os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", _WORKER_NOISE)
+    # Ray Data lists a read's files with 8 threads by default (the count is fixed in the driver when a read is
+    # planned); their completion signaler races with the end of the listing task and sometimes dies with an
+    # InterruptedError traceback in the console (ray.data._internal.dynamic_work_queue). Our reads list a few dozen
+    # local files at most, which one thread does as fast.
+    os.environ.setdefault("RAY_DATA_LIST_FILES_THREADED_NUM_WORKERS", "1")
     import ray
 
     # Ray Data reads Parquet footers with 32 actors per read by default, which on a small cluster costs more than
@@ -28,16 +72,26 @@ def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS", "")
         if address and address != "local":
-            ray.init(address=address)
+            ray.init(address=address, runtime_env=_worker_setup())
         elif not address and _started_cluster():
             # "auto" rather than the address itself: Ray then also picks up the token of a head that runs with
             # token authentication (an explicit address would not send it).
-            ray.init(address="auto")
+            ray.init(address="auto", runtime_env=_worker_setup())
         else:
             use_run_token()
+            if not verbose():
+                # Ray's notice that the cluster it starts uses token authentication: it is this run's own token.
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             cpus = num_cpus or os.cpu_count() or 1
             ray.init(num_cpus=cpus, resources={sandbox_resource: cpus} if sandbox_resource else None,
-                     runtime_env={"worker_process_setup_hook": "coderl_ray.ray_runtime.setup_worker"})
+                     runtime_env=_worker_setup())
+    quiet_ray_output()
+
+
+def _worker_setup() -> dict:
+    # Merged by Ray with the runtime env of `ray job submit` (cluster/runtime_env.yaml sets other keys). A new dict
+    # each time: ray.init writes the hook into the dict it is given.
+    return {"worker_process_setup_hook": "coderl_ray.ray_runtime.setup_worker"}
 
 
 def _started_cluster() -> str | None:
@@ -85,7 +139,7 @@ def use_run_token() -> None:
 
 
 def setup_worker() -> None:
-    """``worker_process_setup_hook`` of the Ray started by :func:`init_ray`: tell its workers where their cluster is.
+    """``worker_process_setup_hook`` of this job's workers (:func:`init_ray`): tell them where their cluster is.
 
     Ray Train's placement-group cleaner finds the cluster through Ray's address discovery, which fails (and prints a
     traceback per training run) when another Ray runs on the same machine, unless ``RAY_ADDRESS`` names it.
@@ -93,3 +147,34 @@ def setup_worker() -> None:
     import ray
 
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+def quiet_ray_output() -> None:
+    """This process's share of the quiet console: Ray Data without progress bars or execution plans (datasets copy
+    these settings from the driver, so the workers that run them follow) and Ray Data's console at warnings."""
+    if verbose():
+        return
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            handler.setLevel(logging.WARNING)
+            if not any(isinstance(f, _DropNotes) for f in handler.filters):
+                handler.addFilter(_DropNotes())
+
+
+class _DropNotes(logging.Filter):
+    """Ray Data's warning that progress bars are off (we turned them off; our own bars replace them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars")
+
+
+def train_logging_config():
+    """Ray Train's ``LoggingConfig`` for the console: its start-up and checkpoint messages only when verbose."""
+    import ray.train
+
+    return ray.train.LoggingConfig(log_level="INFO" if verbose() else "WARNING")

@@ -139,6 +139,8 @@ def test_readme_cluster_commands_work_verbatim_after_a_local_run(tmp_path):
     assert "eval/round_1" in state and "round_1/rl" in state
     assert (out_dir / "report" / "summary.md").is_file()
     assert (out_dir / "models" / "actor_round_1" / "config.json").is_file()
+    # What `ray job logs` shows: the pipeline's own lines, not Ray Data's plans and progress.
+    assert "==> round_1/rollout" in submit.stdout and "Execution plan of Dataset" not in submit.stdout, log
 
 
 def _forget_head() -> None:

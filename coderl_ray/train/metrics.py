@@ -79,7 +79,10 @@ class MetricsLogger:
 
     def log(self, step: int, summary: dict[str, float]) -> None:
         line = " ".join(f"{k}={v:.4g}" for k, v in summary.items())
-        print(f"[{self.name}] step {step}/{self.total} {line}", flush=True)
+        # Not print(): in a Ray Train worker print also goes through Ray Train's logger, so the driver would show
+        # every line twice (once from the worker's stdout, once from its stderr).
+        sys.stdout.write(f"[{self.name}] step {step}/{self.total} {line}\n")
+        sys.stdout.flush()
         if self._bar is not None:
             shown = " ".join(f"{k}={summary[k]:.3g}" for k in ("loss", "tokens_per_s") if k in summary)
             self._bar.set_description(f"{self.name} {shown}")
