@@ -254,6 +254,7 @@ def _first_checkpoint_after(storage: Path, run: str, before: set[str], timeout: 
     return previous, new
 
 
+@pytest.mark.timeout(2400)  # its waits for checkpoints, kills and the rerun allow up to ~40 min on a loaded machine
 def test_training_resumes_from_its_checkpoint_after_a_killed_worker_and_a_killed_driver(cluster, tmp_path):
     # 24 reference programs, one per step: 60 steps, a checkpoint every 10. The controller collects reports every
     # 2 s and a worker cannot run more than one report ahead of it, which paces the run for the kills below.
@@ -345,6 +346,7 @@ def _drive_execution(buffer_root: str, n_problems: int, per_problem: int) -> Non
     print("DONE", flush=True)
 
 
+@pytest.mark.timeout(1500)  # two waits of up to 600 s each
 def test_killing_a_sandbox_raylet_mid_stream_keeps_exactly_one_result_per_sample(cluster, tmp_path):
     n_problems, per_problem = 24, 8
     driver = cluster.python("-c", "import sys; from tests.test_cluster_local import _drive_execution; "
