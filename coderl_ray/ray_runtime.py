@@ -139,14 +139,20 @@ def use_run_token() -> None:
 
 
 def setup_worker() -> None:
-    """``worker_process_setup_hook`` of this job's workers (:func:`init_ray`): tell them where their cluster is.
+    """``worker_process_setup_hook`` of this job's workers (:func:`init_ray`).
 
-    Ray Train's placement-group cleaner finds the cluster through Ray's address discovery, which fails (and prints a
-    traceback per training run) when another Ray runs on the same machine, unless ``RAY_ADDRESS`` names it.
+    - Tell them where their cluster is: Ray Train's placement-group cleaner finds it through Ray's address
+      discovery, which fails (and prints a traceback per training run) when another Ray runs on the same machine,
+      unless ``RAY_ADDRESS`` names it.
+    - Keep Ray Train from routing ``print`` in its workers through its logger as well: the line then reaches the
+      driver twice (stdout and stderr), and so does each state of rank 0's progress bar, whose duplicated "closed"
+      state makes the driver redraw the finished bar under every later stage. Prints still go to the workers'
+      ``.out`` log files.
     """
     import ray
 
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
 def quiet_ray_output() -> None:

@@ -28,7 +28,8 @@ ADD = {"problem_id": "add", "question": "Add two numbers.",
 
 def _shell(home: Path) -> dict[str, str]:
     """A fresh shell of a user whose home is ``home``, with the virtual environment activated (the README's `ray`
-    and the jobs' `python` are the venv's) and nothing Ray- or coderl-specific set."""
+    and the jobs' `python` are the venv's) and nothing Ray- or coderl-specific set (PYTHONPATH names this checkout,
+    which an editable install of another checkout would otherwise shadow)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "CODERL_"))}
     env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", PYTHONPATH=str(ROOT))
     return env
