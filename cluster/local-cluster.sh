@@ -55,12 +55,19 @@ free_port() {
 }
 
 setup_auth() {
-    # Ray >= 2.5x enables token authentication for clusters when ~/.ray/auth_token exists, and clients that are
-    # given an explicit address only send the token when RAY_AUTH_MODE=token. Turn it on explicitly so that every
-    # node, driver and `ray job submit` agrees; a missing token is generated once.
+    # Token authentication, on explicitly so that every node, driver and `ray job submit` agrees (clients given an
+    # explicit address send the token only when RAY_AUTH_MODE=token). The token is this cluster's own, in
+    # CLUSTER_DIR: one in ~/.ray/auth_token would outlive the cluster and make any later plain `ray start --head`
+    # require tokens that `ray job submit` does not send (docs/cluster.md). A token the caller set is kept.
     if "$RAY" get-auth-token --help >/dev/null 2>&1; then
         export RAY_AUTH_MODE=token
-        "$RAY" get-auth-token --generate >/dev/null 2>&1 || die "could not create a Ray auth token (~/.ray/auth_token)"
+        if [[ -z "${RAY_AUTH_TOKEN:-}" && -z "${RAY_AUTH_TOKEN_PATH:-}" ]]; then
+            export RAY_AUTH_TOKEN_PATH="$CLUSTER_DIR/auth_token"
+            if [[ ! -s "$RAY_AUTH_TOKEN_PATH" ]]; then
+                (umask 077; "$PYTHON" -c 'import secrets; print(secrets.token_hex(32), end="")' >"$RAY_AUTH_TOKEN_PATH") \
+                    || die "could not write a Ray auth token to $RAY_AUTH_TOKEN_PATH"
+            fi
+        fi
     fi
 }
 
@@ -123,6 +130,7 @@ export RAY_ADDRESS=$IP:$HEAD_PORT
 export RAY_API_SERVER_ADDRESS=http://$IP:$DASHBOARD_PORT
 export RAY_DATA_PARQUET_FOOTER_NUM_ACTORS=2
 ${RAY_AUTH_MODE:+export RAY_AUTH_MODE=$RAY_AUTH_MODE}
+${RAY_AUTH_TOKEN_PATH:+export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH}
 EOF
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module in coderl_ray.commands, one-line help)
@@ -51,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     module = _load(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"coderl-ray {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
+    cmd_parser.add_argument("--verbose", action="store_true",
+                            help="also show Ray's own output: Ray Data's execution plans and progress bars, Ray "
+                                 "Train's start-up messages (same as CODERL_VERBOSE=1)")
     args = cmd_parser.parse_args(argv[1:])
+    if args.verbose:
+        from coderl_ray.ray_runtime import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     try:
         return int(module.run(args) or 0)
     except USER_ERRORS as exc:

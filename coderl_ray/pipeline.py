@@ -55,8 +55,17 @@ class StageLog:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2, default=str))
         tmp.replace(self.path)
-        print(f"    {name} done in {wall:.1f}s", flush=True)
+        print(f"    {name} done in {wall:.1f}s{_brief(info)}", flush=True)
         return info
+
+
+def _brief(info: dict[str, Any]) -> str:
+    """A stage's numbers for its end line: top-level counts and rates, and an evaluation's overall pass@k."""
+    shown = {k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    shown.update({k: v for k, v in (info.get("all") or {}).items() if k.startswith("pass@")})
+    if not shown:
+        return ""
+    return ": " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
 
 
 def check_resume(cfg: PipelineConfig, out: Path, fresh: bool) -> None:

@@ -16,6 +16,7 @@ from coderl_ray.config import DataConfig, PipelineConfig
 from coderl_ray.data.problems import read_problems, write_jsonl
 from coderl_ray.eval.metrics import summarize
 from coderl_ray.eval.report import write_report
+from coderl_ray.progress import stage_bar
 from coderl_ray.rl.replay_buffer import write_parquet_atomic
 
 # --- data and models -------------------------------------------------------------------------------------------
@@ -220,7 +221,9 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
     samples = generate_samples(problems, str(actor_dir), cfg.rollout, params, round_=round_,
                                policy_version=round_ - 1, seed=cfg.seed)
     results = execute_samples(samples, problems, cfg.sandbox)
-    dest = write_round(results, buffer_root, round_)
+    with stage_bar("rollout", total=len(problems) * (params.num_samples + params.greedy_baseline),
+                   unit="program") as bar:
+        dest = write_round(bar.track(results), buffer_root, round_)
     stats = ray.data.read_parquet(str(dest)).select_columns(["outcome", "is_greedy", "relative_return"]).to_pandas()
     counts = stats["outcome"].value_counts().to_dict()
     sampled = stats[~stats["is_greedy"]]
@@ -241,7 +244,9 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
     kw = {"batch_size": cfg.rollout.score_batch_size, "num_workers": cfg.rollout.num_workers,
           "num_cpus": cfg.rollout.cpus_per_worker, "num_gpus": cfg.rollout.gpus_per_worker,
           "precision": cfg.train.precision}
-    write_parquet_atomic(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw), scored_out)
+    with stage_bar("score", unit="program") as bar:
+        write_parquet_atomic(bar.track(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw)),
+                             scored_out)
     cols = ["outcome", "critic_pred"]
     train_rows = ray.data.read_parquet(str(scored_out)).select_columns(cols).take_all()
     stats = {"train_accuracy": critic_accuracy(train_rows, cfg.critic.n_classes)}
@@ -267,7 +272,8 @@ def evaluate(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, o
     samples = generate_samples(test, str(actor_dir), cfg.rollout, params, round_=0, seed=cfg.seed + 7)
     results = execute_samples(samples, test, cfg.sandbox)
     out.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(results, out / "results")
+    with stage_bar(f"evaluate {phase}", total=len(test) * e.num_samples, unit="program") as bar:
+        write_parquet_atomic(bar.track(results), out / "results")
     rows = pd.read_parquet(out / "results", columns=["problem_id", "sample_id", "outcome", "passed_tests",
                                                      "total_tests"]).to_dict("records")
     metrics = summarize(test, rows, e.ks, submissions=())

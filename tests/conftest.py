@@ -16,9 +16,12 @@ def ray_cluster():
     """A real local Ray cluster with 2 CPUs that also advertises the ``sandbox`` resource execution tasks need."""
     import ray
 
+    from coderl_ray.ray_runtime import use_run_token
+
     os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "2")  # see coderl_ray.ray_runtime.init_ray
     if ray.is_initialized():
         ray.shutdown()
+    use_run_token()  # like a local run of the pipeline, `make test` leaves no ~/.ray/auth_token behind
     ray.init(num_cpus=2, resources={"sandbox": 2}, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     ctx = ray.data.DataContext.get_current()

@@ -110,7 +110,8 @@ def cluster():
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         client = {**env, "RAY_ADDRESS": f"127.0.0.1:{head}", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}",
-                  "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
+                  "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir / "auth_token"),
+                  "PYTHONUNBUFFERED": "1",
                   # Ray Data reads Parquet footers with 32 actors per read by default; on 2 cores starting them
                   # costs ~40 s per read of a replay-buffer round (measured), so tests use one.
                   "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
@@ -188,6 +189,16 @@ def test_the_head_takes_no_work_and_only_sandbox_nodes_advertise_the_resource(cl
     assert all(w[resource] == w["CPU"] for w in workers if resource in w)
 
 
+def test_a_cluster_of_several_nodes_without_the_execution_resource_is_a_clear_error(cluster):
+    driver = cluster.python(
+        "-c", "import ray; from coderl_ray.ray_runtime import init_ray; init_ray(); "
+              "from coderl_ray.config import SandboxConfig; from coderl_ray.execution import execute_samples; "
+              "ds = ray.data.from_items([{'problem_id': 'add', 'sample_id': 's0', 'code': 'print(3)'}]); "
+              f"execute_samples(ds, [{ADD!r}], SandboxConfig(resource='gpu-sandbox'))")
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode != 0 and "no node advertises the 'gpu-sandbox' resource; start sandbox nodes" in out, out
+
+
 def test_an_execute_job_submitted_to_the_cluster_runs_only_on_sandbox_nodes(cluster, tmp_path):
     from coderl_ray.data.problems import write_jsonl
 
@@ -243,6 +254,7 @@ def _first_checkpoint_after(storage: Path, run: str, before: set[str], timeout: 
     return previous, new
 
 
+@pytest.mark.timeout(2400)  # its waits for checkpoints, kills and the rerun allow up to ~40 min on a loaded machine
 def test_training_resumes_from_its_checkpoint_after_a_killed_worker_and_a_killed_driver(cluster, tmp_path):
     # 24 reference programs, one per step: 60 steps, a checkpoint every 10. The controller collects reports every
     # 2 s and a worker cannot run more than one report ahead of it, which paces the run for the kills below.
@@ -334,6 +346,7 @@ def _drive_execution(buffer_root: str, n_problems: int, per_problem: int) -> Non
     print("DONE", flush=True)
 
 
+@pytest.mark.timeout(1500)  # two waits of up to 600 s each
 def test_killing_a_sandbox_raylet_mid_stream_keeps_exactly_one_result_per_sample(cluster, tmp_path):
     n_problems, per_problem = 24, 8
     driver = cluster.python("-c", "import sys; from tests.test_cluster_local import _drive_execution; "

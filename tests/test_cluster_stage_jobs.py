@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -69,9 +70,23 @@ def test_stage_commands_chain_into_an_rl_round_and_an_evaluation(ray_cluster, tm
 
     assert main(["score", *common, "--samples", str(w / "buffer" / "round_0001"), "--critic", str(w / "critic"),
                  "--out", str(w / "scored")]) == 0
-    assert 0.0 <= _summary(capsys)["train_accuracy"] <= 1.0
-    scored = pq.read_table(w / "scored", columns=["sample_id", "critic_logits", "critic_pred"]).to_pylist()
-    assert sorted(r["sample_id"] for r in scored) == sorted(r["sample_id"] for r in buffer)
+    accuracy = _summary(capsys)["train_accuracy"]
+    scored = {r["sample_id"]: r for r in pq.read_table(
+        w / "scored", columns=["sample_id", "critic_logits", "critic_pred", "critic_pass_prob"]).to_pylist()}
+    assert sorted(scored) == sorted(r["sample_id"] for r in buffer)
+    # The scores are the trained critic's, run directly on the buffer's rows without Ray.
+    from coderl_ray.models.critic import load_critic, score_programs
+    from coderl_ray.models.tokenizer import load_tokenizer
+    from coderl_ray.records import critic_class
+
+    direct = score_programs(load_critic(w / "critic").eval(), buffer, load_tokenizer(w / "critic").pad_token_id)
+    for row, want in zip(buffer, direct):
+        got = scored[row["sample_id"]]
+        assert np.asarray(got["critic_logits"]).reshape(-1, 4) == pytest.approx(want.token_logits, abs=1e-4)
+        assert (got["critic_pred"], got["critic_pass_prob"]) == (want.pred, pytest.approx(want.pass_prob, abs=1e-5))
+    # The reported accuracy: the share of the 72 programs whose predicted class is their outcome's class.
+    hits = sum(scored[r["sample_id"]]["critic_pred"] == critic_class(r["outcome"], 4) for r in buffer)
+    assert accuracy == pytest.approx(hits / 72)
 
     assert main(["train-actor", *common, "--mode", "rl", "--actor", str(actor), "--scored", str(w / "scored"),
                  "--out", str(w / "actor_rl")]) == 0

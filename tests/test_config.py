@@ -16,8 +16,20 @@ def test_tiny_config_loads_with_overrides():
     assert cfg.model.arch == "seq2seq"
 
 
-def test_defaults_without_file():
-    assert load_config(None, []).rl.rounds == PipelineConfig().rl.rounds
+def test_defaults_without_file_and_for_keys_a_file_leaves_out(tmp_path):
+    # The defaults written in coderl_ray/config.py: RLConfig rounds 2, steps_per_round 60, lr 5e-4; CriticConfig
+    # epochs 3.0; EvalConfig ks [1, 5]; ray_address "" (connect to a running cluster, else start Ray in-process).
+    cfg = load_config(None, [])
+    assert (cfg.rl.rounds, cfg.rl.steps_per_round, cfg.rl.lr) == (2, 60, 5e-4)
+    assert (cfg.critic.epochs, cfg.eval.ks, cfg.ray_address) == (3.0, [1, 5], "")
+    # A file that sets one key of a section keeps that section's other keys, and the other sections, at theirs.
+    path = tmp_path / "partial.yaml"
+    path.write_text("rl:\n  rounds: 5\n")
+    partial = load_config(path)
+    assert (partial.rl.rounds, partial.rl.steps_per_round, partial.rl.lr, partial.critic.epochs) == (5, 60, 5e-4, 3.0)
+    # configs/tiny.yaml sets other values for those keys (rl.lr 1e-4, critic.epochs 0.5): no file means no tiny.yaml.
+    tiny = load_config(ROOT / "configs" / "tiny.yaml")
+    assert (tiny.rl.lr, tiny.critic.epochs) == (1e-4, 0.5)
 
 
 @pytest.mark.parametrize("override, key", [

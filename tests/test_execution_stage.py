@@ -129,10 +129,18 @@ def test_a_killed_executor_loses_no_result(ray_cluster):
     assert all(by_id[f"s{i}"] == expected_outcome(i) for i in range(24))
 
 
-def test_a_cluster_without_sandbox_nodes_is_a_clear_error(ray_cluster):
-    ds = ray_cluster.data.from_items(samples(2))
-    with pytest.raises(RuntimeError, match="no node advertises the 'gpu-sandbox' resource"):
-        execute_samples(ds, [ADD, CALL], SandboxConfig(resource="gpu-sandbox"))
+def test_a_one_node_cluster_without_the_execution_resource_runs_programs_on_its_cpus(ray_cluster, capfd,
+                                                                                      monkeypatch):
+    """A plain `ray start --head` advertises no `sandbox`: its one node runs the programs, and says so. (A cluster
+    of several nodes without it is an error: tests/test_cluster_local.py.)"""
+    from coderl_ray.execution import stage
+
+    monkeypatch.setattr(stage, "_warned_single_node", False)
+    ds = ray_cluster.data.from_items(samples(4))
+    out = sorted(execute_samples(ds, [ADD, CALL], SandboxConfig(resource="gpu-sandbox")).take_all(),
+                 key=lambda r: r["sample_id"])
+    assert [r["outcome"] for r in out] == [expected_outcome(i) for i in range(4)]
+    assert "no node advertises the 'gpu-sandbox' resource: this one-node cluster" in capfd.readouterr().err
 
 
 def test_sandbox_config_rejects_impossible_limits():

@@ -75,6 +75,58 @@ def test_rl_loop_alternates_cross_entropy_and_rl_steps(tmp_path):
     assert all(m["mean_return"] == pytest.approx(1.3) for m in hist if "rl_loss" in m)
 
 
+def test_rl_step_weights_each_token_by_the_critics_probability_of_the_real_outcome(tmp_path):
+    """The loop's first RL step (before any update) against CodeRL's loss computed by hand from the same rows:
+    q_t = softmax(critic logits_t)[class of the outcome] * relative return, loss = -mean_programs(mean_t q_t log p_t).
+    """
+    from coderl_ray.models.batching import program_batch, token_logprobs
+
+    actor = tiny_actor_dir(tmp_path)
+    tok = load_tokenizer(actor)
+    gt = ground_truth_rows(tiny_suite()[0][:4], tok, 256, 128)
+    ln = math.log
+    # 4-class critic (compile error, runtime error, failed, passed). The logits below give the outcome's class
+    # probability p: [0, 0, 0, ln 3] -> 3 / (3 + 1 + 1 + 1) = 0.5 for "passed"; [0, 0, ln 7, 0] -> 7 / 10 = 0.7 for
+    # "failed"; all zeros -> 1/4; 50 on the class -> 1 (to 1e-21). Row 0 alternates 0.5 and 1 token by token.
+    passed_half, passed_sure = [0.0, 0.0, 0.0, ln(3)], [0.0, 0.0, 0.0, 50.0]
+    spec = [("passed", 1.3, None), ("failed", -0.3, [0.0, 0.0, ln(7), 0.0]),
+            ("runtime_error", 0.7, [0.0, 0.0, 0.0, 0.0]), ("compile_error", -1.0, [50.0, 0.0, 0.0, 0.0])]
+    rows, p_outcome = [], []
+    for r, (outcome, ret, logits) in zip(gt, spec):
+        n = len(r["token_ids"])
+        if logits is None:
+            per_token = [passed_half if t % 2 == 0 else passed_sure for t in range(n)]
+            p_outcome.append([0.5 if t % 2 == 0 else 1.0 for t in range(n)])
+        else:
+            per_token = [logits] * n
+            p_outcome.append([{"failed": 0.7, "runtime_error": 0.25, "compile_error": 1.0}[outcome]] * n)
+        rows.append({**r, "outcome": outcome, "relative_return": ret, "critic_logits": sum(per_token, [])})
+
+    def same_rows():
+        while True:
+            yield rows
+
+    with torch.no_grad():  # log p of the untrained actor (no dropout), the policy the first step sees
+        logp = token_logprobs(load_actor(actor), program_batch(rows, tok.pad_token_id))
+    by_hand = []
+    for i, (r, p) in enumerate(zip(rows, p_outcome)):
+        q = torch.tensor(p) * r["relative_return"]
+        by_hand.append(float((q * logp[i, : len(p)]).sum()) / len(p))
+    expected = -sum(by_hand) / len(by_hand)
+
+    cfg = LoopConfig(objective="rl", init_path=str(actor), steps=1, batch_size=4, lr=1e-3, alternate_ce=False,
+                     warmup_ratio=0.0)
+    step = run_loop(cfg, load_actor(actor), same_rows(), tok.pad_token_id)[0]
+    assert step["rl_loss"] == pytest.approx(expected, rel=1e-4)
+    assert step["mean_return"] == pytest.approx((1.3 - 0.3 + 0.7 - 1.0) / 4)  # = 0.175
+    # Without the critic every token carries the program's whole return: a different loss on the same rows.
+    no_critic = run_loop(LoopConfig(**{**cfg.__dict__, "use_critic": False}), load_actor(actor), same_rows(),
+                         tok.pad_token_id)[0]
+    seq = -sum(float(logp[i, : len(r["token_ids"])].mean()) * r["relative_return"] for i, r in enumerate(rows)) / 4
+    assert no_critic["rl_loss"] == pytest.approx(seq, rel=1e-4)
+    assert abs(no_critic["rl_loss"] - step["rl_loss"]) > 1e-3
+
+
 def _blamed_programs(actor, tok):
     """Fixed 'sampled' programs that all failed where the greedy baseline passed (return -1.3), with the log-probs
     of the actor that produced them: the situation of a round's RL steps, which reuse one set of samples."""

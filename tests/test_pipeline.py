@@ -1,6 +1,11 @@
 """The whole pipeline on a real local Ray cluster: every stage, outputs, resume, and a crashed stage."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +18,8 @@ MICRO = ROOT / "tests" / "configs" / "micro.yaml"
 # A third of the training problems have no reference solution: RL alone learns from them.
 REFS = "data.reference_problems=16"
 
-pytestmark = pytest.mark.slow
+# Three runs of the micro pipeline in one test: up to ~10 min each on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages(ray_cluster, tmp_path, capsys):
@@ -72,3 +78,115 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     # A third run has nothing left to do.
     run_pipeline(fixed)
     assert "==> cs: finished in an earlier run, skipped" in capsys.readouterr().out
+
+
+# --- a driver killed mid-stage -------------------------------------------------------------------------------
+
+
+def _start_killable(args: list[str], log: Path) -> subprocess.Popen:
+    """A stage command in a session of its own, with a Ray started in-process (so that killing the session ends
+    the driver and its whole Ray), its output in ``log`` (a pipe would stay open as long as Ray's processes)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-c", *args], env=env, cwd=ROOT, start_new_session=True,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL every process left in ``proc``'s session (its raylet, workers, sandboxes)."""
+    rows = [tuple(map(int, line.split())) for line in
+            subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.splitlines()]
+    for pid, sid in rows:
+        if sid == proc.pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    proc.wait(timeout=60)
+
+
+# The driver SIGKILLs itself when the stage has written its whole `.tmp` folder and is about to rename it: the
+# latest a kill can land, and the one that would leave the most rows behind to be counted twice.
+_DIE_AT_RENAME = """
+import os, pathlib, signal, sys
+rename = pathlib.Path.rename
+def die_at_tmp(self, target):
+    if self.name.endswith(".tmp"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return rename(self, target)
+pathlib.Path.rename = die_at_tmp
+from coderl_ray.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+# The execute command's driver SIGKILLs itself as it is about to write its 150th result row.
+_DIE_AT_ROW_150 = """
+import os, signal, sys
+import coderl_ray.commands.execute as execute
+to_record, rows = execute._result_record, []
+def die_at_150(row):
+    rows.append(row["sample_id"])
+    if len(rows) == 150:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return to_record(row)
+execute._result_record = die_at_150
+from coderl_ray.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_rollout_and_an_execute_stage_killed_mid_write_rerun_with_every_row_once(ray_cluster, tmp_path, capsys):
+    """SIGKILL of the stage's driver leaves a `.tmp` folder (rollout: Parquet, renamed when complete) or file
+    (execute: JSON Lines, written row by row); rerunning the same command gives every sample exactly one row.
+    The drivers kill themselves at a chosen point (a test cannot time a kill from outside reliably on a loaded
+    machine: the results of a small run arrive in one burst)."""
+    from coderl_ray.cli import main
+    from coderl_ray.data.problems import write_jsonl
+    from tests.helpers import tiny_actor_dir
+
+    actor = tiny_actor_dir(tmp_path)
+    buffer = tmp_path / "buffer"
+    stage = ["--actor", str(actor), "--buffer", str(buffer), "--round", "1"]
+    generate = ["generate", "--config", str(MICRO), f"output_dir={tmp_path}", *stage]
+    log = tmp_path / "killed.log"
+    killed = _start_killable([_DIE_AT_RENAME, *generate[:4], "ray_address=local", *stage], log)
+    try:
+        assert killed.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-3000:]
+    finally:
+        _kill_session(killed)
+    leftover = buffer / "round_0001.tmp"
+    assert list(leftover.glob("*.parquet")) and not (buffer / "round_0001").exists()
+
+    assert main(generate) == 0  # the same command, on the test session's cluster
+    rows = pq.read_table(buffer / "round_0001", columns=["sample_id"]).column("sample_id").to_pylist()
+    # micro.yaml: 24 training problems x (2 samples + 1 greedy baseline), each once.
+    assert len(rows) == len(set(rows)) == 24 * 3
+    assert not leftover.exists()
+    capsys.readouterr()
+
+    # execute: the driver dies after 150 of 200 result rows, some of them already in its .tmp file.
+    add = {"problem_id": "add", "question": "Add two numbers.",
+           "tests": {"kind": "stdio", "inputs": ["1 2\n", "5 5\n"], "outputs": ["3\n", "10\n"]}}
+    write_jsonl([add], tmp_path / "problems.jsonl")
+    code = "a, b = map(int, input().split())\nprint(a + b)"
+    samples = [{"problem_id": "add", "sample_id": f"add-{i}", "code": code} for i in range(200)]
+    write_jsonl(samples, tmp_path / "samples.jsonl")
+    results = tmp_path / "results.jsonl"
+    execute = ["execute", "--problems", str(tmp_path / "problems.jsonl"), "--samples", str(tmp_path / "samples.jsonl"),
+               "--out", str(results), "--num-workers", "1"]
+    killed = _start_killable([_DIE_AT_ROW_150, *execute, "--address", "local"], log)
+    try:
+        assert killed.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-3000:]
+    finally:
+        _kill_session(killed)
+    partial = results.with_name(results.name + ".tmp")
+    # 149 rows of ~180 bytes went through an 8 KiB write buffer: more than a hundred reached the file.
+    written = partial.read_text().count("\n")
+    assert 0 < written < len(samples) and not results.exists(), written
+
+    assert main(execute) == 0
+    done = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["sample_id"] for r in done] == [s["sample_id"] for s in samples]
+    assert {r["outcome"] for r in done} == {"passed"} and not partial.exists()

@@ -46,8 +46,10 @@ def test_rollout_execute_and_buffer_round(ray_cluster, actor, tmp_path):
 
 
 def test_critic_training_and_scoring_on_ray(ray_cluster, actor, tmp_path):
+    import numpy as np
     import ray
 
+    from coderl_ray.models.critic import load_critic, score_programs
     from coderl_ray.rl.scoring import score_samples
     from coderl_ray.train.loop import LoopConfig, fit, load_trained
 
@@ -60,10 +62,16 @@ def test_critic_training_and_scoring_on_ray(ray_cluster, actor, tmp_path):
     ckpt = fit(cfg, {"train": ray.data.from_items(data)}, storage_path=tmp_path / "runs", name="critic")
     critic_dir = load_trained(ckpt, tmp_path / "critic")
     assert (critic_dir / "critic_head.safetensors").is_file()
-    scored = score_samples(ray.data.from_items(data[:5]), str(critic_dir), batch_size=2).take_all()
-    for r in scored:
-        assert len(r["critic_logits"]) == 4 * len(r["token_ids"])
-        assert 0.0 <= r["critic_pass_prob"] <= 1.0 and 0 <= r["critic_pred"] < 4
+    scored = {r["sample_id"]: r for r in
+              score_samples(ray.data.from_items(data[:5]), str(critic_dir), batch_size=2).take_all()}
+    # The Ray stage (an actor pool, batches of 2) gives what the trained critic gives run directly, without Ray.
+    direct = score_programs(load_critic(critic_dir).eval(), data[:5], tok.pad_token_id)
+    assert sorted(scored) == sorted(r["sample_id"] for r in data[:5])
+    for row, want in zip(data[:5], direct):
+        got = scored[row["sample_id"]]
+        assert np.asarray(got["critic_logits"]).reshape(-1, 4) == pytest.approx(want.token_logits, abs=1e-4)
+        assert got["critic_pred"] == want.pred
+        assert got["critic_pass_prob"] == pytest.approx(want.pass_prob, abs=1e-5)
 
 
 def test_old_logprobs_on_ray_are_the_actors_tempered_log_probs(ray_cluster, actor):

@@ -86,13 +86,11 @@ def _load(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
 def _via_ray(src: Path, fmt: str, split: str | None, with_examples: bool) -> LoadedProblems:
     """Stream through :func:`coderl_ray.data.streaming.read_problems_dataset`; rows arrive in file order per read
     task, and nothing is held beyond the problems themselves."""
-    import ray
-
     from coderl_ray.data.streaming import SKIP_COLUMN, read_problems_dataset
+    from coderl_ray.ray_runtime import init_ray
     from coderl_ray.records import problem_from_row
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    init_ray()
     ds = read_problems_dataset(src, fmt, split, with_examples=with_examples, include_skipped=True)
     out = LoadedProblems(source=str(src))
     for row in ds.iter_rows():

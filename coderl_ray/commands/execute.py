@@ -23,6 +23,7 @@ from typing import Any
 
 from coderl_ray.config import SandboxConfig
 from coderl_ray.data.problems import ProblemError, read_problems
+from coderl_ray.progress import stage_bar
 from coderl_ray.records import ExecutionResult, Outcome
 
 
@@ -155,12 +156,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     rows = (_iter_results_local if args.no_ray else _iter_results_ray)(samples, problems, cfg, args)
     n = 0
-    with tmp.open("w", encoding="utf-8") as f:
+    with tmp.open("w", encoding="utf-8") as f, stage_bar("execute", total=len(samples), unit="program") as bar:
         for row in rows:
             record = _result_record(row)
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             counts[record["outcome"]] += 1
             n += 1
+            bar.update(1)
     tmp.replace(out)
     elapsed = time.monotonic() - start
     summary = ", ".join(f"{counts[o.value]} {o.value}" for o in Outcome if counts[o.value])

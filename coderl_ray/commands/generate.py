@@ -73,6 +73,7 @@ def generate_file(cfg, args: argparse.Namespace, problems: list[dict]) -> dict:
 
     from coderl_ray.data.problems import write_jsonl
     from coderl_ray.execution import execute_samples
+    from coderl_ray.progress import stage_bar
     from coderl_ray.rollout.stage import generate_samples, sampling_params
 
     round_ = args.round or 0
@@ -86,20 +87,24 @@ def generate_file(cfg, args: argparse.Namespace, problems: list[dict]) -> dict:
     samples = generate_samples(problems, args.actor, cfg.rollout, params, round_=round_,
                                policy_version=max(round_ - 1, 0), seed=seed)
     outcomes: Counter = Counter()
-    if args.execute:
-        rows = execute_samples(samples, problems, cfg.sandbox, example_tests=args.example_tests).iter_rows()
+    total = len(problems) * (params.num_samples + params.greedy_baseline)
+    with stage_bar("generate", total=total, unit="program") as bar:
+        if args.execute:
+            rows = execute_samples(samples, problems, cfg.sandbox, example_tests=args.example_tests).iter_rows()
 
-        def records():
-            for row in rows:
-                record = _result_record(row)
-                outcomes[record["outcome"]] += 1
-                yield record
-    else:
-        def records():
-            for row in samples.iter_rows():
-                yield _sample_record(row)
+            def records():
+                for row in rows:
+                    record = _result_record(row)
+                    outcomes[record["outcome"]] += 1
+                    bar.update(1)
+                    yield record
+        else:
+            def records():
+                for row in samples.iter_rows():
+                    bar.update(1)
+                    yield _sample_record(row)
 
-    n = write_jsonl(records(), args.out)
+        n = write_jsonl(records(), args.out)
     info = {"problems": len(problems), "programs": n, "out": str(args.out)}
     if args.execute:
         info["outcomes"] = dict(outcomes)

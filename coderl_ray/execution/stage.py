@@ -14,6 +14,8 @@ drop. Only infrastructure failures reach Ray: if an executor process dies, Ray r
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Any
 
 import pyarrow as pa
@@ -119,6 +121,28 @@ def pool_size(cfg: SandboxConfig) -> int:
     return slots
 
 
+def execution_resource(cfg: SandboxConfig) -> str:
+    """The resource executors request: ``cfg.resource``, except on a one-node cluster that does not advertise it
+    (a plain ``ray start --head`` on a laptop), whose CPUs then run the programs as an in-process Ray's would. A
+    multi-node cluster without sandbox nodes is an error (:func:`pool_size`): programs must not land on the others."""
+    import ray
+
+    if not cfg.resource or cfg.max_tasks_in_flight or ray.cluster_resources().get(cfg.resource, 0) >= 1:
+        return cfg.resource
+    if len([n for n in ray.nodes() if n.get("Alive")]) != 1:
+        return cfg.resource
+    global _warned_single_node
+    if not _warned_single_node:
+        _warned_single_node = True
+        print(f"WARNING: no node advertises the '{cfg.resource}' resource: this one-node cluster runs programs on its "
+              f"CPUs (start it with --resources='{{\"{cfg.resource}\": N}}' to choose how many)", file=sys.stderr,
+              flush=True)
+    return ""
+
+
+_warned_single_node = False
+
+
 def execute_samples(samples, problems: list[dict[str, Any]] | dict[str, dict[str, Any]], cfg: SandboxConfig,
                     example_tests: bool = False):
     """Samples dataset (``problem_id``, ``sample_id``, ``code``, ...) -> the same rows plus the result columns
@@ -126,6 +150,7 @@ def execute_samples(samples, problems: list[dict[str, Any]] | dict[str, dict[str
     streaming: nothing runs until the returned Dataset is consumed."""
     import ray
 
+    cfg = dataclasses.replace(cfg, resource=execution_resource(cfg))
     problems_ref = ray.put(_problem_dict(problems))
     size = pool_size(cfg)
     return samples.map_batches(

@@ -483,6 +483,8 @@ def fit(loop_cfg: LoopConfig, datasets: dict, *, num_workers: int = 1, use_gpu: 
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from coderl_ray.ray_runtime import train_logging_config
+
     storage_path = Path(storage_path).resolve()
     storage_path.mkdir(parents=True, exist_ok=True)
     if loop_cfg.log_dir == "auto":
@@ -504,6 +506,7 @@ def fit(loop_cfg: LoopConfig, datasets: dict, *, num_workers: int = 1, use_gpu: 
             name=name, storage_path=str(storage_path),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=train_logging_config(),
         ),
         # Same block order on every pass, so that a resumed run's data position points at the same rows.
         dataset_config=ray.train.DataConfig(execution_options=_ordered_execution()),

@@ -79,7 +79,10 @@ class MetricsLogger:
 
     def log(self, step: int, summary: dict[str, float]) -> None:
         line = " ".join(f"{k}={v:.4g}" for k, v in summary.items())
-        print(f"[{self.name}] step {step}/{self.total} {line}", flush=True)
+        # Not print(): unless RAY_TRAIN_ENABLE_PRINT_PATCH=0 (coderl_ray.ray_runtime.setup_worker), print in a Ray
+        # Train worker also goes through Ray Train's logger, and the driver would show every line twice.
+        sys.stdout.write(f"[{self.name}] step {step}/{self.total} {line}\n")
+        sys.stdout.flush()
         if self._bar is not None:
             shown = " ".join(f"{k}={summary[k]:.3g}" for k in ("loss", "tokens_per_s") if k in summary)
             self._bar.set_description(f"{self.name} {shown}")
@@ -95,6 +98,10 @@ class MetricsLogger:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            # Ray's tqdm sends its "closed" state as a line on stdout; Ray Train may end this worker before the
+            # buffer is written, and the driver then keeps redrawing a finished bar under every later stage.
+            sys.stdout.flush()
+            sys.stderr.flush()
         if self._tb is not None:
             self._tb.close()
         if self._mlflow is not None:
