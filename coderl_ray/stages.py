@@ -217,21 +217,46 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
 
 def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_out: Path,
                 heldout_dir: Path | None) -> dict:
-    """Score the round's samples with the critic; measure its accuracy on held-out (test-problem) programs."""
+    """Score the round's samples with the critic; measure how well it reads them and held-out (test-problem)
+    programs: ``train`` / ``heldout`` hold :func:`coderl_ray.rl.scoring.critic_quality` (accuracy next to the
+    majority-class rate, AUC of the "passed" probability); ``*_accuracy`` repeat the accuracies."""
     import ray
 
-    from coderl_ray.rl.scoring import critic_accuracy, score_samples
+    from coderl_ray.rl.scoring import score_samples
 
-    kw = {"batch_size": 64, "num_workers": cfg.rollout.num_workers, "num_cpus": cfg.rollout.cpus_per_worker,
-          "num_gpus": cfg.rollout.gpus_per_worker}
-    write_parquet_atomic(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw), scored_out)
-    cols = ["outcome", "critic_pred"]
-    train_rows = ray.data.read_parquet(str(scored_out)).select_columns(cols).take_all()
-    stats = {"train_accuracy": critic_accuracy(train_rows, cfg.critic.n_classes)}
+    write_parquet_atomic(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **_score_kw(cfg)),
+                         scored_out)
+    train = ray.data.read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
+    stats = _quality_stats("train", train, cfg.critic.n_classes)
     if heldout_dir is not None and heldout_dir.is_dir():
-        held = score_samples(ray.data.read_parquet(str(heldout_dir)), str(critic_dir), **kw)
-        stats["heldout_accuracy"] = critic_accuracy(held.select_columns(cols).take_all(), cfg.critic.n_classes)
+        stats |= heldout_quality(cfg, critic_dir, heldout_dir, cfg.critic.n_classes)
     return stats
+
+
+_QUALITY_COLUMNS = ["outcome", "critic_pred", "critic_pass_prob"]
+
+
+def _score_kw(cfg: PipelineConfig) -> dict:
+    return {"batch_size": 64, "num_workers": cfg.rollout.num_workers, "num_cpus": cfg.rollout.cpus_per_worker,
+            "num_gpus": cfg.rollout.gpus_per_worker}
+
+
+def _quality_stats(name: str, rows: list[dict], n_classes: int) -> dict:
+    from coderl_ray.rl.scoring import critic_quality
+
+    quality = critic_quality(rows, n_classes)
+    return {f"{name}_accuracy": quality["accuracy"] if quality else None, name: quality}
+
+
+def heldout_quality(cfg: PipelineConfig, critic_dir: Path, heldout_dir: Path, n_classes: int) -> dict:
+    """``heldout``: the critic's quality on the programs in ``heldout_dir`` (an evaluation's results on the test
+    split: problems the critic never trained on), scored without writing them anywhere."""
+    import ray
+
+    from coderl_ray.rl.scoring import score_samples
+
+    held = score_samples(ray.data.read_parquet(str(heldout_dir)), str(critic_dir), **_score_kw(cfg))
+    return _quality_stats("heldout", held.select_columns(_QUALITY_COLUMNS).take_all(), n_classes)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The pipeline's closing summary: pass@k per difficulty for every phase, critic accuracy, wall time per stage."""
+"""The pipeline's closing summary: pass@k per difficulty for every phase, critic quality, wall time per stage."""
 
 from __future__ import annotations
 
@@ -26,14 +26,7 @@ def format_table(state: dict[str, Any]) -> str:
     line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
     out = ["pass@k on the test split (%)", line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
 
-    critic = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items() if n.endswith("/score")]
-    if critic:
-        out.append("")
-        out.append("critic accuracy (held-out test-problem programs / this round's samples)")
-        for rnd, info in critic:
-            held, tr = info.get("heldout_accuracy"), info.get("train_accuracy")
-            out.append(f"  {rnd}: " + (f"{100 * held:.1f}%" if held is not None else "n/a") + " / " +
-                       (f"{100 * tr:.1f}%" if tr is not None else "n/a"))
+    out.extend(critic_lines(state))
     out.append("")
     out.append("wall time per stage (s)")
     total = 0.0
@@ -42,6 +35,28 @@ def format_table(state: dict[str, Any]) -> str:
         total += s["wall_s"]
     out.append(f"  {'total':<22} {total:8.1f}")
     return "\n".join(out)
+
+
+def critic_lines(state: dict[str, Any]) -> list[str]:
+    """The critics' quality: accuracy next to the majority-class rate, and the AUC of P(passed), on held-out
+    test-problem programs and on the programs they were trained on (docs/benchmarks.md says how to read them)."""
+    critics = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items()
+               if n.endswith("/score") or n == "critic_binary"]
+    if not critics:
+        return []
+    out = ["", "critic on held-out test-problem programs | on this round's samples"]
+    for name, info in critics:
+        out.append(f"  {name}: {_quality(info, 'heldout')} | {_quality(info, 'train')}")
+    return out
+
+
+def _quality(info: dict, split: str) -> str:
+    q = info.get(split)
+    if not q:  # a state.json from before AUCs were recorded keeps its accuracy
+        acc = info.get(f"{split}_accuracy")
+        return "n/a" if acc is None else f"acc {100 * acc:.1f}%"
+    auc = "n/a" if q.get("auc") is None else f"{q['auc']:.2f}"
+    return f"acc {100 * q['accuracy']:.1f}% (majority {100 * q['majority_rate']:.1f}%), AUC {auc}"
 
 
 def plot(state: dict[str, Any], path: Path) -> None:
