@@ -21,6 +21,7 @@ COMMANDS = {
     "train-actor": ("train_actor", "SFT or RL fine-tuning of the actor with Ray Train"),
     "train-critic": ("train_critic", "train the critic on a replay buffer with Ray Train"),
     "score": ("score", "score samples with the critic (token-level logits)"),
+    "train-repair": ("train_repair", "train critic sampling's repair model on replay-buffer pairs with Ray Train"),
 }
 
 

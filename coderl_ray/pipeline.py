@@ -1,6 +1,7 @@
 """The CodeRL pipeline, top to bottom, with a checkpoint after every stage.
 
     SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate
+    -> binary critic (critic.inference_classes=2) -> repair model (repair.enabled)
 
 Every stage writes a folder under ``output_dir`` and is recorded in ``output_dir/state.json`` when it finishes; a
 rerun of the same command skips finished stages and resumes with the first unfinished one.
@@ -78,7 +79,8 @@ def check_paths(cfg: PipelineConfig) -> None:
     refs = {"data.train_path": cfg.data.train_path, "data.test_path": cfg.data.test_path,
             "model.tokenizer": cfg.model.tokenizer,
             "model.name_or_path": "" if cfg.model.name_or_path == "tiny" else cfg.model.name_or_path,
-            "critic.backbone": "" if cfg.critic.backbone == "actor" else cfg.critic.backbone}
+            "critic.backbone": "" if cfg.critic.backbone == "actor" else cfg.critic.backbone,
+            "repair.init": "" if cfg.repair.init == "actor" or not cfg.repair.enabled else cfg.repair.init}
     for key, ref in refs.items():
         if ref and _looks_local(ref) and not Path(ref).expanduser().exists():
             raise FileNotFoundError(f"{key}: {ref} does not exist")
@@ -141,6 +143,17 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
         actor, critic = actor_out, critic_out
         if cfg.eval.every_round or r == cfg.rl.rounds:
             evaluation(tag, actor)
+
+    # What critic sampling reads besides the last actor and critic (docs/repair.md), from every round's buffer.
+    rounds = list(range(1, cfg.rl.rounds + 1))
+    if cfg.critic.inference_classes == 2:
+        log.run("critic_binary", lambda: stages.train_critic_binary(
+            cfg, buffer, rounds, gt, critic, models / "critic_binary", storage,
+            evals / f"round_{cfg.rl.rounds}" / "results"))
+    if cfg.repair.enabled:
+        repair_init = actor if cfg.repair.init == "actor" else Path(cfg.repair.init)
+        log.run("repair", lambda: stages.train_repair(cfg, train, buffer, rounds, repair_init, models / "repair",
+                                                      storage))
 
     summary = write_summary(log.state, out / "report")
     print(summary["table"], flush=True)
