@@ -152,7 +152,7 @@ def train_critic_binary(cfg: PipelineConfig, buffer_root: Path, rounds: list[int
     info = train_critic(cfg, buffer_root, rounds, gt_dir, last_critic, True, critic_out, storage, "critic_binary",
                         n_classes=2)
     if heldout_dir is not None and heldout_dir.is_dir():
-        info |= heldout_quality(cfg, critic_out, heldout_dir, 2)
+        info |= _quality_stats("heldout", score_quality(cfg, critic_out, heldout_dir, 2))
     return info
 
 
@@ -264,14 +264,15 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
     majority-class rate, AUC of the "passed" probability); ``*_accuracy`` repeat the accuracies."""
     import ray
 
-    from coderl_ray.rl.scoring import score_samples
+    from coderl_ray.rl.scoring import critic_quality, score_samples
 
     write_parquet_atomic(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **_score_kw(cfg)),
                          scored_out)
+    n = cfg.critic.n_classes
     train = ray.data.read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
-    stats = _quality_stats("train", train, cfg.critic.n_classes)
+    stats = _quality_stats("train", critic_quality(train, n))
     if heldout_dir is not None and heldout_dir.is_dir():
-        stats |= heldout_quality(cfg, critic_dir, heldout_dir, cfg.critic.n_classes)
+        stats |= _quality_stats("heldout", score_quality(cfg, critic_dir, heldout_dir, n))
     return stats
 
 
@@ -283,22 +284,19 @@ def _score_kw(cfg: PipelineConfig) -> dict:
             "num_gpus": cfg.rollout.gpus_per_worker}
 
 
-def _quality_stats(name: str, rows: list[dict], n_classes: int) -> dict:
-    from coderl_ray.rl.scoring import critic_quality
-
-    quality = critic_quality(rows, n_classes)
+def _quality_stats(name: str, quality: dict | None) -> dict:
     return {f"{name}_accuracy": quality["accuracy"] if quality else None, name: quality}
 
 
-def heldout_quality(cfg: PipelineConfig, critic_dir: Path, heldout_dir: Path, n_classes: int) -> dict:
-    """``heldout``: the critic's quality on the programs in ``heldout_dir`` (an evaluation's results on the test
-    split: problems the critic never trained on), scored without writing them anywhere."""
+def score_quality(cfg: PipelineConfig, critic_dir: Path, programs_dir: Path, n_classes: int) -> dict | None:
+    """:func:`coderl_ray.rl.scoring.critic_quality` of the critic on the executed programs in ``programs_dir`` (a
+    buffer round, or an evaluation's results on the test split), scored without writing them anywhere."""
     import ray
 
-    from coderl_ray.rl.scoring import score_samples
+    from coderl_ray.rl.scoring import critic_quality, score_samples
 
-    held = score_samples(ray.data.read_parquet(str(heldout_dir)), str(critic_dir), **_score_kw(cfg))
-    return _quality_stats("heldout", held.select_columns(_QUALITY_COLUMNS).take_all(), n_classes)
+    scored = score_samples(ray.data.read_parquet(str(programs_dir)), str(critic_dir), **_score_kw(cfg))
+    return critic_quality(scored.select_columns(_QUALITY_COLUMNS).take_all(), n_classes)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
