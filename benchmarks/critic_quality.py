@@ -38,12 +38,14 @@ ROUND1 = {
     "no_ground_truth": (["critic.include_ground_truth=false"], 4, "actor"),
     "binary": ([], 2, "actor"),
     "binary_epochs2": (["critic.epochs=2"], 2, "actor"),
+    "binary_no_ground_truth": (["critic.include_ground_truth=false"], 2, "actor"),
 }
 BINARY = {
     "last_critic_4class": (None, 4, "critic"),  # no training: the run's last 4-class critic, as it is
     "from_critic": ([], 2, "critic"),
     "from_critic_epochs1": (["critic.epochs=1"], 2, "critic"),
     "from_critic_epochs2": (["critic.epochs=2"], 2, "critic"),
+    "from_critic_no_ground_truth": (["critic.include_ground_truth=false"], 2, "critic"),
     "from_actor": ([], 2, "actor"),
 }
 
@@ -60,6 +62,8 @@ def main() -> int:
     parser.add_argument("--run", type=Path, required=True, help="output_dir of a finished (or round-1) demo run")
     parser.add_argument("--binary", action="store_true", help="the inference critic's options (after the last round)")
     parser.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the critics an earlier run of this script trained instead of training them again")
     parser.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. critic.lr=0.0005")
     args = parser.parse_args()
 
@@ -86,6 +90,8 @@ def main() -> int:
         steps = 0
         if overrides is None:
             critic = run / "models" / f"critic_round_{last}"
+        elif args.reuse and (out / "critic_config.json").is_file():
+            critic = out
         else:
             init = run / "models" / ("actor_sft" if on == "actor" else f"critic_round_{last}")
             shutil.rmtree(out, ignore_errors=True)

@@ -276,7 +276,7 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
     return stats
 
 
-_QUALITY_COLUMNS = ["outcome", "critic_pred", "critic_pass_prob"]
+_QUALITY_COLUMNS = ["problem_id", "outcome", "critic_pred", "critic_pass_prob"]
 
 
 def _score_kw(cfg: PipelineConfig) -> dict:

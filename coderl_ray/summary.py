@@ -38,15 +38,17 @@ def format_table(state: dict[str, Any]) -> str:
 
 
 def critic_lines(state: dict[str, Any]) -> list[str]:
-    """The critics' quality: accuracy next to the majority-class rate, and the AUC of P(passed), on held-out
-    test-problem programs and on the programs they were trained on (docs/benchmarks.md says how to read them)."""
+    """The critics' quality on held-out test-problem programs and on the programs they were trained on: accuracy
+    next to the majority-class rate, and the AUC of P(passed) over all programs / within each problem
+    (docs/benchmarks.md#critic-quality says how to read them)."""
     critics = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items()
                if n.endswith("/score") or n == "critic_binary"]
     if not critics:
         return []
-    out = ["", "critic on held-out test-problem programs | on this round's samples"]
+    out = ["", "critic: accuracy (majority-class rate), AUC of P(passed) over all programs / within each problem"]
+    width = max(len(name) for name, _ in critics)
     for name, info in critics:
-        out.append(f"  {name}: {_quality(info, 'heldout')} | {_quality(info, 'train')}")
+        out.append(f"  {name:<{width}}  held out {_quality(info, 'heldout'):<26}  samples {_quality(info, 'train')}")
     return out
 
 
@@ -54,9 +56,10 @@ def _quality(info: dict, split: str) -> str:
     q = info.get(split)
     if not q:  # a state.json from before AUCs were recorded keeps its accuracy
         acc = info.get(f"{split}_accuracy")
-        return "n/a" if acc is None else f"acc {100 * acc:.1f}%"
-    auc = "n/a" if q.get("auc") is None else f"{q['auc']:.2f}"
-    return f"acc {100 * q['accuracy']:.1f}% (majority {100 * q['majority_rate']:.1f}%), AUC {auc}"
+        return "n/a" if acc is None else f"{100 * acc:.1f}%"
+    num = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    return (f"{100 * q['accuracy']:.1f}% ({100 * q['majority_rate']:.1f}%) "
+            f"{num(q.get('auc'))}/{num(q.get('auc_within_problems'))}")
 
 
 def plot(state: dict[str, Any], path: Path) -> None:

@@ -53,6 +53,26 @@ def test_quality_of_a_4_class_critic_against_always_answering_failed():
     assert q["auc"] == pytest.approx(0.85)
 
 
+def test_within_problem_auc_ignores_how_hard_problems_are():
+    rows = [
+        # easy problem: high scores; the failed one scores lowest of the problem
+        {**_row("passed", 1, 0.9), "problem_id": "easy"}, {**_row("passed", 1, 0.8), "problem_id": "easy"},
+        {**_row("failed", 1, 0.7), "problem_id": "easy"},
+        # hard problem: low scores; the passed one ties with a failed one
+        {**_row("passed", 0, 0.2), "problem_id": "hard"}, {**_row("failed", 0, 0.2), "problem_id": "hard"},
+        {**_row("failed", 0, 0.1), "problem_id": "hard"},
+        # all failed: no pair to rank inside it
+        {**_row("failed", 0, 0.5), "problem_id": "none"},
+    ]
+    q = critic_quality(rows, n_classes=2)
+    # within: easy 2/2 pairs won -> 1.0; hard: 0.2 vs 0.2 tie (0.5), 0.2 > 0.1 (1) -> 1.5/2 = 0.75; mean 0.875.
+    assert q["mixed_problems"] == 2 and q["auc_within_problems"] == pytest.approx(0.875)
+    # overall: positives 0.9, 0.8, 0.2 vs negatives 0.7, 0.2, 0.1, 0.5 (12 pairs): 0.9 -> 4, 0.8 -> 4,
+    # 0.2 -> tie 0.2 (0.5) + 0.1 (1) = 1.5; 9.5 / 12.
+    assert q["auc"] == pytest.approx(9.5 / 12)
+    assert critic_quality(rows[-1:], n_classes=2)["auc_within_problems"] is None
+
+
 def test_quality_of_a_binary_critic_and_of_no_labels():
     rows = [_row("failed", 0, 0.2), _row("runtime_error", 1, 0.6), _row("passed", 1, 0.9), _row("passed", 0, 0.4)]
     q = critic_quality(rows, n_classes=2)
@@ -66,18 +86,20 @@ def test_quality_of_a_binary_critic_and_of_no_labels():
 def test_summary_shows_accuracy_next_to_the_majority_rate_and_the_auc():
     from coderl_ray.summary import critic_lines
 
-    held = {"programs": 900, "passed": 268, "accuracy": 0.586, "majority_rate": 0.702, "auc": 0.7149}
+    held = {"programs": 900, "passed": 268, "accuracy": 0.586, "majority_rate": 0.702, "auc": 0.7149,
+            "auc_within_problems": 0.6251, "mixed_problems": 40}
     state = {"stages": {
         "round_1/critic": {"wall_s": 1.0, "info": {}},
-        "round_1/score": {"wall_s": 1.0, "info": {"heldout": held, "train": {**held, "auc": None}}},
+        "round_1/score": {"wall_s": 1.0, "info": {"heldout": held,
+                                                  "train": {**held, "auc": None, "auc_within_problems": None}}},
         "round_2/score": {"wall_s": 1.0, "info": {"heldout_accuracy": 0.739, "train_accuracy": None}},
         "critic_binary": {"wall_s": 1.0, "info": {"heldout": {**held, "accuracy": 0.75}}},
     }}
     assert critic_lines(state) == [
         "",
-        "critic on held-out test-problem programs | on this round's samples",
-        "  round_1: acc 58.6% (majority 70.2%), AUC 0.71 | acc 58.6% (majority 70.2%), AUC n/a",
-        "  round_2: acc 73.9% | n/a",  # a state.json written before AUCs were recorded
-        "  critic_binary: acc 75.0% (majority 70.2%), AUC 0.71 | n/a",
+        "critic: accuracy (majority-class rate), AUC of P(passed) over all programs / within each problem",
+        "  round_1        held out 58.6% (70.2%) 0.71/0.63     samples 58.6% (70.2%) n/a/n/a",
+        "  round_2        held out 73.9%                       samples n/a",  # a state.json from before AUCs
+        "  critic_binary  held out 75.0% (70.2%) 0.71/0.63     samples n/a",
     ]
     assert critic_lines({"stages": {}}) == []

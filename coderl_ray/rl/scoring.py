@@ -72,13 +72,18 @@ def roc_auc(scores: list[float], positives: list[bool]) -> float | None:
 
 
 def critic_quality(rows: list[dict], n_classes: int) -> dict | None:
-    """How well the critic reads scored rows (``outcome``, ``critic_pred``, ``critic_pass_prob``); None if none has
-    a label. ``accuracy`` over the critic's ``n_classes`` next to ``majority_rate``, the accuracy of always answering
-    the most frequent real class (a critic below it has learnt less than the class counts); ``auc``, the ranking
-    quality of the "passed" probability against passed / not passed (what critic sampling uses; None when every
-    program passed or none did); ``programs`` and ``passed``, the counts behind them.
+    """How well the critic reads scored rows (``outcome``, ``critic_pred``, ``critic_pass_prob``, ``problem_id``);
+    None if none has a label.
+
+    ``accuracy`` over the critic's ``n_classes`` next to ``majority_rate``, the accuracy of always answering the most
+    frequent real class (a critic below it has learnt less than the class counts, or was trained on other class
+    proportions); ``auc``, the ranking quality of the "passed" probability against passed / not passed over all
+    programs (None when every program passed or none did); ``auc_within_problems``, the mean AUC over the
+    ``mixed_problems`` that have both passed and failed programs: how well it picks among one problem's programs,
+    which is what critic sampling asks of it (telling easy problems from hard ones raises ``auc`` alone);
+    ``programs`` and ``passed``, the counts behind them.
     """
-    from collections import Counter
+    from collections import Counter, defaultdict
 
     from coderl_ray.records import Outcome, critic_class
 
@@ -87,11 +92,18 @@ def critic_quality(rows: list[dict], n_classes: int) -> dict | None:
         return None
     classes = [critic_class(r["outcome"], n_classes) for r in labelled]
     passed = [c == n_classes - 1 for c in classes]
+    probs = [float(r["critic_pass_prob"]) for r in labelled]
+    groups: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
+    for r, prob, ok in zip(labelled, probs, passed):
+        groups[r.get("problem_id", "")][0].append(prob)
+        groups[r.get("problem_id", "")][1].append(ok)
+    within = [a for a in (roc_auc(*g) for g in groups.values()) if a is not None]
     n = len(labelled)
     return {"programs": n, "passed": sum(passed),
             "accuracy": sum(int(r["critic_pred"]) == c for r, c in zip(labelled, classes)) / n,
             "majority_rate": max(Counter(classes).values()) / n,
-            "auc": roc_auc([float(r["critic_pass_prob"]) for r in labelled], passed)}
+            "auc": roc_auc(probs, passed),
+            "auc_within_problems": sum(within) / len(within) if within else None, "mixed_problems": len(within)}
 
 
 class OldLogprobBatch:
