@@ -24,6 +24,7 @@ COMMANDS = {
     "score": ("score", "score samples with the critic (token-level logits)"),
     "plan": ("plan", "per stage: the resources it requests and whether it fits in GPU memory (no GPU needed)"),
     "critic-sample": ("critic_sample", "critic sampling at inference: refine / repair within a budget, n@k"),
+    "train-repair": ("train_repair", "train critic sampling's repair model on replay-buffer pairs with Ray Train"),
 }
 
 

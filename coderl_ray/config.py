@@ -244,6 +244,30 @@ class CriticConfig:
     # The head reads the backbone's states at its LM head's scale (d_model^-0.5 for CodeT5, as the original); false
     # = the raw states (this code before 2026-12-02: the head learns faster at a given lr). Stored with the critic.
     scale_head_input: bool = True
+    # The critic that critic sampling reads: 4 = the last round's critic ("passed" probability of its 4-class head);
+    # 2 = a binary critic (not passed / passed, as the paper used at inference) that the pipeline trains after the
+    # last round (stage critic_binary) on every round's buffer, from the last critic's backbone with a new head.
+    inference_classes: Literal[2, 4] = 4
+
+
+@dataclass
+class RepairConfig:
+    """The repair model of critic sampling (docs/repair.md): reads a problem, a failed program and its error, and
+    writes a passing program. Trained after the last RL round (stage repair) on pairs from every round's buffer."""
+
+    enabled: bool = False
+    init: str = "actor"  # "actor" = a copy of the last round's actor; or a model folder / Hub id
+    epochs: float = 2.0  # passes over the pairs
+    lr: float = 1e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.05
+    max_pairs_per_problem: int = 4  # failed programs per problem, a seeded choice among its distinct ones
+
+    def __post_init__(self) -> None:
+        if self.max_pairs_per_problem < 1:
+            raise ConfigError(f"repair.max_pairs_per_problem must be >= 1, got {self.max_pairs_per_problem}")
+        if self.epochs <= 0 or self.batch_size < 1:
+            raise ConfigError("repair.epochs must be > 0 and repair.batch_size >= 1")
 
 
 @dataclass
@@ -375,6 +399,16 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     cs: CSConfig = field(default_factory=CSConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
+
+    def __post_init__(self) -> None:
+        # Both learn from the rounds' replay buffer: without a round there is nothing to train them on.
+        if self.rl.rounds == 0 and self.repair.enabled:
+            raise ConfigError("repair.enabled needs rl.rounds >= 1: the repair model learns from the failed and "
+                              "passing programs of the rounds' replay buffer")
+        if self.rl.rounds == 0 and self.critic.inference_classes == 2:
+            raise ConfigError("critic.inference_classes=2 needs rl.rounds >= 1: the binary critic is trained on the "
+                              "rounds' replay buffer")
 
 
 # --- loading ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The CodeRL pipeline, top to bottom, with a checkpoint after every stage.
 
-    SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate -> critic sampling (test)
+    SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate
+    -> binary critic (critic.inference_classes=2) -> repair model (repair.enabled) -> critic sampling (test)
 
 Every stage writes a folder under ``output_dir`` and is recorded in ``output_dir/state.json`` when it finishes; a
 rerun of the same command skips finished stages and resumes with the first unfinished one.
@@ -87,7 +88,8 @@ def check_paths(cfg: PipelineConfig) -> None:
     refs = {"data.train_path": cfg.data.train_path, "data.test_path": cfg.data.test_path,
             "model.tokenizer": cfg.model.tokenizer,
             "model.name_or_path": "" if cfg.model.name_or_path == "tiny" else cfg.model.name_or_path,
-            "critic.backbone": "" if cfg.critic.backbone == "actor" else cfg.critic.backbone}
+            "critic.backbone": "" if cfg.critic.backbone == "actor" else cfg.critic.backbone,
+            "repair.init": "" if cfg.repair.init == "actor" or not cfg.repair.enabled else cfg.repair.init}
     for key, ref in refs.items():
         if ref and _looks_local(ref) and not Path(ref).expanduser().exists():
             raise FileNotFoundError(f"{key}: {ref} does not exist")
@@ -155,9 +157,22 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
         if cfg.eval.every_round or r == cfg.rl.rounds:
             evaluation(tag, actor)
 
+    # What critic sampling reads besides the last actor and critic (docs/repair.md), from every round's buffer.
+    rounds = list(range(1, cfg.rl.rounds + 1))
+    if cfg.critic.inference_classes == 2:
+        log.run("critic_binary", lambda: stages.train_critic_binary(
+            cfg, buffer, rounds, gt, critic, models / "critic_binary", storage,
+            evals / f"round_{cfg.rl.rounds}" / "results"))
+    if cfg.repair.enabled:
+        repair_init = actor if cfg.repair.init == "actor" else Path(cfg.repair.init)
+        log.run("repair", lambda: stages.train_repair(cfg, train, buffer, rounds, repair_init, models / "repair",
+                                                      storage))
     if cfg.cs.enabled and critic is not None:
-        log.run("cs", lambda: stages.critic_sampling(cfg, test, actor, _cs_critic(cfg, models, critic),
-                                                     _cs_repair(cfg, models), evals / "cs", f"round_{cfg.rl.rounds}"))
+        # The paper samples with a binary critic; the pipeline trained one above when critic.inference_classes is 2.
+        cs_critic = models / "critic_binary" if cfg.critic.inference_classes == 2 else critic
+        repair = models / "repair" if cfg.repair.enabled else None
+        log.run("cs", lambda: stages.critic_sampling(cfg, test, actor, cs_critic, repair, evals / "cs",
+                                                     f"round_{cfg.rl.rounds}"))
 
     summary = write_summary(log.state, out / "report")
     print(summary["table"], flush=True)
@@ -168,15 +183,6 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
 def _critic_backbone(cfg: PipelineConfig, models: Path) -> Path:
     # The paper starts the critic from a pretrained code LM; here the warm-started actor is the best code LM we have.
     return models / "actor_sft" if cfg.critic.backbone == "actor" else Path(cfg.critic.backbone)
-
-
-def _cs_critic(cfg: PipelineConfig, models: Path, last_critic: Path) -> Path:
-    # The paper samples with a binary critic; the pipeline trains one when critic.inference_classes is 2.
-    return models / "critic_binary" if getattr(cfg.critic, "inference_classes", 4) == 2 else last_critic
-
-
-def _cs_repair(cfg: PipelineConfig, models: Path) -> Path | None:
-    return models / "repair" if getattr(getattr(cfg, "repair", None), "enabled", False) else None
 
 
 def root_cause(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,8 @@ def critic_dataset(cfg: PipelineConfig, buffer, gt_dir: Path):
 
 
 def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, init: Path,
-                 new_critic: bool, critic_out: Path, storage: Path, name: str) -> dict:
+                 new_critic: bool, critic_out: Path, storage: Path, name: str, n_classes: int | None = None) -> dict:
+    """A critic of ``n_classes`` (default ``critic.n_classes``) on the buffer's ``rounds`` (plus the ground truth)."""
     from coderl_ray.rl.replay_buffer import read_rounds
     from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
@@ -148,13 +150,53 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
     n = ds.count()
     loop = LoopConfig(objective="critic", init_path=str(init), new_critic=new_critic,
                       steps=_steps(cfg.critic.epochs, n, cfg.critic.batch_size), batch_size=cfg.critic.batch_size,
-                      lr=cfg.critic.lr, n_classes=cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
+                      lr=cfg.critic.lr, n_classes=n_classes or cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
                       critic_pooling=cfg.critic.pooling, critic_pool_length=cfg.model.max_target_tokens,
                       critic_scale_input=cfg.critic.scale_head_input,
                       seed=cfg.seed, report_every=25, **train_options(cfg.train))
     ckpt = fit(loop, {"train": ds.random_shuffle(seed=cfg.seed)}, **_scaling(cfg), storage_path=storage, name=name)
     load_trained(ckpt, critic_out)
     return {"steps": loop.steps, "rows": n}
+
+
+def train_critic_binary(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, last_critic: Path,
+                        critic_out: Path, storage: Path, heldout_dir: Path | None) -> dict:
+    """The binary critic (not passed / passed) that critic sampling reads when ``critic.inference_classes`` is 2:
+    the last round's critic's backbone with a new 2-class head, trained on every round's buffer (and the ground
+    truth); ``heldout``: its quality on the last evaluation's test programs."""
+    info = train_critic(cfg, buffer_root, rounds, gt_dir, last_critic, True, critic_out, storage, "critic_binary",
+                        n_classes=2)
+    if heldout_dir is not None and heldout_dir.is_dir():
+        info |= _quality_stats("heldout", score_quality(cfg, critic_out, heldout_dir, 2))
+    return info
+
+
+def train_repair(cfg: PipelineConfig, problems: list[dict[str, Any]], buffer_root: Path, rounds: list[int],
+                 init: Path, repair_out: Path, storage: Path, name: str = "repair") -> dict:
+    """The repair model: ``init`` (an actor folder) fine-tuned with cross-entropy on repair pairs from the buffer's
+    ``rounds`` (:mod:`coderl_ray.inference.repair_data`), saved like an actor (model + tokenizer)."""
+    import ray
+
+    from coderl_ray.inference.repair_data import NoRepairPairsError, repair_pairs, repair_rows
+    from coderl_ray.models.tokenizer import load_tokenizer
+    from coderl_ray.rl.replay_buffer import read_rounds
+    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
+
+    rc = cfg.repair
+    buffer = read_rounds(buffer_root, rounds).select_columns(["problem_id", "sample_id", "code", "outcome", "error"])
+    pairs = repair_pairs(problems, buffer.take_all(), rc.max_pairs_per_problem, cfg.seed)
+    if not pairs:
+        raise NoRepairPairsError(f"no repair pairs in rounds {rounds} of {buffer_root}: none of its problems has "
+                                 "both a failed program and a passing one (a reference solution or a passing sample)")
+    rows = repair_rows(pairs, problems, load_tokenizer(init), cfg.model.max_source_tokens,
+                       cfg.model.max_target_tokens)
+    loop = LoopConfig(objective="sft", init_path=str(init), steps=_steps(rc.epochs, len(rows), rc.batch_size),
+                      batch_size=rc.batch_size, lr=rc.lr, warmup_ratio=rc.warmup_ratio, seed=cfg.seed,
+                      report_every=25, **train_options(cfg.train))
+    ckpt = fit(loop, {"train": ray.data.from_items(rows)}, **_scaling(cfg), storage_path=storage, name=name)
+    load_trained(ckpt, repair_out)
+    return {"steps": loop.steps, "pairs": len(pairs), "problems": len({p["problem_id"] for p in pairs}),
+            "outcomes": dict(Counter(p["outcome"] for p in pairs))}
 
 
 def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path,
@@ -236,24 +278,46 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
 
 def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_out: Path,
                 heldout_dir: Path | None) -> dict:
-    """Score the round's samples with the critic; measure its accuracy on held-out (test-problem) programs."""
+    """Score the round's samples with the critic; measure how well it reads them and held-out (test-problem)
+    programs: ``train`` / ``heldout`` hold :func:`coderl_ray.rl.scoring.critic_quality` (accuracy next to the
+    majority-class rate, AUC of the "passed" probability); ``*_accuracy`` repeat the accuracies."""
     import ray
 
-    from coderl_ray.rl.scoring import critic_accuracy, score_samples
+    from coderl_ray.rl.scoring import critic_quality, score_samples
 
-    kw = {"batch_size": cfg.rollout.score_batch_size, "num_workers": cfg.rollout.num_workers,
-          "num_cpus": cfg.rollout.cpus_per_worker, "num_gpus": cfg.rollout.gpus_per_worker,
-          "precision": cfg.train.precision}
     with stage_bar("score", unit="program") as bar:
-        write_parquet_atomic(bar.track(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir), **kw)),
-                             scored_out)
-    cols = ["outcome", "critic_pred"]
-    train_rows = ray.data.read_parquet(str(scored_out)).select_columns(cols).take_all()
-    stats = {"train_accuracy": critic_accuracy(train_rows, cfg.critic.n_classes)}
+        write_parquet_atomic(bar.track(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir),
+                                                     **_score_kw(cfg))), scored_out)
+    n = cfg.critic.n_classes
+    train = ray.data.read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
+    stats = _quality_stats("train", critic_quality(train, n))
     if heldout_dir is not None and heldout_dir.is_dir():
-        held = score_samples(ray.data.read_parquet(str(heldout_dir)), str(critic_dir), **kw)
-        stats["heldout_accuracy"] = critic_accuracy(held.select_columns(cols).take_all(), cfg.critic.n_classes)
+        stats |= _quality_stats("heldout", score_quality(cfg, critic_dir, heldout_dir, n))
     return stats
+
+
+_QUALITY_COLUMNS = ["problem_id", "outcome", "critic_pred", "critic_pass_prob"]
+
+
+def _score_kw(cfg: PipelineConfig) -> dict:
+    return {"batch_size": cfg.rollout.score_batch_size, "num_workers": cfg.rollout.num_workers,
+            "num_cpus": cfg.rollout.cpus_per_worker, "num_gpus": cfg.rollout.gpus_per_worker,
+            "precision": cfg.train.precision}
+
+
+def _quality_stats(name: str, quality: dict | None) -> dict:
+    return {f"{name}_accuracy": quality["accuracy"] if quality else None, name: quality}
+
+
+def score_quality(cfg: PipelineConfig, critic_dir: Path, programs_dir: Path, n_classes: int) -> dict | None:
+    """:func:`coderl_ray.rl.scoring.critic_quality` of the critic on the executed programs in ``programs_dir`` (a
+    buffer round, or an evaluation's results on the test split), scored without writing them anywhere."""
+    import ray
+
+    from coderl_ray.rl.scoring import critic_quality, score_samples
+
+    scored = score_samples(ray.data.read_parquet(str(programs_dir)), str(critic_dir), **_score_kw(cfg))
+    return critic_quality(scored.select_columns(_QUALITY_COLUMNS).take_all(), n_classes)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------

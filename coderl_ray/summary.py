@@ -1,5 +1,5 @@
 """The pipeline's closing summary: pass@k per difficulty for every phase, critic sampling's n@k at equal budget,
-critic accuracy, wall time per stage."""
+critic quality, wall time per stage."""
 
 from __future__ import annotations
 
@@ -28,15 +28,7 @@ def format_table(state: dict[str, Any]) -> str:
     out = ["pass@k on the test split (%)", line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
 
     out += format_cs_table(state)
-
-    critic = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items() if n.endswith("/score")]
-    if critic:
-        out.append("")
-        out.append("critic accuracy (held-out test-problem programs / this round's samples)")
-        for rnd, info in critic:
-            held, tr = info.get("heldout_accuracy"), info.get("train_accuracy")
-            out.append(f"  {rnd}: " + (f"{100 * held:.1f}%" if held is not None else "n/a") + " / " +
-                       (f"{100 * tr:.1f}%" if tr is not None else "n/a"))
+    out.extend(critic_lines(state))
     out.append("")
     out.append("wall time per stage (s)")
     total = 0.0
@@ -85,6 +77,31 @@ def _plot_cs(ax, info: dict[str, Any]) -> None:
     ax.set_title(f"{info['phase']}: k = {info['budget']} programs per problem")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
+
+
+def critic_lines(state: dict[str, Any]) -> list[str]:
+    """The critics' quality on held-out test-problem programs and on the programs they were trained on: accuracy
+    next to the majority-class rate, and the AUC of P(passed) over all programs / within each problem
+    (docs/benchmarks.md#critic-quality says how to read them)."""
+    critics = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items()
+               if n.endswith("/score") or n == "critic_binary"]
+    if not critics:
+        return []
+    out = ["", "critic: accuracy (majority-class rate), AUC of P(passed) over all programs / within each problem"]
+    width = max(len(name) for name, _ in critics)
+    for name, info in critics:
+        out.append(f"  {name:<{width}}  held out {_quality(info, 'heldout'):<26}  samples {_quality(info, 'train')}")
+    return out
+
+
+def _quality(info: dict, split: str) -> str:
+    q = info.get(split)
+    if not q:  # a state.json from before AUCs were recorded keeps its accuracy
+        acc = info.get(f"{split}_accuracy")
+        return "n/a" if acc is None else f"{100 * acc:.1f}%"
+    num = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    return (f"{100 * q['accuracy']:.1f}% ({100 * q['majority_rate']:.1f}%) "
+            f"{num(q.get('auc'))}/{num(q.get('auc_within_problems'))}")
 
 
 def plot(state: dict[str, Any], path: Path) -> None:

@@ -144,7 +144,7 @@ def test_local_cluster_script_parses_and_explains_itself():
 
 
 @pytest.mark.parametrize("job", ["pipeline", "generate", "execute", "train_critic", "score", "train_actor",
-                                 "evaluate", "critic_sample"])
+                                 "evaluate", "critic_sample", "train_repair"])
 def test_every_stage_job_shows_its_submit_line_and_runs_its_command(job):
     path = ROOT / "jobs" / f"{job}.py"
     doc = path.read_text()

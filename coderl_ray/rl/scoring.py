@@ -48,14 +48,68 @@ def score_samples(ds, critic_dir: str, batch_size: int = 64, num_workers: int = 
                           num_cpus=num_cpus, num_gpus=num_gpus)
 
 
-def critic_accuracy(rows: list[dict], n_classes: int) -> float | None:
-    """Share of scored rows whose predicted class is the class of their real outcome (None if no rows)."""
+def roc_auc(scores: list[float], positives: list[bool]) -> float | None:
+    """Area under the ROC curve: the probability that a random positive scores above a random negative, a tie
+    counting one half (the Mann-Whitney U statistic over n_pos * n_neg). None when either class is absent.
+
+    >>> roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False])  # pairs: 0.9>0.5, 0.9>0.1, 0.5=0.5, 0.5>0.1
+    0.875
+    """
+    if len(scores) != len(positives):
+        raise ValueError(f"{len(scores)} scores for {len(positives)} labels")
+    n_pos = sum(map(bool, positives))
+    n_neg = len(positives) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    # Walk the scores in ascending order one tie group at a time: each positive of a group beats every negative
+    # below the group and ties with the group's own negatives.
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    wins, negatives_below, i = 0.0, 0, 0
+    while i < len(order):
+        j = i
+        while j < len(order) and scores[order[j]] == scores[order[i]]:
+            j += 1
+        pos = sum(bool(positives[k]) for k in order[i:j])
+        neg = (j - i) - pos
+        wins += pos * negatives_below + 0.5 * pos * neg
+        negatives_below += neg
+        i = j
+    return wins / (n_pos * n_neg)
+
+
+def critic_quality(rows: list[dict], n_classes: int) -> dict | None:
+    """How well the critic reads scored rows (``outcome``, ``critic_pred``, ``critic_pass_prob``, ``problem_id``);
+    None if none has a label.
+
+    ``accuracy`` over the critic's ``n_classes`` next to ``majority_rate``, the accuracy of always answering the most
+    frequent real class (a critic below it has learnt less than the class counts, or was trained on other class
+    proportions); ``auc``, the ranking quality of the "passed" probability against passed / not passed over all
+    programs (None when every program passed or none did); ``auc_within_problems``, the mean AUC over the
+    ``mixed_problems`` that have both passed and failed programs: how well it picks among one problem's programs,
+    which is what critic sampling asks of it (telling easy problems from hard ones raises ``auc`` alone);
+    ``programs`` and ``passed``, the counts behind them.
+    """
+    from collections import Counter, defaultdict
+
     from coderl_ray.records import Outcome, critic_class
 
     labelled = [r for r in rows if Outcome(r["outcome"]).is_label]
     if not labelled:
         return None
-    return sum(int(r["critic_pred"]) == critic_class(r["outcome"], n_classes) for r in labelled) / len(labelled)
+    classes = [critic_class(r["outcome"], n_classes) for r in labelled]
+    passed = [c == n_classes - 1 for c in classes]
+    probs = [float(r["critic_pass_prob"]) for r in labelled]
+    groups: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
+    for r, prob, ok in zip(labelled, probs, passed):
+        groups[r.get("problem_id", "")][0].append(prob)
+        groups[r.get("problem_id", "")][1].append(ok)
+    within = [a for a in (roc_auc(*g) for g in groups.values()) if a is not None]
+    n = len(labelled)
+    return {"programs": n, "passed": sum(passed),
+            "accuracy": sum(int(r["critic_pred"]) == c for r, c in zip(labelled, classes)) / n,
+            "majority_rate": max(Counter(classes).values()) / n,
+            "auc": roc_auc(probs, passed),
+            "auc_within_problems": sum(within) / len(within) if within else None, "mixed_problems": len(within)}
 
 
 class OldLogprobBatch:

@@ -1,0 +1,119 @@
+"""Can the critic rank? Critics retrained on a finished demo run's replay buffer, each with one setting changed.
+
+    python benchmarks/critic_quality.py --run outputs/tiny                      # round 1's critic, every variant
+    python benchmarks/critic_quality.py --run outputs/tiny --variants tiny,epochs2 critic.lr=0.0005
+    python benchmarks/critic_quality.py --run outputs/tiny --binary             # the inference critic's options
+
+Round-1 mode retrains the pipeline's first critic (a new head on the SFT actor, round 1's buffer plus the reference
+programs) through ``stages.train_critic`` and measures it on the programs it trained on and on held-out programs:
+the SFT actor's samples on the test split (``eval/sft/results``), as the pipeline's ``round_1/score`` does.
+``--binary`` mode trains the binary inference critic (stage ``critic_binary``: every round's buffer) and measures it
+on the last actor's test-split samples (``eval/round_<last>/results``), the programs critic sampling will rank.
+
+For each variant: optimizer steps, wall time of training + scoring and its ratio to the first variant's, then
+accuracy (next to the majority-class rate) and the AUC of the "passed" probability, held out and on the training
+programs (``coderl_ray.rl.scoring.critic_quality``). Extra ``key=value`` arguments override every variant's config.
+Models go to ``<run>/critic_quality/``; the run itself is not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coderl_ray import stages  # noqa: E402
+from coderl_ray.config import load_config  # noqa: E402
+
+# name -> (config overrides, classes of the head, what the new head sits on: "actor" = the SFT actor for round 1,
+# "critic" = the run's last critic for --binary).
+ROUND1 = {
+    "tiny": ([], 4, "actor"),
+    "epochs2": (["critic.epochs=2"], 4, "actor"),
+    "no_ground_truth": (["critic.include_ground_truth=false"], 4, "actor"),
+    "binary": ([], 2, "actor"),
+    "binary_epochs2": (["critic.epochs=2"], 2, "actor"),
+    "binary_no_ground_truth": (["critic.include_ground_truth=false"], 2, "actor"),
+}
+BINARY = {
+    "last_critic_4class": (None, 4, "critic"),  # no training: the run's last 4-class critic, as it is
+    "from_critic": ([], 2, "critic"),
+    "from_critic_epochs1": (["critic.epochs=1"], 2, "critic"),
+    "from_critic_epochs2": (["critic.epochs=2"], 2, "critic"),
+    "from_critic_no_ground_truth": (["critic.include_ground_truth=false"], 2, "critic"),
+    "from_actor": ([], 2, "actor"),
+}
+
+
+def fmt(q: dict | None) -> str:
+    if not q:
+        return "n/a"
+    auc = "n/a" if q["auc"] is None else f"{q['auc']:.3f}"
+    return f"{100 * q['accuracy']:.1f}% ({100 * q['majority_rate']:.1f}%) {auc}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="output_dir of a finished (or round-1) demo run")
+    parser.add_argument("--binary", action="store_true", help="the inference critic's options (after the last round)")
+    parser.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the critics an earlier run of this script trained instead of training them again")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. critic.lr=0.0005")
+    args = parser.parse_args()
+
+    from coderl_ray.ray_runtime import init_ray
+
+    run = args.run.resolve()
+    base = load_config(run / "config.yaml", ["ray_address=local", *args.overrides])
+    init_ray(base.ray_address, base.sandbox.resource)
+    table = BINARY if args.binary else ROUND1
+    names = [v for v in args.variants.split(",") if v] or list(table)
+    last = base.rl.rounds
+    rounds = list(range(1, last + 1)) if args.binary else [1]
+    heldout = run / "eval" / (f"round_{last}" if args.binary else "sft") / "results"
+    train_dir = run / "buffer" / f"round_{rounds[-1]:04d}"
+    work = run / "critic_quality"
+    print(f"held out: {heldout}; training programs: {train_dir}", flush=True)
+
+    rows, wall0 = [], None
+    for name in names:
+        overrides, n_classes, on = table[name]
+        cfg = load_config(run / "config.yaml", ["ray_address=local", *args.overrides, *(overrides or [])])
+        out = work / ("binary" if args.binary else "round_1") / name
+        start = time.perf_counter()
+        steps = 0
+        if overrides is None:
+            critic = run / "models" / f"critic_round_{last}"
+        elif args.reuse and (out / "critic_config.json").is_file():
+            critic = out
+        else:
+            init = run / "models" / ("actor_sft" if on == "actor" else f"critic_round_{last}")
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(work / "ray_train" / name, ignore_errors=True)
+            info = stages.train_critic(cfg, run / "buffer", rounds, run / "data" / "ground_truth", init, True,
+                                       out, work / "ray_train", name, n_classes=n_classes)
+            steps, critic = info["steps"], out
+        held = stages.score_quality(cfg, critic, heldout, n_classes)
+        trained = stages.score_quality(cfg, critic, train_dir, n_classes)
+        wall = time.perf_counter() - start
+        wall0 = wall0 or wall
+        rows.append({"variant": name, "classes": n_classes, "steps": steps, "wall_s": round(wall, 1),
+                     "heldout": held, "train": trained})
+        print(json.dumps(rows[-1]), flush=True)
+
+    print("\nvariant               classes  steps  wall s (x first)  held out: acc (majority) AUC   "
+          f"round {rounds[-1]} samples: acc (majority) AUC")
+    for r in rows:
+        print(f"{r['variant']:<21} {r['classes']:>7}  {r['steps']:>5}  {r['wall_s']:>6.1f} ({r['wall_s'] / wall0:4.2f}x)"
+              f"     {fmt(r['heldout']):<32} {fmt(r['train'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
