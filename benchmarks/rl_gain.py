@@ -58,7 +58,8 @@ def run_arm(args, seed: int, control: bool) -> dict:
     overrides = [f"seed={seed}", f"data.suite_seed={seed}", f"output_dir={args.out / name}",
                  "ray_address=local", *args.overrides]
     if control:
-        overrides.append("rl.ce_only=true")
+        # What follows the last round (repair model, critic sampling) does not change the arm's pass@1.
+        overrides += ["rl.ce_only=true", "repair.enabled=false", "cs.enabled=false"]
     cfg = load_config(args.config, overrides)
     run_pipeline(cfg)
     state = json.loads((args.out / name / "state.json").read_text())

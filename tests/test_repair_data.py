@@ -78,8 +78,10 @@ def test_rows_encode_the_repair_prompt_and_the_target(tmp_path):
     assert [r["sample_id"] for r in rows] == ["p1#r1g>p1#r1s4", "p1#r1s0>p1#gt0", "p1#r1s2>p1#gt0",
                                               "p2#r1s0>p2#r1s1"]
     first = rows[0]
-    assert len(first["prompt_ids"]) <= 40 and len(first["token_ids"]) <= 8
-    assert first["token_ids"][-1] == tok.eos_token_id
+    assert len(first["prompt_ids"]) <= 40 and len(first["token_ids"]) == 8
+    # The target was cut at 8 tokens: like every truncated reference, it does not end in EOS (the model must not
+    # learn to stop mid-program).
+    assert tok.eos_token_id not in first["token_ids"]
     full = tok(build_repair_prompt(PROBLEMS[0], pairs[0]["program"], "runtime_error", pairs[0]["error"]),
                add_special_tokens=False).input_ids
     # Cut from the left: the prompt's end (the error, then "ANSWER:") survives.
