@@ -36,6 +36,8 @@ ROUND1 = {
     "tiny": ([], 4, "actor"),
     "epochs2": (["critic.epochs=2"], 4, "actor"),
     "no_ground_truth": (["critic.include_ground_truth=false"], 4, "actor"),
+    "unscaled": (["critic.scale_head_input=false"], 4, "actor"),
+    "unscaled_epochs2": (["critic.scale_head_input=false", "critic.epochs=2"], 4, "actor"),
     "binary": ([], 2, "actor"),
     "binary_epochs2": (["critic.epochs=2"], 2, "actor"),
     "binary_no_ground_truth": (["critic.include_ground_truth=false"], 2, "actor"),
@@ -53,8 +55,9 @@ BINARY = {
 def fmt(q: dict | None) -> str:
     if not q:
         return "n/a"
-    auc = "n/a" if q["auc"] is None else f"{q['auc']:.3f}"
-    return f"{100 * q['accuracy']:.1f}% ({100 * q['majority_rate']:.1f}%) {auc}"
+    num = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"{100 * q['accuracy']:.1f}% ({100 * q['majority_rate']:.1f}%) "
+            f"{num(q['auc'])}/{num(q.get('auc_within_problems'))}")
 
 
 def main() -> int:
@@ -107,8 +110,8 @@ def main() -> int:
                      "heldout": held, "train": trained})
         print(json.dumps(rows[-1]), flush=True)
 
-    print("\nvariant               classes  steps  wall s (x first)  held out: acc (majority) AUC   "
-          f"round {rounds[-1]} samples: acc (majority) AUC")
+    print("\nvariant               classes  steps  wall s (x first)  held out: acc (majority) AUC all/within  "
+          f"round {rounds[-1]} samples: the same")
     for r in rows:
         print(f"{r['variant']:<21} {r['classes']:>7}  {r['steps']:>5}  {r['wall_s']:>6.1f} ({r['wall_s'] / wall0:4.2f}x)"
               f"     {fmt(r['heldout']):<32} {fmt(r['train'])}")

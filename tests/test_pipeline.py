@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from tests.conftest import ROOT
 MICRO = ROOT / "tests" / "configs" / "micro.yaml"
 # A third of the training problems have no reference solution: RL alone learns from them.
 REFS = "data.reference_problems=16"
+# The stages after the last round too: a binary critic for critic sampling and the repair model.
+AFTER = ["critic.inference_classes=2", "repair.enabled=true", "repair.epochs=1", "repair.batch_size=8"]
 
 # Three runs of the micro pipeline in one test: up to ~10 min each on a loaded 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -25,13 +28,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages(ray_cluster, tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(FileNotFoundError, match="critic.backbone: /nonexistent/backbone does not exist"):
-        run_pipeline(load_config(MICRO, [f"output_dir={out}", REFS, "critic.backbone=/nonexistent/backbone"]))
+        run_pipeline(load_config(MICRO, [f"output_dir={out}", REFS, *AFTER, "critic.backbone=/nonexistent/backbone"]))
     assert not out.exists()  # checked before any work
 
     not_a_model = tmp_path / "empty-folder"
     not_a_model.mkdir()
-    broken = load_config(MICRO, [f"output_dir={out}", REFS, f"critic.backbone={not_a_model}",
-                                     "train.max_failures=0"])
+    broken = load_config(MICRO, [f"output_dir={out}", REFS, *AFTER, f"critic.backbone={not_a_model}",
+                                 "train.max_failures=0"])
     with pytest.raises(StageError) as err:
         run_pipeline(broken)
     msg = str(err.value)
@@ -40,7 +43,7 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert list(done) == ["data", "init", "eval/untrained", "sft", "eval/sft", "round_1/rollout"]
     capsys.readouterr()
 
-    fixed = load_config(MICRO, [f"output_dir={out}", REFS])
+    fixed = load_config(MICRO, [f"output_dir={out}", REFS, *AFTER])
     summary = run_pipeline(fixed)
     printed = capsys.readouterr().out
     for stage in ["data", "init", "eval/untrained", "sft", "eval/sft", "round_1/rollout"]:
@@ -48,7 +51,7 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert "changed config keys: critic.backbone" in printed
     state = json.loads((out / "state.json").read_text())["stages"]
     assert list(state) == ["data", "init", "eval/untrained", "sft", "eval/sft", "round_1/rollout", "round_1/critic",
-                           "round_1/score", "round_1/rl", "eval/round_1", "cs"]
+                           "round_1/score", "round_1/rl", "eval/round_1", "critic_binary", "repair", "cs"]
     assert {k: v["wall_s"] for k, v in state.items() if k in done} == {k: v["wall_s"] for k, v in done.items()}
 
     # Outputs of every stage.
@@ -74,10 +77,46 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert pq.read_table(out / "eval" / "cs" / "cs" / "results.parquet").num_rows == 9 * 3
     assert "round_1 + CS" in summary["table"] and "round_1 + filter+critic" in summary["table"]
     assert (out / "report" / "pass_at_1.png").stat().st_size > 1000
+    _check_binary_critic_and_repair(out, state, summary)
 
     # A third run has nothing left to do.
     run_pipeline(fixed)
     assert "==> cs: finished in an earlier run, skipped" in capsys.readouterr().out
+
+
+def _check_binary_critic_and_repair(out: Path, state: dict, summary: dict) -> None:
+    """The stages after the last round: the binary critic (critic.inference_classes=2) and the repair model
+    (repair.enabled), their quality in state.json and the summary, and critic sampling reading both."""
+    from coderl_ray.models.actor import load_actor
+    from coderl_ray.models.critic import load_critic
+    from coderl_ray.models.tokenizer import load_tokenizer
+
+    binary = state["critic_binary"]["info"]
+    # micro.yaml: 24 training problems x (2 samples + 1 greedy) in round 1, plus the 16 problems' reference programs.
+    gt_rows = pq.read_table(out / "data" / "ground_truth").num_rows
+    assert binary["rows"] == 24 * 3 + gt_rows
+    assert load_critic(out / "models" / "critic_binary").n_classes == 2
+    assert load_critic(out / "models" / "critic_round_1").n_classes == 4
+    # Held out: the last evaluation's programs, 9 test problems x 2 samples (infrastructure errors left out).
+    held = binary["heldout"]
+    assert 0 < held["programs"] <= 9 * 2 and 0.0 <= held["accuracy"] <= 1.0 and 0.5 <= held["majority_rate"] <= 1.0
+    score = state["round_1/score"]["info"]
+    assert score["train"]["programs"] == 24 * 3 and score["train_accuracy"] == score["train"]["accuracy"]
+    assert score["heldout"]["programs"] <= 9 * 2
+
+    repair = state["repair"]["info"]
+    assert repair["pairs"] > 0 and repair["problems"] <= 24
+    assert repair["steps"] == max(1, round(repair["pairs"] / 8))  # 1 epoch of batches of 8
+    assert set(repair["outcomes"]) <= {"compile_error", "runtime_error", "timeout", "failed"}
+    load_actor(out / "models" / "repair")
+    assert load_tokenizer(out / "models" / "repair").get_vocab() == load_tokenizer(out / "models" /
+                                                                                    "actor_round_1").get_vocab()
+    # Critic sampling reads what the two stages trained.
+    assert state["cs"]["info"]["critic"] == "critic_binary" and state["cs"]["info"]["repair"] is True
+
+    assert re.search(r"^  critic_binary  held out \d+\.\d% \(\d+\.\d%\) ", summary["table"], re.M)
+    assert re.search(r"^  round_1 +held out ", summary["table"], re.M)
+    assert re.search(r"^  repair +\d", summary["table"], re.M)  # its wall time
 
 
 # --- a driver killed mid-stage -------------------------------------------------------------------------------
@@ -88,6 +127,8 @@ def _start_killable(args: list[str], log: Path) -> subprocess.Popen:
     the driver and its whole Ray), its output in ``log`` (a pipe would stay open as long as Ray's processes)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT)
+    # Ray's default wait for its raylet (10 s) is too short for a start-up on a loaded 2-core machine.
+    env.setdefault("RAY_raylet_start_wait_time_s", "120")
     with log.open("w") as out:
         return subprocess.Popen([sys.executable, "-c", *args], env=env, cwd=ROOT, start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -137,7 +178,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_rollout_and_an_execute_stage_killed_mid_write_rerun_with_every_row_once(ray_cluster, tmp_path, capsys):
+def test_a_rollout_score_and_execute_stage_killed_mid_write_rerun_with_every_row_once(ray_cluster, tmp_path, capsys):
     """SIGKILL of the stage's driver leaves a `.tmp` folder (rollout: Parquet, renamed when complete) or file
     (execute: JSON Lines, written row by row); rerunning the same command gives every sample exactly one row.
     The drivers kill themselves at a chosen point (a test cannot time a kill from outside reliably on a loaded
@@ -164,6 +205,28 @@ def test_a_rollout_and_an_execute_stage_killed_mid_write_rerun_with_every_row_on
     # micro.yaml: 24 training problems x (2 samples + 1 greedy baseline), each once.
     assert len(rows) == len(set(rows)) == 24 * 3
     assert not leftover.exists()
+    capsys.readouterr()
+
+    # score: a critic reads the round; the driver dies as it renames the scored folder's .tmp.
+    from coderl_ray.models.critic import build_critic
+    from coderl_ray.models.tokenizer import load_tokenizer
+
+    critic = tmp_path / "critic"
+    build_critic(actor, n_classes=4, head_hidden=8).save_pretrained(critic)
+    load_tokenizer(actor).save_pretrained(critic)
+    scored = tmp_path / "scored"
+    score = ["score", "--config", str(MICRO), f"output_dir={tmp_path}", "--samples", str(buffer / "round_0001"),
+             "--critic", str(critic), "--out", str(scored)]
+    killed = _start_killable([_DIE_AT_RENAME, *score[:4], "ray_address=local", *score[4:]], log)
+    try:
+        assert killed.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-3000:]
+    finally:
+        _kill_session(killed)
+    left = scored.with_name("scored.tmp")
+    assert list(left.glob("*.parquet")) and not scored.exists()
+    assert main(score) == 0
+    scored_ids = pq.read_table(scored, columns=["sample_id"]).column("sample_id").to_pylist()
+    assert sorted(scored_ids) == sorted(rows) and not left.exists()
     capsys.readouterr()
 
     # execute: the driver dies after 150 of 200 result rows, some of them already in its .tmp file.
