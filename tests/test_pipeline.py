@@ -127,8 +127,6 @@ def _start_killable(args: list[str], log: Path) -> subprocess.Popen:
     the driver and its whole Ray), its output in ``log`` (a pipe would stay open as long as Ray's processes)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT)
-    # Ray's default wait for its raylet (10 s) is too short for a start-up on a loaded 2-core machine.
-    env.setdefault("RAY_raylet_start_wait_time_s", "120")
     with log.open("w") as out:
         return subprocess.Popen([sys.executable, "-c", *args], env=env, cwd=ROOT, start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
