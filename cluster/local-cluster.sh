@@ -77,13 +77,32 @@ start_node() {
     local name="$1"; shift
     command -v setsid >/dev/null || die "setsid (util-linux) is needed to keep nodes apart"
     mkdir -p "$NODES"
+    AGENT_PORT="$(free_port)"
     # `exec` keeps the session leader's pid, which is the session id that every process of the node inherits.
     setsid -w bash -c 'echo $$ > "$0"; exec "$@"' "$NODES/$name" \
         "$RAY" start "$@" --temp-dir="$(temp_dir "$name")" --disable-usage-stats \
         --object-store-memory=$((OBJECT_STORE_MB * 1024 * 1024)) \
-        --dashboard-agent-listen-port="$(free_port)" >"$CLUSTER_DIR/$name.log" 2>&1 \
+        --dashboard-agent-listen-port="$AGENT_PORT" >"$CLUSTER_DIR/$name.log" 2>&1 \
         || { cat "$CLUSTER_DIR/$name.log" >&2; die "node $name failed to start (log: $CLUSTER_DIR/$name.log)"; }
     echo "started $name"
+}
+
+# `ray start` returns before the node's dashboard agent is up, and the head hands every job submission to its own
+# node's agent, waiting for it only 10 s: on a busy machine a `ray job submit` right after start is refused with "No
+# available agent to submit job". The agent registers with the GCS as soon as its HTTP server listens.
+wait_for_agent() {
+    local port="$1"
+    "$PYTHON" - "$port" <<'PY' || die "the head's dashboard agent did not come up in 180 s (log: $CLUSTER_DIR/ray/session_latest/logs/dashboard_agent.log)"
+import socket, sys, time
+deadline = time.time() + 180
+while time.time() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.5)
+sys.exit(1)
+PY
 }
 
 start_sandbox() {
@@ -152,6 +171,7 @@ cmd_start() {
     start_node head --head --port="$HEAD_PORT" --num-cpus=0 --num-gpus=0 \
         --include-dashboard=true --dashboard-host="$IP" --dashboard-port="$DASHBOARD_PORT" \
         --ray-client-server-port="$(free_port)"
+    wait_for_agent "$AGENT_PORT"
     write_env
     for i in $(seq 1 "$SANDBOX_NODES"); do start_sandbox "sandbox-$i"; done
     if [[ "$TRAINER_CPUS" -gt 0 || "$TRAINER_GPUS" -gt 0 ]]; then
