@@ -41,6 +41,9 @@ ROUND1 = {
     "binary": ([], 2, "actor"),
     "binary_epochs2": (["critic.epochs=2"], 2, "actor"),
     "binary_no_ground_truth": (["critic.include_ground_truth=false"], 2, "actor"),
+    # ~1/4 of the rows (only ~55 of 200 problems are mixed): 2 epochs take about as many steps as "tiny"'s half.
+    "mixed_problems_epochs2": (["critic.data=mixed_problems", "critic.epochs=2"], 4, "actor"),
+    "binary_mixed_problems_epochs2": (["critic.data=mixed_problems", "critic.epochs=2"], 2, "actor"),
 }
 BINARY = {
     "last_critic_4class": (None, 4, "critic"),  # no training: the run's last 4-class critic, as it is
@@ -49,6 +52,7 @@ BINARY = {
     "from_critic_epochs2": (["critic.epochs=2"], 2, "critic"),
     "from_critic_no_ground_truth": (["critic.include_ground_truth=false"], 2, "critic"),
     "from_actor": ([], 2, "actor"),
+    "from_critic_mixed_problems_epochs2": (["critic.data=mixed_problems", "critic.epochs=2"], 2, "critic"),
 }
 
 

@@ -237,6 +237,10 @@ class CriticConfig:
     # The rounds' greedy baseline programs join the sampled ones (real programs of the same policy, with real
     # outcomes); the original trained on sampled programs and references only: false reproduces that.
     include_greedy: bool = True
+    # Which problems' programs it trains on: "all"; or "mixed_problems", only the problems whose buffer programs
+    # include both a passing and a failing one (their references too). A critic trained on all learns which problems
+    # pass; critic sampling needs one that tells one problem's programs apart (docs/benchmarks.md#critic-quality).
+    data: Literal["all", "mixed_problems"] = "all"
     # How token logits become a program's: "tokens" = max over the program's own tokens; "all_positions" = max over
     # model.max_target_tokens decoder positions, padding included, as the original code did (seq2seq only). Stored
     # with the critic, so a loaded critic pools as it was trained.

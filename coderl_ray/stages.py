@@ -126,17 +126,38 @@ def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path
     return {"steps": loop.steps, "rows": n}
 
 
+def mixed_problems(rows) -> set[str]:
+    """The problems among ``rows`` (``problem_id``, ``outcome``) with both a passing and a failing program."""
+    from coderl_ray.records import Outcome
+
+    seen: dict[str, set[bool]] = {}
+    for r in rows:
+        if Outcome(r["outcome"]).is_label:
+            seen.setdefault(r["problem_id"], set()).add(r["outcome"] == Outcome.PASSED.value)
+    return {pid for pid, kinds in seen.items() if len(kinds) == 2}
+
+
 def critic_dataset(cfg: PipelineConfig, buffer, gt_dir: Path):
     """The critic's training rows: the buffer's programs (the greedy baselines too unless ``critic.include_greedy``
-    is off, as in the original) and, with ``critic.include_ground_truth``, the reference programs as "passed"."""
+    is off, as in the original) and, with ``critic.include_ground_truth``, the reference programs as "passed";
+    with ``critic.data: mixed_problems``, of the problems whose programs both pass and fail only."""
     import ray
 
     cols = ["prompt_ids", "token_ids", "outcome"]
     if not cfg.critic.include_greedy:
         buffer = buffer.filter(lambda r: not r["is_greedy"])
+    ground_truth = ray.data.read_parquet(str(gt_dir)) if cfg.critic.include_ground_truth else None
+    if cfg.critic.data == "mixed_problems":
+        keep = mixed_problems(buffer.select_columns(["problem_id", "outcome"]).take_all())
+        if not keep:
+            raise ValueError("critic.data=mixed_problems: no problem of the buffer has both a passing and a failing "
+                             "program; use critic.data=all")
+        buffer = buffer.filter(lambda r: r["problem_id"] in keep)
+        if ground_truth is not None:
+            ground_truth = ground_truth.filter(lambda r: r["problem_id"] in keep)
     ds = buffer.select_columns(cols)
-    if cfg.critic.include_ground_truth:
-        ds = ds.union(ray.data.read_parquet(str(gt_dir)).select_columns(cols))
+    if ground_truth is not None:
+        ds = ds.union(ground_truth.select_columns(cols))
     return ds
 
 

@@ -22,7 +22,9 @@ def ray_cluster():
     if ray.is_initialized():
         ray.shutdown()
     use_run_token()  # like a local run of the pipeline, `make test` leaves no ~/.ray/auth_token behind
-    ray.init(num_cpus=2, resources={"sandbox": 2}, include_dashboard=False, log_to_driver=False,
+    # address="local": a cluster of its own even when the machine runs a `ray start` head (which ray.init() would
+    # join, refusing num_cpus), e.g. while tests/test_job_submit.py's head is up or after the README's cluster steps.
+    ray.init(address="local", num_cpus=2, resources={"sandbox": 2}, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
