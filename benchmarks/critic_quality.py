@@ -11,8 +11,10 @@ the SFT actor's samples on the test split (``eval/sft/results``), as the pipelin
 on the last actor's test-split samples (``eval/round_<last>/results``), the programs critic sampling will rank.
 
 For each variant: optimizer steps, wall time of training + scoring and its ratio to the first variant's, then
-accuracy (next to the majority-class rate) and the AUC of the "passed" probability, held out and on the training
-programs (``coderl_ray.rl.scoring.critic_quality``). Extra ``key=value`` arguments override every variant's config.
+accuracy (next to the majority-class rate) and the AUC of the "passed" probability over all programs / within
+problems (with the number of problems that have both outcomes), held out, on the training programs and, in round-1
+mode, on round 2's programs (``coderl_ray.rl.scoring.critic_quality``); and whether the critic reads the program at
+all (:func:`program_sensitivity`). Extra ``key=value`` arguments override every variant's config.
 Models go to ``<run>/critic_quality/``; the run itself is not changed.
 """
 
@@ -44,6 +46,12 @@ ROUND1 = {
     # ~1/4 of the rows (only ~55 of 200 problems are mixed): 2 epochs take about as many steps as "tiny"'s half.
     "mixed_problems_epochs2": (["critic.data=mixed_problems", "critic.epochs=2"], 4, "actor"),
     "binary_mixed_problems_epochs2": (["critic.data=mixed_problems", "critic.epochs=2"], 2, "actor"),
+    "mixed_problems_epochs8": (["critic.data=mixed_problems", "critic.epochs=8"], 4, "actor"),
+    # The whole backbone trains at critic.lr: 1e-3 (the demo's) may overwrite what the SFT actor knows.
+    "lr1e-4": (["critic.lr=0.0001"], 4, "actor"),
+    "binary_lr1e-4": (["critic.lr=0.0001"], 2, "actor"),
+    "binary_mixed_problems_epochs2_lr1e-4": (["critic.data=mixed_problems", "critic.epochs=2", "critic.lr=0.0001"],
+                                             2, "actor"),
 }
 BINARY = {
     "last_critic_4class": (None, 4, "critic"),  # no training: the run's last 4-class critic, as it is
@@ -62,6 +70,33 @@ def fmt(q: dict | None) -> str:
     num = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     return (f"{100 * q['accuracy']:.1f}% ({100 * q['majority_rate']:.1f}%) "
             f"{num(q['auc'])}/{num(q.get('auc_within_problems'))} ({q.get('mixed_problems', 0)})")
+
+
+def program_sensitivity(critic_dir: Path, programs_dir: Path, limit: int = 400) -> dict:
+    """Does the critic read the program at all? Over the first ``limit`` programs of ``programs_dir``: the mean
+    standard deviation of P(passed) among one problem's programs, that of the problems' mean P(passed), and the mean
+    change of P(passed) when each program's tokens are reversed (a program-reading critic moves a lot)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from coderl_ray.models.critic import load_critic, score_programs
+
+    rows = pq.read_table(programs_dir, columns=["problem_id", "prompt_ids", "token_ids"]).to_pylist()[:limit]
+    critic = load_critic(critic_dir).eval()
+    pad = critic.backbone.config.pad_token_id
+
+    def probs(batch_rows):
+        return np.array([s.pass_prob for i in range(0, len(batch_rows), 64)
+                         for s in score_programs(critic, batch_rows[i:i + 64], pad)])
+
+    real = probs(rows)
+    reversed_ = probs([dict(r, token_ids=list(reversed(r["token_ids"]))) for r in rows])
+    groups: dict[str, list[float]] = {}
+    for r, prob in zip(rows, real):
+        groups.setdefault(r["problem_id"], []).append(prob)
+    return {"within_std": float(np.mean([np.std(v) for v in groups.values() if len(v) > 1])),
+            "between_std": float(np.std([np.mean(v) for v in groups.values()])),
+            "reversed_change": float(np.mean(np.abs(real - reversed_)))}
 
 
 def main() -> int:
@@ -118,13 +153,17 @@ def main() -> int:
                      "heldout": held, "train": trained})
         if later:
             rows[-1]["later_round"] = stages.score_quality(cfg, critic, later, n_classes)
+        rows[-1]["sensitivity"] = program_sensitivity(critic, later or heldout)
         print(json.dumps(rows[-1]), flush=True)
 
     print("\nvariant                        classes  steps  wall s (x first)  held out: acc (majority) AUC all/within"
-          f"  round {rounds[-1]} samples: the same" + ("  round 2 samples (held out): the same" if later else ""))
+          f"  round {rounds[-1]} samples: the same" + ("  round 2 samples (held out): the same" if later else "")
+          + "  P(passed) std within/between problems, change on reversed programs")
     for r in rows:
+        sens = r["sensitivity"]
         print(f"{r['variant']:<30} {r['classes']:>7}  {r['steps']:>5}  {r['wall_s']:>6.1f} ({r['wall_s'] / wall0:4.2f}x)"
-              f"     {fmt(r['heldout']):<32} {fmt(r['train']):<32} {fmt(r.get('later_round')) if later else ''}")
+              f"     {fmt(r['heldout']):<32} {fmt(r['train']):<32} {fmt(r.get('later_round')) if later else ''}"
+              f"  {sens['within_std']:.3f}/{sens['between_std']:.3f} {sens['reversed_change']:.3f}")
     return 0
 
 
