@@ -88,8 +88,8 @@ start_node() {
 }
 
 # `ray start` returns before the node's dashboard agent is up, and the head hands every job submission to its own
-# node's agent, waiting for it only 10 s: on a busy machine a `ray job submit` right after start is refused with "No
-# available agent to submit job". The agent registers with the GCS as soon as its HTTP server listens.
+# node's agent (waiting 10 s at most): `start` returns once the head's agent listens, so that a `ray job submit`
+# right after it finds one. The agent registers with the GCS as soon as its HTTP server listens.
 wait_for_agent() {
     local port="$1"
     "$PYTHON" - "$port" <<'PY' || die "the head's dashboard agent did not come up in 180 s (log: $CLUSTER_DIR/ray/session_latest/logs/dashboard_agent.log)"
