@@ -83,7 +83,10 @@ def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int
                 # Ray's notice that the cluster it starts uses token authentication: it is this run's own token.
                 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             cpus = num_cpus or os.cpu_count() or 1
-            ray.init(num_cpus=cpus, resources={sandbox_resource: cpus} if sandbox_resource else None,
+            # address="local" because ray.init() without one joins whatever /tmp/ray/ray_current_cluster names, and
+            # `ray start` leaves that record behind when its head dies without `ray stop` (then every run here
+            # failed with "When connecting to an existing cluster, num_cpus ... must not be provided").
+            ray.init(address="local", num_cpus=cpus, resources={sandbox_resource: cpus} if sandbox_resource else None,
                      runtime_env=_worker_setup())
     quiet_ray_output()
 

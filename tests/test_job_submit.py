@@ -9,10 +9,12 @@ is set) is rejected; coderl_ray's local runs leave no token (``coderl_ray.ray_ru
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,8 +102,8 @@ def test_a_plain_local_ray_init_leaves_a_token_and_a_coderl_run_does_not(tmp_pat
     """Ray's behaviour that breaks the README's sequence, and ours, each in a fresh home."""
     plain = tmp_path / "plain"
     plain.mkdir()
-    init = subprocess.run([sys.executable, "-c", "import ray; ray.init(num_cpus=1, include_dashboard=False); "
-                                                 "ray.shutdown()"], env=_shell(plain), cwd=plain,
+    script = "import ray; ray.init(address='local', num_cpus=1, include_dashboard=False); ray.shutdown()"
+    init = subprocess.run([sys.executable, "-c", script], env=_shell(plain), cwd=plain,
                           capture_output=True, text=True, timeout=300)
     assert init.returncode == 0, init.stderr[-3000:]
     assert (plain / ".ray" / "auth_token").is_file()
@@ -111,6 +113,25 @@ def test_a_plain_local_ray_init_leaves_a_token_and_a_coderl_run_does_not(tmp_pat
     _local_run(ours, ours)
     assert not (ours / ".ray").exists()
 
+
+
+@pytest.mark.parametrize("address", ["local", ""])
+def test_a_local_run_starts_its_own_ray_when_a_dead_head_is_still_recorded(tmp_path, address):
+    """`ray start` records its head in <ray temp dir>/ray_current_cluster and only `ray stop` removes the record;
+    a plain ray.init() joins what it names. A head that died without `ray stop` once made every local run here fail
+    ("When connecting to an existing cluster, num_cpus and num_gpus must not be provided")."""
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay short
+    try:
+        (temp / "ray").mkdir()
+        (temp / "ray" / "ray_current_cluster").write_text("192.0.2.123:6379")  # TEST-NET: nothing answers
+        env = {**_shell(tmp_path), "RAY_TMPDIR": str(temp)}
+        script = ("import ray; from coderl_ray.ray_runtime import init_ray; "
+                  f"init_ray({address!r}, num_cpus=1); print('cpus', ray.cluster_resources()['CPU'])")
+        run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0 and "cpus 1.0" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 # Every Ray started without an explicit agent port (a plain `ray start`, and any `ray.init()`, which has no setting
 # for it) binds its dashboard agent to this one.
