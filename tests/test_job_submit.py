@@ -115,23 +115,33 @@ def test_a_plain_local_ray_init_leaves_a_token_and_a_coderl_run_does_not(tmp_pat
 
 
 
-@pytest.mark.parametrize("address", ["local", ""])
-def test_a_local_run_starts_its_own_ray_when_a_dead_head_is_still_recorded(tmp_path, address):
-    """`ray start` records its head in <ray temp dir>/ray_current_cluster and only `ray stop` removes the record;
-    a plain ray.init() joins what it names. A head that died without `ray stop` once made every local run here fail
-    ("When connecting to an existing cluster, num_cpus and num_gpus must not be provided")."""
+def _with_dead_head_recorded(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` where Ray's temp dir records a head that no longer runs (`ray start` writes
+    <ray temp dir>/ray_current_cluster and only `ray stop` removes it)."""
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay short
     try:
         (temp / "ray").mkdir()
         (temp / "ray" / "ray_current_cluster").write_text("192.0.2.123:6379")  # TEST-NET: nothing answers
         env = {**_shell(tmp_path), "RAY_TMPDIR": str(temp)}
-        script = ("import ray; from coderl_ray.ray_runtime import init_ray; "
-                  f"init_ray({address!r}, num_cpus=1); print('cpus', ray.cluster_resources()['CPU'])")
-        run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                             timeout=300)
-        assert run.returncode == 0 and "cpus 1.0" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
+        return subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_plain_ray_init_joins_a_dead_recorded_head_and_fails(tmp_path):
+    """Ray's behaviour that once made every local run of ours fail in CI (docs/cluster.md)."""
+    run = _with_dead_head_recorded(tmp_path, "import ray; ray.init(num_cpus=1)")
+    assert run.returncode != 0
+    assert "When connecting to an existing cluster, num_cpus and num_gpus must not be provided" in run.stderr
+
+
+@pytest.mark.parametrize("address", ["local", ""])
+def test_a_local_run_starts_its_own_ray_when_a_dead_head_is_still_recorded(tmp_path, address):
+    run = _with_dead_head_recorded(tmp_path, "import ray; from coderl_ray.ray_runtime import init_ray; "
+                                             f"init_ray({address!r}, num_cpus=1); "
+                                             "print('cpus', ray.cluster_resources()['CPU'])")
+    assert run.returncode == 0 and "cpus 1.0" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
 
 # Every Ray started without an explicit agent port (a plain `ray start`, and any `ray.init()`, which has no setting
 # for it) binds its dashboard agent to this one.
