@@ -137,10 +137,11 @@ def mixed_problems(rows) -> set[str]:
     return {pid for pid, kinds in seen.items() if len(kinds) == 2}
 
 
-def critic_dataset(cfg: PipelineConfig, buffer, gt_dir: Path):
-    """The critic's training rows: the buffer's programs (the greedy baselines too unless ``critic.include_greedy``
-    is off, as in the original) and, with ``critic.include_ground_truth``, the reference programs as "passed";
-    with ``critic.data: mixed_problems``, of the problems whose programs both pass and fail only."""
+def critic_parts(cfg: PipelineConfig, buffer, gt_dir: Path) -> list:
+    """The critic's training rows, as one dataset per source: the buffer's programs (the greedy baselines too
+    unless ``critic.include_greedy`` is off, as in the original) and, with ``critic.include_ground_truth``, the
+    reference programs as "passed"; with ``critic.data: mixed_problems``, of the problems whose programs both pass
+    and fail only."""
     import ray
 
     cols = ["prompt_ids", "token_ids", "outcome"]
@@ -155,10 +156,16 @@ def critic_dataset(cfg: PipelineConfig, buffer, gt_dir: Path):
         buffer = buffer.filter(lambda r: r["problem_id"] in keep)
         if ground_truth is not None:
             ground_truth = ground_truth.filter(lambda r: r["problem_id"] in keep)
-    ds = buffer.select_columns(cols)
-    if ground_truth is not None:
-        ds = ds.union(ground_truth.select_columns(cols))
-    return ds
+    return [part.select_columns(cols) for part in (buffer, ground_truth) if part is not None]
+
+
+def critic_dataset(cfg: PipelineConfig, buffer, gt_dir: Path):
+    """:func:`critic_parts` as one dataset."""
+    return _union(critic_parts(cfg, buffer, gt_dir))
+
+
+def _union(parts: list):
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
 def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, init: Path,
@@ -167,8 +174,11 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
     from coderl_ray.rl.replay_buffer import read_rounds
     from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
-    ds = critic_dataset(cfg, read_rounds(buffer_root, rounds), gt_dir)
-    n = ds.count()
+    parts = critic_parts(cfg, read_rounds(buffer_root, rounds), gt_dir)
+    # Counted per part: a plain Parquet read counts from its footers, while counting the union runs it (~5 s on
+    # 2 cores for 100 rows, measured in benchmarks/parquet_reads.py).
+    n = sum(part.count() for part in parts)
+    ds = _union(parts)
     loop = LoopConfig(objective="critic", init_path=str(init), new_critic=new_critic,
                       steps=_steps(cfg.critic.epochs, n, cfg.critic.batch_size), batch_size=cfg.critic.batch_size,
                       lr=cfg.critic.lr, n_classes=n_classes or cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
