@@ -7,13 +7,13 @@ Resources are declared here, where stages are wired, never in decorators.
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from coderl_ray.config import DataConfig, PipelineConfig
+from coderl_ray.data.parquet import read_parquet
 from coderl_ray.data.problems import read_problems, write_jsonl
 from coderl_ray.eval.metrics import summarize
 from coderl_ray.eval.report import write_report
@@ -111,11 +111,9 @@ def _steps(epochs: float, rows: int, batch_size: int) -> int:
 
 
 def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path) -> dict:
-    import ray
-
     from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
-    ds = ray.data.read_parquet(str(gt_dir))
+    ds = read_parquet(str(gt_dir))
     n = ds.count()
     loop = LoopConfig(objective="sft", init_path=str(actor_in), steps=_steps(cfg.sft.epochs, n, cfg.sft.batch_size),
                       batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, warmup_ratio=cfg.sft.warmup_ratio,
@@ -142,12 +140,10 @@ def critic_parts(cfg: PipelineConfig, buffer, gt_dir: Path) -> list:
     unless ``critic.include_greedy`` is off, as in the original) and, with ``critic.include_ground_truth``, the
     reference programs as "passed"; with ``critic.data: mixed_problems``, of the problems whose programs both pass
     and fail only."""
-    import ray
-
     cols = ["prompt_ids", "token_ids", "outcome"]
     if not cfg.critic.include_greedy:
         buffer = buffer.filter(lambda r: not r["is_greedy"])
-    ground_truth = ray.data.read_parquet(str(gt_dir)) if cfg.critic.include_ground_truth else None
+    ground_truth = read_parquet(str(gt_dir)) if cfg.critic.include_ground_truth else None
     if cfg.critic.data == "mixed_problems":
         keep = mixed_problems(buffer.select_columns(["problem_id", "outcome"]).take_all())
         if not keep:
@@ -232,13 +228,11 @@ def train_repair(cfg: PipelineConfig, problems: list[dict[str, Any]], buffer_roo
 
 def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path,
              name: str) -> dict:
-    import ray
-
     from coderl_ray.rl.scoring import add_old_logprobs
     from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
 
     temperature = cfg.rollout.temperature if cfg.rl.on_policy_logprobs else 1.0
-    rl = ray.data.read_parquet(str(scored_dir)).filter(
+    rl = read_parquet(str(scored_dir)).filter(
         lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0)
     if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
         # The trust region's reference point: the actor this run starts from (the one that sampled the round).
@@ -255,7 +249,7 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
                       alternation=cfg.rl.alternation, seed=cfg.seed,
                       rl_temperature=temperature, rl_clip=cfg.rl.clip_ratio, report_every=10, warmup_ratio=0.0,
                       **train_options(cfg.train))
-    gt = ray.data.read_parquet(str(gt_dir))
+    gt = read_parquet(str(gt_dir))
     # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
     # round then falls back to its cross-entropy half rather than failing. (`rl.ce_only` asks for that on purpose.)
     datasets = {"train": rl, "ce": gt} if use_rl else {"train": gt}
@@ -283,8 +277,6 @@ def round_problems(train: list[dict[str, Any]], per_round: int, seed: int, round
 def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: Path, round_: int,
                   buffer_root: Path) -> dict:
     """Sample, execute (streaming, overlapped) and store one round of programs with their returns."""
-    import ray
-
     from coderl_ray.execution import execute_samples
     from coderl_ray.rl.replay_buffer import write_round
     from coderl_ray.rollout.stage import generate_samples, sampling_params
@@ -297,7 +289,7 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
     with stage_bar("rollout", total=len(problems) * (params.num_samples + params.greedy_baseline),
                    unit="program") as bar:
         dest = write_round(bar.track(results), buffer_root, round_)
-    stats = ray.data.read_parquet(str(dest)).select_columns(["outcome", "is_greedy", "relative_return"]).to_pandas()
+    stats = read_parquet(str(dest)).select_columns(["outcome", "is_greedy", "relative_return"]).to_pandas()
     counts = stats["outcome"].value_counts().to_dict()
     sampled = stats[~stats["is_greedy"]]
     return {"problems": len(problems), "programs": int(len(stats)), "outcomes": counts,
@@ -312,15 +304,13 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
     """Score the round's samples with the critic; measure how well it reads them and held-out (test-problem)
     programs: ``train`` / ``heldout`` hold :func:`coderl_ray.rl.scoring.critic_quality` (accuracy next to the
     majority-class rate, AUC of the "passed" probability); ``*_accuracy`` repeat the accuracies."""
-    import ray
-
     from coderl_ray.rl.scoring import critic_quality, score_samples
 
     with stage_bar("score", unit="program") as bar:
-        write_parquet_atomic(bar.track(score_samples(ray.data.read_parquet(str(round_dir)), str(critic_dir),
-                                                     **_score_kw(cfg))), scored_out)
+        write_parquet_atomic(bar.track(score_samples(read_parquet(str(round_dir)), str(critic_dir),
+                                                **_score_kw(cfg))), scored_out)
     n = cfg.critic.n_classes
-    train = ray.data.read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
+    train = read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
     stats = _quality_stats("train", critic_quality(train, n))
     if heldout_dir is not None and heldout_dir.is_dir():
         stats |= _quality_stats("heldout", score_quality(cfg, critic_dir, heldout_dir, n))
@@ -343,11 +333,9 @@ def _quality_stats(name: str, quality: dict | None) -> dict:
 def score_quality(cfg: PipelineConfig, critic_dir: Path, programs_dir: Path, n_classes: int) -> dict | None:
     """:func:`coderl_ray.rl.scoring.critic_quality` of the critic on the executed programs in ``programs_dir`` (a
     buffer round, or an evaluation's results on the test split), scored without writing them anywhere."""
-    import ray
-
     from coderl_ray.rl.scoring import critic_quality, score_samples
 
-    scored = score_samples(ray.data.read_parquet(str(programs_dir)), str(critic_dir), **_score_kw(cfg))
+    scored = score_samples(read_parquet(str(programs_dir)), str(critic_dir), **_score_kw(cfg))
     return critic_quality(scored.select_columns(_QUALITY_COLUMNS).take_all(), n_classes)
 
 

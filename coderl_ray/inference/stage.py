@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from coderl_ray.config import PipelineConfig
+from coderl_ray.data.parquet import read_parquet
 from coderl_ray.inference.continuation import GenerationSettings
 from coderl_ray.inference.procedure import Request, best_prefix, has_example_tests, token_pass_probs
 
@@ -140,9 +141,7 @@ def examine(cfg: PipelineConfig, samples, problems: list[dict[str, Any]], critic
 
 def judge_dataset(cfg: PipelineConfig, pass_dirs: list[str], problems: list[dict[str, Any]]):
     """Every program of every pass on the hidden tests (lazy): ids, code and the result columns."""
-    import ray
-
     from coderl_ray.execution import execute_samples
 
-    programs = ray.data.read_parquet(pass_dirs).select_columns(["problem_id", "sample_id", "code"])
+    programs = read_parquet(pass_dirs).select_columns(["problem_id", "sample_id", "code"])
     return execute_samples(programs, problems, cfg.sandbox)

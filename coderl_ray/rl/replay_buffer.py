@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from coderl_ray.data.parquet import read_parquet
 from coderl_ray.rl.returns import add_relative_returns
 
 
@@ -59,13 +60,11 @@ def write_round(results, root: str | Path, round_: int) -> Path:
 
 
 def read_rounds(root: str | Path, rounds: list[int]):
-    import ray
-
     paths = [str(round_dir(root, r)) for r in rounds]
     missing = [p for p in paths if not Path(p).is_dir()]
     if missing:
         raise FileNotFoundError(f"replay buffer round folder(s) missing: {', '.join(missing)}")
-    return ray.data.read_parquet(paths)
+    return read_parquet(paths)
 
 
 def ground_truth_rows(problems: list[dict[str, Any]], tokenizer, max_source_tokens: int,
