@@ -27,22 +27,15 @@ def local_size(paths: str | list[str], limit: int) -> int | None:
     """Bytes of the files under ``paths`` (folders or files), counted up to just past ``limit``; None when a path is
     not on the local disk (a URI, or missing: Ray Data then reports it)."""
     total = 0
-    for p in [paths] if isinstance(paths, str) else list(paths):
-        if "://" in str(p):
-            return None
+    for p in [paths] if isinstance(paths, str) else paths:
         path = Path(p)
-        if path.is_file():
-            total += path.stat().st_size
-        elif path.is_dir():
-            for f in path.rglob("*"):
-                if f.is_file():
-                    total += f.stat().st_size
-                    if total > limit:
-                        return total
-        else:
+        if "://" in str(p) or not path.exists():
             return None
-        if total > limit:
-            return total
+        for f in [path] if path.is_file() else path.rglob("*"):
+            if f.is_file():
+                total += f.stat().st_size
+                if total > limit:
+                    return total
     return total
 
 
