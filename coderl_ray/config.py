@@ -90,7 +90,9 @@ class TrainConfig:
 
     num_workers: int = 1
     use_gpu: bool = False
-    cpus_per_worker: int = 1
+    # CPUs each worker reserves; fractions are allowed: on one machine the persistent roles hold their reservations
+    # all run long while the staged loop uses them one stage at a time (docs/architecture.md, "Roles").
+    cpus_per_worker: float = 1.0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPU (fp32 master weights and optimizer)
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from coderl_ray import stages
 from coderl_ray.config import PipelineConfig, config_to_dict, diff_configs, save_config
 from coderl_ray.data.problems import read_problems
+from coderl_ray.roles.setup import Roles
 
 
 class StageError(RuntimeError):
@@ -53,11 +54,15 @@ class StageLog:
                              f"from '{name}'.") from exc
         wall = time.perf_counter() - start
         self.state["stages"][name] = {"wall_s": round(wall, 2), "info": info}
+        self.save()
+        print(f"    {name} done in {wall:.1f}s{_brief(info)}", flush=True)
+        return info
+
+
+    def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2, default=str))
         tmp.replace(self.path)
-        print(f"    {name} done in {wall:.1f}s{_brief(info)}", flush=True)
-        return info
 
 
 def _brief(info: dict[str, Any]) -> str:
@@ -114,7 +119,7 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     check_resume(cfg, out, fresh)
     log = StageLog(out / "state.json")
     init_ray(cfg.ray_address, cfg.sandbox.resource)
-    models, evals, buffer, storage = out / "models", out / "eval", out / "buffer", out / "ray_train"
+    started = time.perf_counter()
 
     def data() -> dict:
         train, test = stages.load_problems(cfg.data)
@@ -125,59 +130,83 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     train, test = read_problems(out / "data" / "train.jsonl"), read_problems(out / "data" / "test.jsonl")
 
     def init() -> dict:
-        actor = stages.prepare_actor(cfg, train, models)
+        actor = stages.prepare_actor(cfg, train, out / "models")
         stages.ground_truth_dataset(train, actor, cfg, out / "data" / "ground_truth")
         return {"actor": str(actor)}
 
     log.run("init", init)
+
+    # Every role starts once, on first use, and serves every later stage: the models stay in memory and the trainers
+    # publish new weights to the generators and scorers by version (actor: -1 untrained, 0 after SFT, r after round
+    # r; critic: r after round r).
+    roles = Roles(cfg, out / "ray_train")
+    try:
+        _staged_loop(cfg, log, roles, train, test, out)
+    finally:
+        # Calls, retries (a call whose actor died and was sent again), busy share and start-up of every role.
+        log.state["roles"] = roles.stats(time.perf_counter() - started)
+        log.save()
+        roles.close()
+
+    summary = write_summary(log.state, out / "report")
+    print(summary["table"], flush=True)
+    print(f"\nReport: {out / 'report' / 'summary.md'}", flush=True)
+    return summary
+
+
+def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[dict], test: list[dict],
+                 out: Path) -> None:
+    """The original CodeRL's loop: SFT, then rounds of sample -> execute -> critic -> score -> RL, each stage on
+    the run's persistent roles."""
+    models, evals, buffer, storage = out / "models", out / "eval", out / "buffer", out / "ray_train"
     gt = out / "data" / "ground_truth"
 
-    def evaluation(phase: str, actor: Path) -> None:
-        log.run(f"eval/{phase}", lambda: stages.evaluate(cfg, test, actor, evals / phase, phase))
+    def evaluation(phase: str, actor: Path, version: int) -> None:
+        log.run(f"eval/{phase}", lambda: stages.evaluate(cfg, test, actor, evals / phase, phase, roles=roles,
+                                                         version=version))
 
-    evaluation("untrained", models / "actor_init")
-    log.run("sft", lambda: stages.train_sft(cfg, gt, models / "actor_init", models / "actor_sft", storage))
-    evaluation("sft", models / "actor_sft")
+    evaluation("untrained", models / "actor_init", -1)
+    log.run("sft", lambda: stages.train_sft(cfg, gt, models / "actor_init", models / "actor_sft", storage,
+                                            roles=roles, version=0))
+    evaluation("sft", models / "actor_sft", 0)
 
     actor, critic = models / "actor_sft", None
     for r in range(1, cfg.rl.rounds + 1):
         tag = f"round_{r}"
-        log.run(f"{tag}/rollout", lambda: stages.rollout_round(cfg, train, actor, r, buffer))
+        log.run(f"{tag}/rollout", lambda: stages.rollout_round(cfg, train, actor, r, buffer, roles=roles,
+                                                               version=r - 1))
         critic_out = models / f"critic_{tag}"
         init_from, new = (critic, False) if critic else (_critic_backbone(cfg, models), True)
         log.run(f"{tag}/critic", lambda: stages.train_critic(cfg, buffer, list(range(1, r + 1)), gt, init_from, new,
-                                                              critic_out, storage, f"critic_{tag}"))
+                                                              critic_out, storage, f"critic_{tag}", roles=roles,
+                                                              version=r))
         previous_eval = evals / ("sft" if r == 1 else f"round_{r - 1}") / "results"
         log.run(f"{tag}/score", lambda: stages.score_round(cfg, buffer / f"round_{r:04d}", critic_out,
-                                                            out / "scored" / tag, previous_eval))
+                                                            out / "scored" / tag, previous_eval, roles=roles,
+                                                            version=r))
         actor_out = models / f"actor_{tag}"
         log.run(f"{tag}/rl", lambda: stages.train_rl(cfg, out / "scored" / tag, gt, actor, actor_out, storage,
-                                                      f"rl_{tag}"))
+                                                      f"rl_{tag}", roles=roles, version=r))
         actor, critic = actor_out, critic_out
         if cfg.eval.every_round or r == cfg.rl.rounds:
-            evaluation(tag, actor)
+            evaluation(tag, actor, r)
 
     # What critic sampling reads besides the last actor and critic (docs/repair.md), from every round's buffer.
     rounds = list(range(1, cfg.rl.rounds + 1))
     if cfg.critic.inference_classes == 2:
         log.run("critic_binary", lambda: stages.train_critic_binary(
             cfg, buffer, rounds, gt, critic, models / "critic_binary", storage,
-            evals / f"round_{cfg.rl.rounds}" / "results"))
+            evals / f"round_{cfg.rl.rounds}" / "results", roles=roles))
     if cfg.repair.enabled:
         repair_init = actor if cfg.repair.init == "actor" else Path(cfg.repair.init)
         log.run("repair", lambda: stages.train_repair(cfg, train, buffer, rounds, repair_init, models / "repair",
-                                                      storage))
+                                                      storage, roles=roles))
     if cfg.cs.enabled and critic is not None:
         # The paper samples with a binary critic; the pipeline trained one above when critic.inference_classes is 2.
         cs_critic = models / "critic_binary" if cfg.critic.inference_classes == 2 else critic
         repair = models / "repair" if cfg.repair.enabled else None
         log.run("cs", lambda: stages.critic_sampling(cfg, test, actor, cs_critic, repair, evals / "cs",
                                                      f"round_{cfg.rl.rounds}"))
-
-    summary = write_summary(log.state, out / "report")
-    print(summary["table"], flush=True)
-    print(f"\nReport: {out / 'report' / 'summary.md'}", flush=True)
-    return summary
 
 
 def _critic_backbone(cfg: PipelineConfig, models: Path) -> Path:

@@ -17,8 +17,8 @@ from coderl_ray.data.parquet import read_parquet
 from coderl_ray.data.problems import read_problems, write_jsonl
 from coderl_ray.eval.metrics import summarize
 from coderl_ray.eval.report import write_report
-from coderl_ray.progress import stage_bar
-from coderl_ray.rl.replay_buffer import write_parquet_atomic
+from coderl_ray.roles.setup import Roles, roles_for
+from coderl_ray.roles.workers import ModelRef
 
 # --- data and models -------------------------------------------------------------------------------------------
 
@@ -110,8 +110,10 @@ def _steps(epochs: float, rows: int, batch_size: int) -> int:
     return max(1, round(epochs * rows / batch_size))
 
 
-def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path) -> dict:
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
+def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path, *,
+              roles: Roles | None = None, version: int = 0) -> dict:
+    """SFT warm-up on the reference programs; the actor is saved to ``actor_out`` and published as ``version``."""
+    from coderl_ray.train.loop import LoopConfig, train_options
 
     ds = read_parquet(str(gt_dir))
     n = ds.count()
@@ -119,9 +121,32 @@ def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path
                       batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, warmup_ratio=cfg.sft.warmup_ratio,
                       weight_decay=cfg.sft.weight_decay, seed=cfg.seed, report_every=25,
                       **train_options(cfg.train))
-    ckpt = fit(loop, {"train": ds}, **_scaling(cfg), storage_path=storage, name="sft")
-    load_trained(ckpt, actor_out)
+    with roles_for(cfg, roles, storage) as r:
+        _train(r, "actor", "actor", _named(loop, storage, "sft"), {"train": ds}, actor_out, ("actor", version))
     return {"steps": loop.steps, "rows": n}
+
+
+def _named(loop, storage: Path, name: str):
+    """``loop`` as run ``name``: its metrics under ``<storage>/<name>/tensorboard``, a bar only in a terminal."""
+    import sys
+    from dataclasses import replace
+
+    log_dir = str(Path(storage).resolve() / name / "tensorboard") if loop.log_dir == "auto" else loop.log_dir
+    return replace(loop, name=name, log_dir=log_dir, progress_bar=loop.progress_bar and sys.stderr.isatty())
+
+
+def _train(roles: Roles, trainer: str, slot: str, loop, datasets: dict, out: Path,
+           publish: tuple[str, int] | None = None) -> dict:
+    """A whole training run of ``loop`` on the persistent trainer ``trainer``'s ``slot`` (loaded from
+    ``loop.init_path`` unless it holds that model already), saved to ``out`` and optionally published."""
+    from dataclasses import asdict
+
+    roles.ensure_slot(trainer, slot, loop, loop.init_path)
+    result = roles.trainer(trainer).run({
+        "op": "train", "slot": slot, "loop": asdict(loop), "data": datasets, "save": str(out),
+        "publish": {"name": publish[0], "version": publish[1]} if publish else None})
+    roles.saved(trainer, slot, out)
+    return result
 
 
 def mixed_problems(rows) -> set[str]:
@@ -165,10 +190,12 @@ def _union(parts: list):
 
 
 def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, init: Path,
-                 new_critic: bool, critic_out: Path, storage: Path, name: str, n_classes: int | None = None) -> dict:
-    """A critic of ``n_classes`` (default ``critic.n_classes``) on the buffer's ``rounds`` (plus the ground truth)."""
+                 new_critic: bool, critic_out: Path, storage: Path, name: str, n_classes: int | None = None, *,
+                 roles: Roles | None = None, version: int | None = None, slot: str = "critic") -> dict:
+    """A critic of ``n_classes`` (default ``critic.n_classes``) on the buffer's ``rounds`` (plus the ground truth),
+    trained in the critic trainer's ``slot``, saved to ``critic_out`` (and published as ``slot`` at ``version``)."""
     from coderl_ray.rl.replay_buffer import read_rounds
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
+    from coderl_ray.train.loop import LoopConfig, train_options
 
     parts = critic_parts(cfg, read_rounds(buffer_root, rounds), gt_dir)
     # Counted per part: a plain Parquet read counts from its footers, while counting the union runs it (~5 s on
@@ -181,25 +208,30 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
                       critic_pooling=cfg.critic.pooling, critic_pool_length=cfg.model.max_target_tokens,
                       critic_scale_input=cfg.critic.scale_head_input,
                       seed=cfg.seed, report_every=25, **train_options(cfg.train))
-    ckpt = fit(loop, {"train": ds.random_shuffle(seed=cfg.seed)}, **_scaling(cfg), storage_path=storage, name=name)
-    load_trained(ckpt, critic_out)
+    with roles_for(cfg, roles, storage) as r:
+        _train(r, "critic", slot, _named(loop, storage, name), {"train": ds.random_shuffle(seed=cfg.seed)},
+               critic_out, (slot, version) if version is not None else None)
     return {"steps": loop.steps, "rows": n}
 
 
 def train_critic_binary(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, last_critic: Path,
-                        critic_out: Path, storage: Path, heldout_dir: Path | None) -> dict:
+                        critic_out: Path, storage: Path, heldout_dir: Path | None, *,
+                        roles: Roles | None = None) -> dict:
     """The binary critic (not passed / passed) that critic sampling reads when ``critic.inference_classes`` is 2:
     the last round's critic's backbone with a new 2-class head, trained on every round's buffer (and the ground
     truth); ``heldout``: its quality on the last evaluation's test programs."""
-    info = train_critic(cfg, buffer_root, rounds, gt_dir, last_critic, True, critic_out, storage, "critic_binary",
-                        n_classes=2)
-    if heldout_dir is not None and heldout_dir.is_dir():
-        info |= _quality_stats("heldout", score_quality(cfg, critic_out, heldout_dir, 2))
+    with roles_for(cfg, roles, storage) as r:
+        info = train_critic(cfg, buffer_root, rounds, gt_dir, last_critic, True, critic_out, storage, "critic_binary",
+                            n_classes=2, roles=r, version=0, slot="critic_binary")
+        if heldout_dir is not None and heldout_dir.is_dir():
+            info |= _quality_stats("heldout", score_quality(cfg, critic_out, heldout_dir, 2, roles=r,
+                                                            critic=ModelRef("critic_binary", str(critic_out), 0, 0)))
     return info
 
 
 def train_repair(cfg: PipelineConfig, problems: list[dict[str, Any]], buffer_root: Path, rounds: list[int],
-                 init: Path, repair_out: Path, storage: Path, name: str = "repair") -> dict:
+                 init: Path, repair_out: Path, storage: Path, name: str = "repair", *,
+                 roles: Roles | None = None) -> dict:
     """The repair model: ``init`` (an actor folder) fine-tuned with cross-entropy on repair pairs from the buffer's
     ``rounds`` (:mod:`coderl_ray.inference.repair_data`), saved like an actor (model + tokenizer)."""
     import ray
@@ -207,7 +239,7 @@ def train_repair(cfg: PipelineConfig, problems: list[dict[str, Any]], buffer_roo
     from coderl_ray.inference.repair_data import NoRepairPairsError, repair_pairs, repair_rows
     from coderl_ray.models.tokenizer import load_tokenizer
     from coderl_ray.rl.replay_buffer import read_rounds
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
+    from coderl_ray.train.loop import LoopConfig, train_options
 
     rc = cfg.repair
     buffer = read_rounds(buffer_root, rounds).select_columns(["problem_id", "sample_id", "code", "outcome", "error"])
@@ -220,27 +252,44 @@ def train_repair(cfg: PipelineConfig, problems: list[dict[str, Any]], buffer_roo
     loop = LoopConfig(objective="sft", init_path=str(init), steps=_steps(rc.epochs, len(rows), rc.batch_size),
                       batch_size=rc.batch_size, lr=rc.lr, warmup_ratio=rc.warmup_ratio, seed=cfg.seed,
                       report_every=25, **train_options(cfg.train))
-    ckpt = fit(loop, {"train": ray.data.from_items(rows)}, **_scaling(cfg), storage_path=storage, name=name)
-    load_trained(ckpt, repair_out)
+    with roles_for(cfg, roles, storage) as r:
+        # A slot of its own in the actor's trainer, freed once saved: the actor's slot stays as it is.
+        _train(r, "actor", "repair", _named(loop, storage, name), {"train": ray.data.from_items(rows)}, repair_out)
+        r.trainer("actor").run({"op": "drop", "slot": "repair"})
+        r.slots.pop(("actor", "repair"), None)
     return {"steps": loop.steps, "pairs": len(pairs), "problems": len({p["problem_id"] for p in pairs}),
             "outcomes": dict(Counter(p["outcome"] for p in pairs))}
 
 
-def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path,
-             name: str) -> dict:
-    from coderl_ray.rl.scoring import add_old_logprobs
-    from coderl_ray.train.loop import LoopConfig, fit, load_trained, train_options
+def rl_logprob_temperature(cfg: PipelineConfig) -> float:
+    """The temperature the RL step scores programs at: the sampling one when on-policy (``rl.on_policy_logprobs``)."""
+    return cfg.rollout.temperature if cfg.rl.on_policy_logprobs else 1.0
 
-    temperature = cfg.rollout.temperature if cfg.rl.on_policy_logprobs else 1.0
-    rl = read_parquet(str(scored_dir)).filter(
-        lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0)
-    if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
-        # The trust region's reference point: the actor this run starts from (the one that sampled the round).
+
+def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path, actor_out: Path, storage: Path,
+             name: str, *, roles: Roles | None = None, version: int | None = None) -> dict:
+    """One round of RL on the scored programs (alternating with cross-entropy on the ground truth), from the actor
+    that sampled them; saved to ``actor_out`` and published as ``version``.
+
+    The trust region's reference point (``rl.clip_ratio``) is each program's behaviour log-probabilities, recorded
+    by the generator that sampled it (``old_logprobs``); programs scored without them (a folder from elsewhere) get
+    them from a pass of the starting actor first."""
+    import pyarrow.parquet as pq
+
+    from coderl_ray.train.loop import LoopConfig, train_options
+
+    temperature = rl_logprob_temperature(cfg)
+    keep = lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0  # noqa: E731
+    table = pq.read_table(scored_dir, columns=["is_greedy", "relative_return"]).to_pylist()
+    n = sum(map(keep, table))
+    rl = read_parquet(str(scored_dir)).filter(keep)
+    if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only and "old_logprobs" not in pq.read_schema(
+            next(iter(sorted(Path(scored_dir).glob("*.parquet"))))).names:
+        from coderl_ray.rl.scoring import add_old_logprobs
+
         rl = add_old_logprobs(rl, str(actor_in), temperature, batch_size=cfg.rollout.score_batch_size,
                               num_workers=cfg.rollout.num_workers, num_cpus=cfg.rollout.cpus_per_worker,
-                              num_gpus=cfg.rollout.gpus_per_worker, precision=cfg.train.precision)
-    rl = rl.materialize()
-    n = rl.count()
+                              num_gpus=cfg.rollout.gpus_per_worker, precision=cfg.train.precision).materialize()
     workers = _scaling(cfg)["num_workers"]
     use_rl = n >= workers and not cfg.rl.ce_only
     loop = LoopConfig(objective="rl" if use_rl else "sft", init_path=str(actor_in), steps=cfg.rl.steps_per_round,
@@ -253,8 +302,9 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
     # round then falls back to its cross-entropy half rather than failing. (`rl.ce_only` asks for that on purpose.)
     datasets = {"train": rl, "ce": gt} if use_rl else {"train": gt}
-    ckpt = fit(loop, datasets, **_scaling(cfg), storage_path=storage, name=name)
-    load_trained(ckpt, actor_out)
+    with roles_for(cfg, roles, storage) as r:
+        _train(r, "actor", "actor", _named(loop, storage, name), datasets, actor_out,
+               ("actor", version) if version is not None else None)
     return {"steps": loop.steps, "rl_rows": n, "rl_used": use_rl}
 
 
@@ -275,20 +325,24 @@ def round_problems(train: list[dict[str, Any]], per_round: int, seed: int, round
 
 
 def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: Path, round_: int,
-                  buffer_root: Path) -> dict:
-    """Sample, execute (streaming, overlapped) and store one round of programs with their returns."""
-    from coderl_ray.execution import execute_samples
-    from coderl_ray.rl.replay_buffer import write_round
-    from coderl_ray.rollout.stage import generate_samples, sampling_params
+                  buffer_root: Path, *, roles: Roles | None = None, version: int | None = None) -> dict:
+    """Sample, execute (streaming, overlapped) and store one round of programs with their returns. ``version``: the
+    actor's published version (the pipeline's); the rows record ``policy_version`` = ``round_ - 1`` either way."""
+    from coderl_ray.execution.stage import limits_from_config
+    from coderl_ray.rl.replay_buffer import returns_by_problem, round_dir
+    from coderl_ray.roles.flows import generate_and_execute
+    from coderl_ray.rollout.stage import sampling_params
 
     problems = round_problems(train, cfg.rollout.problems_per_round, cfg.seed, round_)
     params = sampling_params(cfg.rollout, cfg.model.max_source_tokens)
-    samples = generate_samples(problems, str(actor_dir), cfg.rollout, params, round_=round_,
-                               policy_version=round_ - 1, seed=cfg.seed)
-    results = execute_samples(samples, problems, cfg.sandbox)
-    with stage_bar("rollout", total=len(problems) * (params.num_samples + params.greedy_baseline),
-                   unit="program") as bar:
-        dest = write_round(bar.track(results), buffer_root, round_)
+    # Behaviour log-probabilities are the RL step's trust-region reference: recorded while sampling, not recomputed.
+    temperature = rl_logprob_temperature(cfg) if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only else None
+    with roles_for(cfg, roles, _storage(cfg)) as r:
+        dest = generate_and_execute(r, problems, ModelRef.of_folder("actor", actor_dir, version), params, round_,
+                                    cfg.seed, limits_from_config(cfg.sandbox), round_dir(buffer_root, round_),
+                                    batch_size=cfg.rollout.batch_size_per_worker, logprob_temperature=temperature,
+                                    policy_version=round_ - 1, transform=returns_by_problem, label="rollout",
+                                    execute_rows=cfg.sandbox.batch_size)
     stats = read_parquet(str(dest)).select_columns(["outcome", "is_greedy", "relative_return"]).to_pandas()
     counts = stats["outcome"].value_counts().to_dict()
     sampled = stats[~stats["is_greedy"]]
@@ -299,64 +353,73 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
             "nonzero_returns": int((sampled["relative_return"].fillna(0) != 0).sum())}
 
 
+def _storage(cfg: PipelineConfig) -> Path:
+    return Path(cfg.output_dir) / "ray_train"
+
+
 def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_out: Path,
-                heldout_dir: Path | None) -> dict:
+                heldout_dir: Path | None, *, roles: Roles | None = None, version: int | None = None) -> dict:
     """Score the round's samples with the critic; measure how well it reads them and held-out (test-problem)
     programs: ``train`` / ``heldout`` hold :func:`coderl_ray.rl.scoring.critic_quality` (accuracy next to the
     majority-class rate, AUC of the "passed" probability); ``*_accuracy`` repeat the accuracies."""
-    from coderl_ray.rl.scoring import critic_quality, score_samples
+    from coderl_ray.rl.scoring import critic_quality
+    from coderl_ray.roles.flows import score_folder
 
-    with stage_bar("score", unit="program") as bar:
-        write_parquet_atomic(bar.track(score_samples(read_parquet(str(round_dir)), str(critic_dir),
-                                                **_score_kw(cfg))), scored_out)
-    n = cfg.critic.n_classes
-    train = read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
-    stats = _quality_stats("train", critic_quality(train, n))
-    if heldout_dir is not None and heldout_dir.is_dir():
-        stats |= _quality_stats("heldout", score_quality(cfg, critic_dir, heldout_dir, n))
+    critic = ModelRef.of_folder("critic", critic_dir, version)
+    with roles_for(cfg, roles, _storage(cfg)) as r:
+        score_folder(r, round_dir, critic, scored_out, cfg.rollout.score_batch_size)
+        n = cfg.critic.n_classes
+        train = read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
+        stats = _quality_stats("train", critic_quality(train, n))
+        if heldout_dir is not None and heldout_dir.is_dir():
+            stats |= _quality_stats("heldout", score_quality(cfg, critic_dir, heldout_dir, n, roles=r, critic=critic))
     return stats
 
 
 _QUALITY_COLUMNS = ["problem_id", "outcome", "critic_pred", "critic_pass_prob"]
 
 
-def _score_kw(cfg: PipelineConfig) -> dict:
-    return {"batch_size": cfg.rollout.score_batch_size, "num_workers": cfg.rollout.num_workers,
-            "num_cpus": cfg.rollout.cpus_per_worker, "num_gpus": cfg.rollout.gpus_per_worker,
-            "precision": cfg.train.precision}
-
-
 def _quality_stats(name: str, quality: dict | None) -> dict:
     return {f"{name}_accuracy": quality["accuracy"] if quality else None, name: quality}
 
 
-def score_quality(cfg: PipelineConfig, critic_dir: Path, programs_dir: Path, n_classes: int) -> dict | None:
+def score_quality(cfg: PipelineConfig, critic_dir: Path, programs_dir: Path, n_classes: int, *,
+                  roles: Roles | None = None, critic: ModelRef | None = None) -> dict | None:
     """:func:`coderl_ray.rl.scoring.critic_quality` of the critic on the executed programs in ``programs_dir`` (a
     buffer round, or an evaluation's results on the test split), scored without writing them anywhere."""
-    from coderl_ray.rl.scoring import critic_quality, score_samples
+    import pyarrow.parquet as pq
 
-    scored = score_samples(read_parquet(str(programs_dir)), str(critic_dir), **_score_kw(cfg))
-    return critic_quality(scored.select_columns(_QUALITY_COLUMNS).take_all(), n_classes)
+    from coderl_ray.rl.scoring import critic_quality
+    from coderl_ray.roles.flows import score_rows
+
+    table = pq.read_table(programs_dir)
+    with roles_for(cfg, roles, _storage(cfg)) as r:
+        scored = score_rows(r, table, critic or ModelRef.of_folder("critic", critic_dir),
+                            cfg.rollout.score_batch_size)
+    return critic_quality(scored.select(_QUALITY_COLUMNS).to_pylist(), n_classes)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
 
 
-def evaluate(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, out: Path, phase: str) -> dict:
+def evaluate(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, out: Path, phase: str, *,
+             roles: Roles | None = None, version: int | None = None) -> dict:
     """pass@k on the test split: sample, execute, write results and metrics under ``out``."""
     import pandas as pd
 
-    from coderl_ray.execution import execute_samples
-    from coderl_ray.rollout.stage import generate_samples, sampling_params
+    from coderl_ray.execution.stage import limits_from_config
+    from coderl_ray.roles.flows import generate_and_execute
+    from coderl_ray.rollout.stage import sampling_params
 
     e = cfg.eval
     params = sampling_params(cfg.rollout, cfg.model.max_source_tokens, num_samples=e.num_samples,
                              temperature=e.temperature, top_p=e.top_p, greedy_baseline=False)
-    samples = generate_samples(test, str(actor_dir), cfg.rollout, params, round_=0, seed=cfg.seed + 7)
-    results = execute_samples(samples, test, cfg.sandbox)
     out.mkdir(parents=True, exist_ok=True)
-    with stage_bar(f"evaluate {phase}", total=len(test) * e.num_samples, unit="program") as bar:
-        write_parquet_atomic(bar.track(results), out / "results")
+    with roles_for(cfg, roles, _storage(cfg)) as r:
+        generate_and_execute(r, test, ModelRef.of_folder("actor", actor_dir, version), params, 0, cfg.seed + 7,
+                             limits_from_config(cfg.sandbox), out / "results",
+                             batch_size=cfg.rollout.batch_size_per_worker, policy_version=0,
+                             label=f"evaluate {phase}", execute_rows=cfg.sandbox.batch_size)
     rows = pd.read_parquet(out / "results", columns=["problem_id", "sample_id", "outcome", "passed_tests",
                                                      "total_tests"]).to_dict("records")
     metrics = summarize(test, rows, e.ks, submissions=())

@@ -37,6 +37,18 @@ def _schema_with_returns(schema: pa.Schema) -> pa.Schema:
     return schema
 
 
+def returns_by_problem(table: pa.Table) -> pa.Table:
+    """Rewards and relative returns of a table that holds whole problems (every sample with its greedy baseline),
+    computed per problem: what a rollout item becomes before it is stored."""
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(table.column("problem_id").to_pylist()):
+        groups.setdefault(pid, []).append(i)
+    parts = [_with_returns(table.take(idx)) for idx in groups.values()]
+    if not parts:
+        return pa.Table.from_pylist([], schema=_schema_with_returns(table.schema))
+    return pa.concat_tables(parts)
+
+
 def write_parquet_atomic(ds, dest: str | Path) -> Path:
     """Write a Dataset to ``dest`` as Parquet so that ``dest`` exists only once complete (tmp folder + rename)."""
     dest = Path(dest)

@@ -11,6 +11,20 @@ from coderl_ray.data.prompts import build_prompt
 from coderl_ray.rollout.generator import SamplingParams
 
 
+def samples_table(generator, rows: list[dict[str, Any]], params: SamplingParams, round_: int,
+                  policy_version: int) -> pa.Table:
+    """Prompt rows -> sample rows (``SAMPLE_SCHEMA``) from a :class:`~coderl_ray.rollout.generator.ProgramGenerator`,
+    each carrying its prompt's token ids (what the critic and the RL step read)."""
+    from coderl_ray.models.batching import encode_prompt
+
+    samples = generator.generate(rows, params, round_, policy_version)
+    prompt_ids = {r["problem_id"]: encode_prompt(generator.tokenizer, build_prompt(r), params.max_source_tokens)
+                  for r in rows}
+    for s in samples:
+        s["prompt_ids"] = prompt_ids[s["problem_id"]]
+    return pa.Table.from_pylist(samples, schema=SAMPLE_SCHEMA)
+
+
 class GenerateBatch:
     """``map_batches`` callable: loads the actor once per pool member, turns prompt rows into sample rows."""
 
@@ -21,15 +35,7 @@ class GenerateBatch:
         self.params, self.round, self.policy_version = params, round_, policy_version
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from coderl_ray.models.batching import encode_prompt
-
-        rows = batch.to_pylist()
-        samples = self.generator.generate(rows, self.params, self.round, self.policy_version)
-        prompt_ids = {r["problem_id"]: encode_prompt(self.generator.tokenizer, build_prompt(r),
-                                                     self.params.max_source_tokens) for r in rows}
-        for s in samples:
-            s["prompt_ids"] = prompt_ids[s["problem_id"]]
-        return pa.Table.from_pylist(samples, schema=SAMPLE_SCHEMA)
+        return samples_table(self.generator, batch.to_pylist(), self.params, self.round, self.policy_version)
 
 
 SAMPLE_SCHEMA = pa.schema([

@@ -365,12 +365,10 @@ def load_trained(checkpoint_dir: str | Path, dest: str | Path) -> Path:
 # --- Ray Train ---------------------------------------------------------------------------------------------------
 
 
-def shard_cursor(name: str, per_worker: int, cfg: LoopConfig, seed: int,
+def shard_cursor(shard, per_worker: int, cfg: LoopConfig, seed: int,
                  position: tuple[int, int] = (0, 0)) -> BatchCursor:
-    """A resumable cursor over this worker's shard of dataset ``name``: shuffled per epoch, optionally bucketed."""
-    import ray.train
-
-    shard = ray.train.get_dataset_shard(name)
+    """A resumable cursor over a worker's shard (a Ray Data ``DataIterator``): shuffled per epoch, optionally
+    bucketed."""
 
     def epoch(e: int) -> Iterator[list[dict]]:
         tables = shard.iter_batches(batch_size=per_worker, batch_format="pyarrow", drop_last=False,
@@ -380,6 +378,62 @@ def shard_cursor(name: str, per_worker: int, cfg: LoopConfig, seed: int,
     return BatchCursor(epoch, position)
 
 
+def data_cursors(cfg: LoopConfig, shards: dict[str, Any], rank: int, world: int,
+                 positions: dict[str, tuple[int, int]] | None = None) -> dict[str, BatchCursor]:
+    """This worker's cursors: ``train`` always, ``ce`` (ground truth) for an RL run that alternates."""
+    per_worker = max(1, cfg.batch_size // world)
+    positions = positions or {}
+    cursors = {"train": shard_cursor(shards["train"], per_worker, cfg, cfg.seed + 1000 * rank,
+                                     positions.get("train", (0, 0)))}
+    if cfg.objective == "rl" and cfg.alternate_ce and "ce" in shards:
+        cursors["ce"] = shard_cursor(shards["ce"], per_worker, cfg, cfg.seed + 1000 * rank + 7,
+                                     positions.get("ce", (0, 0)))
+    return cursors
+
+
+class StepLog:
+    """Every ``report_every`` steps (and at the last): the window's metrics, reduced over workers (every rank must
+    call, in step), written by rank 0 to the console, TensorBoard and the configured trackers."""
+
+    def __init__(self, cfg: LoopConfig, rank: int, device, start_step: int = 0):
+        from coderl_ray.train.metrics import MetricsLogger
+
+        self.cfg, self.device = cfg, device
+        self.logger = MetricsLogger(cfg.name or cfg.objective, cfg.steps, start_step,
+                                    log_dir="" if cfg.log_dir == "auto" else cfg.log_dir,
+                                    mlflow_tracking_uri=cfg.mlflow_tracking_uri, wandb_project=cfg.wandb_project,
+                                    progress_bar=cfg.progress_bar, run_config=asdict(cfg),
+                                    in_ray=True) if rank == 0 else None
+        self.window: list[dict] = []
+        self.t_window = time.perf_counter()
+
+    def step(self, step: int, metrics: dict, force: bool = False) -> dict | None:
+        """Record one step; returns the window's summary (on every rank) when a window closes, else None."""
+        from coderl_ray.train.metrics import summarize
+        from coderl_ray.train.parallel import mean_over_workers, sum_over_workers
+
+        self.window.append(metrics)
+        if self.logger is not None:
+            self.logger.advance()
+        if not (force or step == self.cfg.steps or step % self.cfg.report_every == 0):
+            return None
+        # Every worker reaches here at the same steps with the same metric names, so tokens can be summed and
+        # losses averaged across workers (rank 0's own loss would be a quarter of the data on 4 workers).
+        tokens = sum_over_workers(sum(m.get("tokens", 0) for m in self.window), self.device)
+        summary = summarize(self.window, time.perf_counter() - self.t_window, tokens)
+        throughput = summary.pop("tokens_per_s")
+        summary = {**mean_over_workers(summary, self.device), "tokens_per_s": throughput}
+        self.window.clear()
+        if self.logger is not None:
+            self.logger.log(step, summary)
+        self.t_window = time.perf_counter()
+        return summary
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` is ``asdict(LoopConfig)`` (plain values pickle across nodes), plus an
     optional ``step_callback(step, metrics, rank)`` run on every worker after each step (see :func:`fit`)."""
@@ -387,8 +441,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from coderl_ray.models.tokenizer import load_tokenizer
-    from coderl_ray.train.metrics import MetricsLogger, summarize
-    from coderl_ray.train.parallel import mean_over_workers, prepare_model, sum_over_workers
+    from coderl_ray.train.parallel import prepare_model
 
     config = dict(config)
     step_callback = config.pop("step_callback", None)
@@ -398,7 +451,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    per_worker = max(1, cfg.batch_size // world)
 
     start_step, state = 0, None
     checkpoint = ray.train.get_checkpoint()
@@ -421,35 +473,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint is not None and rank == 0:
         print(f"[{cfg.name or cfg.objective}] resumed from step {start_step} of {cfg.steps} "
               f"(data position {positions}, checkpoint {checkpoint.path})", flush=True)
-    cursors = {"train": shard_cursor("train", per_worker, cfg, cfg.seed + 1000 * rank,
-                                     positions.get("train", (0, 0)))}
-    if cfg.objective == "rl" and cfg.alternate_ce:
-        cursors["ce"] = shard_cursor("ce", per_worker, cfg, cfg.seed + 1000 * rank + 7, positions.get("ce", (0, 0)))
-
-    logger = MetricsLogger(cfg.name or cfg.objective, cfg.steps, start_step,
-                           log_dir="" if cfg.log_dir == "auto" else cfg.log_dir,
-                           mlflow_tracking_uri=cfg.mlflow_tracking_uri, wandb_project=cfg.wandb_project,
-                           progress_bar=cfg.progress_bar, run_config=asdict(cfg), in_ray=True) if rank == 0 else None
-    window: list[dict] = []
-    t_window = time.perf_counter()
+    shards = {name: ray.train.get_dataset_shard(name) for name in ("train", "ce")
+              if name == "train" or (cfg.objective == "rl" and cfg.alternate_ce)}
+    cursors = data_cursors(cfg, shards, rank, world, positions)
+    log = StepLog(cfg, rank, device, start_step)
 
     def on_step(step: int, metrics: dict, opt, sched) -> None:
-        nonlocal t_window
-        window.append(metrics)
-        if logger is not None:
-            logger.advance()
         last = step == cfg.steps
         want_ckpt = last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-        if last or step % cfg.report_every == 0 or want_ckpt:
-            # Every worker reaches here at the same steps with the same metric names, so tokens can be summed and
-            # losses averaged across workers (rank 0's own loss would be a quarter of the data on 4 workers).
-            tokens = sum_over_workers(sum(m.get("tokens", 0) for m in window), device)
-            summary = summarize(window, time.perf_counter() - t_window, tokens)
-            throughput = summary.pop("tokens_per_s")
-            summary = {**mean_over_workers(summary, device), "tokens_per_s": throughput}
-            window.clear()
-            if logger is not None:
-                logger.log(step, summary)
+        summary = log.step(step, metrics, force=bool(want_ckpt))
+        if summary is not None:
             summary["step"] = step
             if want_ckpt:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -459,7 +492,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     ray.train.report(summary, checkpoint=ckpt)
             else:
                 ray.train.report(summary)
-            t_window = time.perf_counter()
         if step_callback is not None:
             step_callback(step, metrics, rank)
 
@@ -467,8 +499,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         run_loop(cfg, model, cursors["train"], tokenizer.pad_token_id, ce_batches=cursors.get("ce"), device=device,
                  start_step=start_step, optimizer=optimizer, scheduler=scheduler, rank=rank, on_step=on_step)
     finally:
-        if logger is not None:
-            logger.close()
+        log.close()
 
 
 def fit(loop_cfg: LoopConfig, datasets: dict, *, num_workers: int = 1, use_gpu: bool = False,
