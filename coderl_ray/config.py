@@ -243,6 +243,8 @@ class CriticConfig:
     # include both a passing and a failing one (their references too). A critic trained on all learns which problems
     # pass; critic sampling needs one that tells one problem's programs apart (docs/benchmarks.md#critic-quality).
     data: Literal["all", "mixed_problems"] = "all"
+    # Online loop (rl.loop=online): the critic scorers take the critic's new weights every this many critic steps.
+    refresh_steps: int = 5
     # How token logits become a program's: "tokens" = max over the program's own tokens; "all_positions" = max over
     # model.max_target_tokens decoder positions, padding included, as the original code did (seq2seq only). Stored
     # with the critic, so a loaded critic pools as it was trained.
@@ -298,10 +300,19 @@ class RLConfig:
     # PPO-style trust region on the RL steps: a token's probability stops being pushed once it has moved this far
     # (as a ratio) from where the round started. 0 = the paper's unbounded loss; docs/training.md says why not.
     clip_ratio: float = 0.2
+    # "staged" (the original CodeRL's, the default): each round samples every program, then trains the critic, scores
+    # and runs RL. "online": generation, execution, critic scoring, critic training and RL overlap, the actor
+    # publishing its weights after every step (docs/training.md, "The online loop"). Both run on persistent roles.
+    loop: Literal["staged", "online"] = "staged"
+    # Online loop: generation runs at most this many actor versions (RL steps) ahead of training, and a step trains
+    # only on programs sampled by a policy at most this many versions old; older ones are dropped and counted.
+    max_staleness: int = 4
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ConfigError("rl.rounds must be >= 0")
+        if self.max_staleness < 0:
+            raise ConfigError(f"rl.max_staleness must be >= 0 (0 = synchronous), got {self.max_staleness}")
         if not 0 <= self.clip_ratio < 1:
             raise ConfigError(f"rl.clip_ratio must lie in [0, 1), got {self.clip_ratio}")
 
@@ -408,6 +419,15 @@ class PipelineConfig:
     repair: RepairConfig = field(default_factory=RepairConfig)
 
     def __post_init__(self) -> None:
+        if self.rl.loop == "online":
+            if self.rl.rounds < 1:
+                raise ConfigError("rl.loop=online needs rl.rounds >= 1 (the online loop runs the rounds' programs "
+                                  "and steps)")
+            if self.critic.data != "all":
+                raise ConfigError("critic.data=mixed_problems needs rl.loop=staged: the online critic trains on the "
+                                  "buffer as it grows, before a problem's programs are all known")
+            if self.critic.refresh_steps < 1:
+                raise ConfigError("critic.refresh_steps must be >= 1")
         # Both learn from the rounds' replay buffer: without a round there is nothing to train them on.
         if self.rl.rounds == 0 and self.repair.enabled:
             raise ConfigError("repair.enabled needs rl.rounds >= 1: the repair model learns from the failed and "

@@ -156,8 +156,9 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
 
 def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[dict], test: list[dict],
                  out: Path) -> None:
-    """The original CodeRL's loop: SFT, then rounds of sample -> execute -> critic -> score -> RL, each stage on
-    the run's persistent roles."""
+    """SFT, then the rounds - staged (the original CodeRL's: sample -> execute -> critic -> score -> RL, one after
+    the other) or online (:mod:`coderl_ray.online.loop`) - then what critic sampling needs, every stage on the run's
+    persistent roles."""
     models, evals, buffer, storage = out / "models", out / "eval", out / "buffer", out / "ray_train"
     gt = out / "data" / "ground_truth"
 
@@ -171,7 +172,16 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
     evaluation("sft", models / "actor_sft", 0)
 
     actor, critic = models / "actor_sft", None
-    for r in range(1, cfg.rl.rounds + 1):
+    if cfg.rl.loop == "online":
+        from coderl_ray.online.loop import run_online
+
+        log.run("online", lambda: run_online(cfg, roles, train, out))
+        steps = cfg.rl.steps_per_round
+        for r in range(1, cfg.rl.rounds + 1):
+            if cfg.eval.every_round or r == cfg.rl.rounds:
+                evaluation(f"round_{r}", models / f"actor_round_{r}", r * steps)
+        actor, critic = models / f"actor_round_{cfg.rl.rounds}", models / f"critic_round_{cfg.rl.rounds}"
+    for r in range(1, cfg.rl.rounds + 1 if cfg.rl.loop == "staged" else 1):
         tag = f"round_{r}"
         log.run(f"{tag}/rollout", lambda: stages.rollout_round(cfg, train, actor, r, buffer, roles=roles,
                                                                version=r - 1))

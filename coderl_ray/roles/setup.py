@@ -41,7 +41,9 @@ class Roles:
 
         self.cfg = cfg
         self.storage = Path(storage)
-        self.store = start_weight_store()
+        # Versions kept per model: a generator call may wait in a queue while the online trainer publishes a few more
+        # (it asks for the version it was admitted with, at most rl.max_staleness behind).
+        self.store = start_weight_store(keep=cfg.rl.max_staleness + 4)
         self._pools: dict[str, Any] = {}
         self._trainers: dict[str, Any] = {}
         self.slots: dict[tuple[str, str], str] = {}  # (trainer, slot) -> the folder its model equals

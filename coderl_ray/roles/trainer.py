@@ -209,15 +209,17 @@ class _Worker:
         kind = cmd.get("kind", cfg.objective)
         step = state["step"]
         torch.manual_seed(step_seed(cfg.seed, self.rank, step))
-        if kind == "rl" and rows:
+        if kind == "critic":
+            plan = [("critic", 1.0)]
+        elif kind == "rl" and rows:
             plan = step_plan(cfg, step, state["ce"] is not None)
         else:
-            plan = [("ce" if kind == "rl" else kind, 1.0)]  # no RL rows this step: its CE half alone
+            plan = [("ce", 1.0)]  # no RL rows this step (or the CE-only control): cross-entropy on the ground truth
         parts = []
         for part, share in plan:
             if part == "ce":
                 if state["ce"] is None:
-                    raise ValueError("a CE step needs ground-truth rows ('ce_rows' in 'begin')")
+                    raise ValueError("a cross-entropy step needs ground-truth rows ('ce_rows' in 'begin')")
                 parts.append((part, next(state["ce"]), share))
             else:
                 parts.append((part, rows, share))
@@ -274,6 +276,12 @@ class _Worker:
             publish_state(self.store, cmd["name"], cmd["version"],
                           state if state is not None else cpu_state_dict(slot.model))
         return {"name": cmd["name"], "version": cmd["version"]}
+
+    def resume(self, cmd: dict) -> dict:
+        """Rebuild a slot from an online checkpoint (a driver that restarts a killed run): model, optimizer,
+        schedule, step and CE cursor, as a restarted worker group does from its restore point."""
+        self.restore(cmd["slot"], {"path": cmd["path"], "load": cmd["load"], "begin": cmd["begin"]})
+        return {"slot": cmd["slot"], "step": self.slots[cmd["slot"]].online["step"]}
 
     def drop(self, cmd: dict) -> dict:
         self.slots.pop(cmd["slot"], None)
@@ -378,7 +386,7 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-_COMMANDS = ("load", "train", "begin", "step", "save", "checkpoint", "publish", "drop")
+_COMMANDS = ("load", "train", "begin", "step", "save", "checkpoint", "publish", "resume", "drop")
 
 
 def serve_per_worker(config: dict[str, Any]) -> None:
@@ -433,7 +441,7 @@ def _restore_point(worker: _Worker, cmd: dict) -> dict | None:
         return None
     if op == "load":
         return {slot: {"path": s.load["loop"]["init_path"], "load": s.load, "begin": None, "from_load": True}}
-    if op == "checkpoint":
+    if op in ("checkpoint", "resume"):
         return {slot: {"path": str(cmd["path"]), "load": s.load, "begin": s.begin}}
     path = cmd.get("path") if op == "save" else cmd.get("save") if op == "train" else None
     if path and s.online is None:
