@@ -221,7 +221,7 @@ class OnlineLoop:
                 folders[r].finish()
             bar.update(table.num_rows)
             for hook in HOOKS:
-                hook("item", {"item": item.key, "stored": len(self.arrived)})
+                hook("item", {"item": item.key, "stored": len(self.arrived), "roles": self.roles})
 
         stream = Stream([
             Hop(self.roles.generators, "generate",
@@ -266,7 +266,7 @@ class OnlineLoop:
                             checkpoints.append((actor_t, actor_t.submit({
                                 "op": "checkpoint", "slot": "actor", "path": str(self.models / f"actor_round_{r}")})))
                         for hook in HOOKS:
-                            hook("step", {"step": self.actor_version})
+                            hook("step", {"step": self.actor_version, "roles": self.roles})
                     elif ref is critic_ref:
                         critic_ref = None
                         self._critic_done(critic_t.unwrap(ray.get(ref)), critic_t)

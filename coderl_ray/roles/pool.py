@@ -36,15 +36,25 @@ class Role:
     def ready(self) -> bool:
         return True
 
+    def process(self) -> dict:
+        """This actor's process id and whether Ray restarted it (it died and was constructed again)."""
+        import os
+
+        import ray
+
+        return {"pid": os.getpid(), "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
+
 
 @dataclass
 class PoolStats:
     calls: int = 0
-    retries: int = 0
+    retries: int = 0  # calls sent again because their actor died with them
     busy_s: float = 0.0
+    restarts: int = 0  # actors Ray constructed again after they died (counted when the pool is asked)
 
     def as_dict(self, wall_s: float, size: int) -> dict[str, Any]:
-        return {"calls": self.calls, "retries": self.retries, "busy_s": round(self.busy_s, 2),
+        return {"calls": self.calls, "retries": self.retries, "restarts": self.restarts,
+                "busy_s": round(self.busy_s, 2),
                 "busy_fraction": round(self.busy_s / (wall_s * size), 3) if wall_s > 0 and size else 0.0}
 
 
@@ -61,17 +71,36 @@ class RolePool:
         opts = {"max_restarts": -1, "max_task_retries": 0, **(options or {})}
         self.actors = [ray.remote(cls).options(**opts).remote(*args) for _ in range(size)]
         self.load = [0] * size
+        self.back_at = [0.0] * size  # an actor that failed a call gets none before this time (it is restarting)
+        self.backoff = [0.0] * size
         self.stats = PoolStats()
+        self.pids: list[int] = []  # the actors' processes when they first became ready
 
     def wait_ready(self) -> None:
         """Block until every actor has finished its constructor (model loads), e.g. to time start-up apart."""
-        import ray
-
-        ray.get([a.ready.remote() for a in self.actors])
+        self.pids = [p["pid"] for p in self.processes()]
 
     def free_actor(self) -> int | None:
-        i = min(range(self.size), key=lambda j: self.load[j])
+        now = time.monotonic()
+        up = [j for j in range(self.size) if self.back_at[j] <= now]
+        if not up:
+            return None
+        i = min(up, key=lambda j: self.load[j])
         return i if self.load[i] < self.max_in_flight else None
+
+    def failed(self, i: int, lost_work: bool) -> None:
+        """Actor ``i`` failed a call: it died with it (``lost_work``: counted as a retry) or is still restarting.
+        It gets no call for a while (doubling from 0.2 s up to 5 s while it keeps failing)."""
+        self.load[i] -= 1
+        self.stats.retries += int(lost_work)
+        self.backoff[i] = min(5.0, max(0.2, 2 * self.backoff[i]))
+        self.back_at[i] = time.monotonic() + self.backoff[i]
+
+    def next_wakeup(self) -> float | None:
+        """Seconds until an actor that is backing off may be called again (None if none is)."""
+        now = time.monotonic()
+        waits = [t - now for t in self.back_at if t > now]
+        return min(waits) if waits else None
 
     def call(self, i: int, method: str, args: tuple):
         self.load[i] += 1
@@ -80,6 +109,7 @@ class RolePool:
 
     def done(self, i: int, busy_s: float) -> None:
         self.load[i] -= 1
+        self.backoff[i] = 0.0
         self.stats.busy_s += busy_s
 
     def broadcast(self, method: str, *args) -> list:
@@ -87,6 +117,14 @@ class RolePool:
         import ray
 
         return [out for out, _ in ray.get([a.run.remote(method, *args) for a in self.actors])]
+
+    def processes(self) -> list[dict]:
+        """Each actor's :meth:`Role.process` (waits for restarting actors); updates ``stats.restarts``."""
+        import ray
+
+        procs = ray.get([a.process.remote() for a in self.actors])
+        self.stats.restarts = sum(p["restarted"] for p in procs)
+        return procs
 
     def shutdown(self) -> None:
         import ray
@@ -184,7 +222,13 @@ class Stream:
 
         extra = list(extra or [])
         refs = list(self.inflight) + extra
+        wakeups = [w for w in (h.pool.next_wakeup() for h in self.hops) if w is not None]
+        if wakeups and any(self.queues):
+            timeout = min(wakeups) if timeout is None else min(timeout, min(wakeups))
         if not refs:
+            if wakeups:
+                time.sleep(min(wakeups))
+                self._dispatch()
             return []
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         extra_set = set(extra)
@@ -206,10 +250,10 @@ class Stream:
         pool = self.hops[hop].pool
         try:
             table, busy = ray.get(ref)
-        except ray.exceptions.RayActorError:
-            # The actor died with the call (killed, OOM, node lost): Ray restarts it; send the call again.
-            pool.done(actor, 0.0)
-            pool.stats.retries += 1
+        except ray.exceptions.RayActorError as exc:
+            # The actor died with the call (killed, OOM, node lost), or is restarting and never ran it: Ray restarts
+            # it (max_restarts=-1); the call goes back to the queue.
+            pool.failed(actor, lost_work=not isinstance(exc, ray.exceptions.ActorUnavailableError))
             self.queues[hop].appendleft((item, part, chunk))
             return
         except ray.exceptions.RayTaskError as exc:

@@ -142,6 +142,9 @@ class Roles:
     # --- reporting and shutdown ----------------------------------------------------------------------------------
 
     def stats(self, wall_s: float) -> dict[str, Any]:
+        for pool in self._pools.values():
+            with contextlib.suppress(Exception):
+                pool.processes()
         out: dict[str, Any] = {name: pool.stats.as_dict(wall_s, pool.size) for name, pool in self._pools.items()}
         for name, trainer in self._trainers.items():
             out[f"{name}_trainer"] = {"commands": trainer.commands, "restarts": trainer.restarts()}

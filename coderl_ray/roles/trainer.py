@@ -60,6 +60,7 @@ class TrainerChannel:
         self.answered: set[int] = set()  # a replayed command's second answer is dropped
         self.restore: dict[str, dict] = {}  # slot -> {"seq", "path", "load": the load command to rebuild it}
         self.attaches = 0
+        self.pids: list[int] = []  # worker processes, in the order they attached
         self.cond = asyncio.Condition()
 
     async def put(self, command: dict) -> int:
@@ -95,15 +96,16 @@ class TrainerChannel:
             await self.cond.wait_for(lambda: seq in self.results)
             return self.results.pop(seq)
 
-    async def attach(self) -> dict:
+    async def attach(self, pid: int = 0) -> dict:
         """Where a (re)started worker begins: the slots to rebuild and the first command to run."""
         async with self.cond:
             self.attaches += 1
+            self.pids.append(pid)
             start = min(self.commands, default=self.next_seq)
             return {"restore": dict(self.restore), "next_seq": start, "attaches": self.attaches}
 
     async def stats(self) -> dict:
-        return {"attaches": self.attaches, "pending": len(self.commands)}
+        return {"attaches": self.attaches, "pending": len(self.commands), "pids": list(self.pids)}
 
 
 class _Slot:
@@ -395,7 +397,9 @@ def serve_per_worker(config: dict[str, Any]) -> None:
 
     worker = _Worker(config)
     channel = worker.channel
-    start = ray.get(channel.attach.remote())
+    import os
+
+    start = ray.get(channel.attach.remote(os.getpid()))
     for slot, point in start["restore"].items():
         worker.restore(slot, point)
     if start["attaches"] > worker.world and worker.rank == 0:
@@ -516,6 +520,12 @@ class TrainerGroup:
 
     def run(self, command: dict) -> dict:
         return self.wait(self.submit(command))
+
+    def worker_pids(self) -> list[int]:
+        """The processes of the current worker group (the last ones to attach)."""
+        import ray
+
+        return ray.get(self.channel.stats.remote())["pids"][-self._workers:]
 
     def restarts(self) -> int:
         """How many times the worker group was started again after losing a worker."""

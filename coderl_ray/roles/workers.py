@@ -108,15 +108,21 @@ class GeneratorRole(Role):
         return table
 
 
-def behaviour_logprobs(generator, table: pa.Table, temperature: float) -> pa.Array:
+    def logprobs(self, table: pa.Table, model: ModelRef, temperature: float = 1.0) -> pa.Array:
+        """log p(w_t) of every row's program tokens (``prompt_ids``, ``token_ids``) under ``model``: what the
+        weight-publication tests compare with the trainer's own."""
+        return behaviour_logprobs(self.models.get(model), table, temperature, sampled_only=False)
+
+
+def behaviour_logprobs(generator, table: pa.Table, temperature: float, sampled_only: bool = True) -> pa.Array:
     """log p(w_t) of each sampled program's tokens under the generator's model at ``temperature`` (one
     teacher-forced forward pass: the same function as the RL step's, ``models.batching.token_logprobs``)."""
     import torch
 
     from coderl_ray.models.batching import program_batch, token_logprobs
 
-    rows = table.select(["prompt_ids", "token_ids", "is_greedy"]).to_pylist()
-    sampled = [i for i, r in enumerate(rows) if not r["is_greedy"] and r["token_ids"]]
+    rows = table.select(["prompt_ids", "token_ids"] + (["is_greedy"] if sampled_only else [])).to_pylist()
+    sampled = [i for i, r in enumerate(rows) if r["token_ids"] and not (sampled_only and r["is_greedy"])]
     values: list[list[float]] = [[] for _ in rows]
     pad = generator.tokenizer.pad_token_id
     chunk = 64
