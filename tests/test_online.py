@@ -1,0 +1,110 @@
+"""The online loop (rl.loop=online) end to end on the micro config, with a generator, a sandbox executor, a critic
+scorer and a trainer worker killed mid-run; and its scheduling rules, by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pyarrow.parquet as pq
+import pytest
+
+from coderl_ray.online.schedule import Window, critic_due, due_step, may_generate, may_step, sample_rows
+from tests.conftest import ROOT
+
+MICRO = ROOT / "tests" / "configs" / "micro.yaml"
+
+
+def test_items_are_spread_over_steps_and_generation_stays_within_the_staleness_bound():
+    # 6 items over 8 steps: d(i) = floor(8 i / 6) = 0, 1, 2, 4, 5, 6.
+    assert [due_step(i, 6, 8) for i in range(6)] == [0, 1, 2, 4, 5, 6]
+    # k = 1: item 3 (due at step 4) may start once the actor has taken 3 steps, not before.
+    assert not may_generate(3, 6, 8, version=2, max_staleness=1)
+    assert may_generate(3, 6, 8, version=3, max_staleness=1)
+    # k = 0 is synchronous: item 3 waits for version 4, the step it is due at.
+    assert not may_generate(3, 6, 8, version=3, max_staleness=0)
+    # Step 4 needs items 0-3 (due at 0, 1, 2, 4), not item 4 (due at 5).
+    assert not may_step(4, {0, 1, 2}, 6, 8) and may_step(4, {0, 1, 2, 3}, 6, 8)
+
+
+def test_a_step_trains_only_on_rows_within_the_bound_and_counts_what_ages_out_unused():
+    w = Window(max_staleness=2, seed=0)
+    w.add([{"sample_id": f"v0-{j}", "policy_version": 0} for j in range(3)])
+    w.add([{"sample_id": f"v1-{j}", "policy_version": 1} for j in range(3)])
+    first = w.batch(step=2, size=2)  # versions 0 and 1 are both within 2 of step 2
+    assert len(first) == 2
+    later = w.batch(step=3, size=10)  # version 0 is now 3 old: out
+    assert {r["policy_version"] for r in later} == {1} and len(later) == 3
+    # The version-0 rows step 2 did not draw were never trained on: dropped, and counted.
+    unused_v0 = 3 - sum(r["policy_version"] == 0 for r in first)
+    assert w.dropped == unused_v0
+    assert w.max_seen_staleness == 2
+
+
+def test_the_critic_advances_with_the_share_of_items_stored_and_batches_are_seeded():
+    # 10 critic steps over 5 items: step c needs c / 2 items stored (rounded up).
+    assert [critic_due(c, 10, 2, 5) for c in range(6)] == [True] * 5 + [False]
+    rows = [{"i": i} for i in range(5)]
+    assert sample_rows(rows, 3, "s") == sample_rows(rows, 3, "s")
+    assert len(sample_rows(rows, 8, "s")) == 8  # fewer rows than asked: drawn with replacement
+    assert sample_rows([], 4, "s") == []
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_online_loop_survives_a_killed_generator_executor_scorer_and_trainer_with_every_row_once(
+        ray_cluster, tmp_path):
+    from coderl_ray.config import load_config
+    from coderl_ray.online import loop as online
+    from coderl_ray.pipeline import run_pipeline
+
+    killed: dict[str, int] = {}
+
+    def kill_roles(event: str, info: dict) -> None:
+        roles = info["roles"]
+        if event == "item" and info["stored"] == 1:
+            killed["generator"] = roles.generators.pids[0]
+            killed["sandbox"] = roles.executors.pids[0]
+            _kill(killed["generator"])
+            _kill(killed["sandbox"])
+        elif event == "item" and info["stored"] == 2:
+            killed["scorer"] = roles.scorers.pids[0]
+            _kill(killed["scorer"])
+        elif event == "step" and info["step"] == 2 and "trainer" not in killed:
+            killed["trainer"] = roles.trainer("actor").worker_pids()[0]
+            _kill(killed["trainer"])
+
+    out = tmp_path / "run"
+    cfg = load_config(MICRO, [f"output_dir={out}", "data.reference_problems=16", "rl.loop=online", "rl.rounds=2",
+                              "rl.max_staleness=1", "cs.enabled=false", "train.max_failures=2"])
+    online.HOOKS.append(kill_roles)
+    try:
+        run_pipeline(cfg)
+    finally:
+        online.HOOKS.remove(kill_roles)
+    assert set(killed) == {"generator", "sandbox", "scorer", "trainer"}
+
+    state = json.loads((out / "state.json").read_text())
+    info = state["stages"]["online"]["info"]
+    # micro.yaml: 24 problems x (2 samples + 1 greedy) per round, 2 rounds; 4 RL steps per round.
+    assert info["programs"] == 2 * 24 * 3 and info["rl_steps"] == 8
+    assert info["max_staleness_trained"] <= 1 and info["dropped_stale"] >= 0
+    for r in (1, 2):
+        rows = pq.read_table(out / "buffer" / f"round_{r:04d}", columns=["sample_id", "round"]).to_pylist()
+        ids = [row["sample_id"] for row in rows]
+        assert len(ids) == len(set(ids)) == 24 * 3 and {row["round"] for row in rows} == {r}
+        assert (out / "models" / f"actor_round_{r}" / "config.json").is_file()
+    # The report says what was retried and restarted.
+    roles = state["roles"]
+    for role in ("generator", "sandbox", "scorer"):
+        assert roles[role]["restarts"] >= 1, (role, roles[role])
+    assert roles["actor_trainer"]["restarts"] >= 1, roles["actor_trainer"]
+    assert {"eval/round_1", "eval/round_2"} <= set(state["stages"])
