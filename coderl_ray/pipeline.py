@@ -10,6 +10,7 @@ rerun of the same command skips finished stages and resumes with the first unfin
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -20,7 +21,7 @@ from typing import Any, Callable
 from coderl_ray import stages
 from coderl_ray.config import PipelineConfig, config_to_dict, diff_configs, save_config
 from coderl_ray.data.problems import read_problems
-from coderl_ray.roles.setup import Roles
+from coderl_ray.roles.setup import Roles, local_cpus
 
 
 class StageError(RuntimeError):
@@ -118,7 +119,7 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     check_resume(cfg, out, fresh)
     log = StageLog(out / "state.json")
-    init_ray(cfg.ray_address, cfg.sandbox.resource)
+    init_ray(cfg.ray_address, cfg.sandbox.resource, logical_cpus=local_cpus(cfg, os.cpu_count() or 1))
     started = time.perf_counter()
 
     def data() -> dict:

@@ -47,14 +47,17 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int | None = None) -> None:
+def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int | None = None,
+             logical_cpus: float | None = None) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``, set by ``ray job submit``), else to a cluster started on this
     machine with ``ray start --head``, else start Ray in-process. ``address="local"`` always starts Ray in-process,
     ignoring any cluster running on the machine.
 
     An in-process Ray advertises the execution resource on every CPU, so one machine runs every stage; on a real
     cluster only the sandbox nodes advertise it (see cluster/). Other in-process Ray instances on the machine (a
-    notebook's, a test session's) are never joined: only a cluster that ``ray start`` recorded.
+    notebook's, a test session's) are never joined: only a cluster that ``ray start`` recorded. ``logical_cpus``: the
+    CPUs an in-process Ray advertises when more than the cores (:func:`coderl_ray.roles.setup.local_cpus`: a run's
+    persistent roles hold their reservations all run long and take turns on the cores).
     """
     if not verbose() and "ray" not in sys.modules:
         # Read once, when Ray is imported; a driver that imported Ray earlier prints its workers' lines as they are.
@@ -86,7 +89,8 @@ def init_ray(address: str = "", sandbox_resource: str = "sandbox", num_cpus: int
             # address="local" because ray.init() without one joins whatever /tmp/ray/ray_current_cluster names, and
             # `ray start` leaves that record behind when its head dies without `ray stop` (then every run here
             # failed with "When connecting to an existing cluster, num_cpus ... must not be provided").
-            ray.init(address="local", num_cpus=cpus, resources={sandbox_resource: cpus} if sandbox_resource else None,
+            ray.init(address="local", num_cpus=max(cpus, logical_cpus or 0),
+                     resources={sandbox_resource: cpus} if sandbox_resource else None,
                      runtime_env=_worker_setup())
     quiet_ray_output()
 

@@ -122,8 +122,9 @@ def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path
                       weight_decay=cfg.sft.weight_decay, seed=cfg.seed, report_every=25,
                       **train_options(cfg.train))
     with roles_for(cfg, roles, storage) as r:
-        _train(r, "actor", "actor", _named(loop, storage, "sft"), {"train": ds}, actor_out, ("actor", version))
-    return {"steps": loop.steps, "rows": n}
+        done = _train(r, "actor", "actor", _named(loop, storage, "sft"), {"train": ds}, actor_out,
+                      ("actor", version))
+    return {"steps": loop.steps, "rows": n, "train_s": done["train_s"]}
 
 
 def _named(loop, storage: Path, name: str):
@@ -209,9 +210,9 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
                       critic_scale_input=cfg.critic.scale_head_input,
                       seed=cfg.seed, report_every=25, **train_options(cfg.train))
     with roles_for(cfg, roles, storage) as r:
-        _train(r, "critic", slot, _named(loop, storage, name), {"train": ds.random_shuffle(seed=cfg.seed)},
-               critic_out, (slot, version) if version is not None else None)
-    return {"steps": loop.steps, "rows": n}
+        done = _train(r, "critic", slot, _named(loop, storage, name), {"train": ds.random_shuffle(seed=cfg.seed)},
+                      critic_out, (slot, version) if version is not None else None)
+    return {"steps": loop.steps, "rows": n, "train_s": done["train_s"]}
 
 
 def train_critic_binary(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_dir: Path, last_critic: Path,
@@ -303,9 +304,9 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     # round then falls back to its cross-entropy half rather than failing. (`rl.ce_only` asks for that on purpose.)
     datasets = {"train": rl, "ce": gt} if use_rl else {"train": gt}
     with roles_for(cfg, roles, storage) as r:
-        _train(r, "actor", "actor", _named(loop, storage, name), datasets, actor_out,
-               ("actor", version) if version is not None else None)
-    return {"steps": loop.steps, "rl_rows": n, "rl_used": use_rl}
+        done = _train(r, "actor", "actor", _named(loop, storage, name), datasets, actor_out,
+                      ("actor", version) if version is not None else None)
+    return {"steps": loop.steps, "rl_rows": n, "rl_used": use_rl, "train_s": done["train_s"]}
 
 
 def _scaling(cfg: PipelineConfig) -> dict:
@@ -328,6 +329,8 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
                   buffer_root: Path, *, roles: Roles | None = None, version: int | None = None) -> dict:
     """Sample, execute (streaming, overlapped) and store one round of programs with their returns. ``version``: the
     actor's published version (the pipeline's); the rows record ``policy_version`` = ``round_ - 1`` either way."""
+    import pyarrow.parquet as pq
+
     from coderl_ray.execution.stage import limits_from_config
     from coderl_ray.rl.replay_buffer import returns_by_problem, round_dir
     from coderl_ray.roles.flows import generate_and_execute
@@ -338,19 +341,20 @@ def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: P
     # Behaviour log-probabilities are the RL step's trust-region reference: recorded while sampling, not recomputed.
     temperature = rl_logprob_temperature(cfg) if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only else None
     with roles_for(cfg, roles, _storage(cfg)) as r:
-        dest = generate_and_execute(r, problems, ModelRef.of_folder("actor", actor_dir, version), params, round_,
+        dest, busy = generate_and_execute(r, problems, ModelRef.of_folder("actor", actor_dir, version), params, round_,
                                     cfg.seed, limits_from_config(cfg.sandbox), round_dir(buffer_root, round_),
                                     batch_size=cfg.rollout.batch_size_per_worker, logprob_temperature=temperature,
                                     policy_version=round_ - 1, transform=returns_by_problem, label="rollout",
                                     execute_rows=cfg.sandbox.batch_size)
-    stats = read_parquet(str(dest)).select_columns(["outcome", "is_greedy", "relative_return"]).to_pandas()
+    # Read on the driver with pyarrow: a few columns of a small folder (a Ray Data read costs seconds of start-up).
+    stats = pq.read_table(dest, columns=["outcome", "is_greedy", "relative_return"]).to_pandas()
     counts = stats["outcome"].value_counts().to_dict()
     sampled = stats[~stats["is_greedy"]]
     return {"problems": len(problems), "programs": int(len(stats)), "outcomes": counts,
             "sample_pass_rate": float((sampled["outcome"] == "passed").mean()) if len(sampled) else 0.0,
             "greedy_pass_rate": float((stats[stats["is_greedy"]]["outcome"] == "passed").mean())
             if stats["is_greedy"].any() else 0.0,
-            "nonzero_returns": int((sampled["relative_return"].fillna(0) != 0).sum())}
+            "nonzero_returns": int((sampled["relative_return"].fillna(0) != 0).sum()), **busy}
 
 
 def _storage(cfg: PipelineConfig) -> Path:
@@ -362,6 +366,8 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
     """Score the round's samples with the critic; measure how well it reads them and held-out (test-problem)
     programs: ``train`` / ``heldout`` hold :func:`coderl_ray.rl.scoring.critic_quality` (accuracy next to the
     majority-class rate, AUC of the "passed" probability); ``*_accuracy`` repeat the accuracies."""
+    import pyarrow.parquet as pq
+
     from coderl_ray.rl.scoring import critic_quality
     from coderl_ray.roles.flows import score_folder
 
@@ -369,7 +375,7 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
     with roles_for(cfg, roles, _storage(cfg)) as r:
         score_folder(r, round_dir, critic, scored_out, cfg.rollout.score_batch_size)
         n = cfg.critic.n_classes
-        train = read_parquet(str(scored_out)).select_columns(_QUALITY_COLUMNS).take_all()
+        train = pq.read_table(scored_out, columns=_QUALITY_COLUMNS).to_pylist()
         stats = _quality_stats("train", critic_quality(train, n))
         if heldout_dir is not None and heldout_dir.is_dir():
             stats |= _quality_stats("heldout", score_quality(cfg, critic_dir, heldout_dir, n, roles=r, critic=critic))

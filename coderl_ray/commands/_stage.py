@@ -32,9 +32,12 @@ def load_stage_config(args: argparse.Namespace):
 
 def connect(cfg) -> None:
     """The cluster of ``ray job submit`` ($RAY_ADDRESS), ``cfg.ray_address``, a local ``ray start``, or in-process."""
-    from coderl_ray.ray_runtime import init_ray
+    import os
 
-    init_ray(cfg.ray_address, cfg.sandbox.resource)
+    from coderl_ray.ray_runtime import init_ray
+    from coderl_ray.roles.setup import local_cpus
+
+    init_ray(cfg.ray_address, cfg.sandbox.resource, logical_cpus=local_cpus(cfg, os.cpu_count() or 1))
 
 
 def add_problem_arguments(parser: argparse.ArgumentParser, default_split: str) -> None:

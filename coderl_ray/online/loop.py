@@ -186,6 +186,7 @@ class OnlineLoop:
 
         cfg, plan = self.cfg, self.plan
         started = time.perf_counter()
+        self.busy0 = {name: pool.stats.busy_s for name, pool in self._pools()}
         self.actor_version, self.critic_version = self._start_trainers()
         startup_s = time.perf_counter() - started
         params = sampling_params(cfg.rollout, cfg.model.max_source_tokens)
@@ -334,9 +335,15 @@ class OnlineLoop:
         if self.critic_version % self.cfg.critic.refresh_steps == 0 or self.critic_version == self.plan.critic_steps:
             self.critic_published = self.critic_version
 
+    def _pools(self):
+        return (("generator", self.roles.generators), ("sandbox", self.roles.executors),
+                ("scorer", self.roles.scorers))
+
     def _summary(self, wall: float, startup_s: float, programs: int) -> dict[str, Any]:
         rows = self.stats["rl_rows_per_step"]
-        return {"programs": programs, "rl_steps": self.plan.rl_steps, "critic_steps": self.plan.critic_steps,
+        busy = {f"{name}_busy": round((pool.stats.busy_s - self.busy0[name]) / (wall * pool.size), 3)
+                for name, pool in self._pools()}
+        return {**busy, "programs": programs, "rl_steps": self.plan.rl_steps, "critic_steps": self.plan.critic_steps,
                 "wall_s": round(wall, 2), "trainer_startup_s": round(startup_s, 2),
                 "programs_per_s": round(programs / wall, 3) if wall else 0.0,
                 "trainer_busy": round(self.stats["step_s"] / wall, 3) if wall else 0.0,

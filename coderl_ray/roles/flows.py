@@ -29,10 +29,10 @@ def problem_batches(problems: list[dict[str, Any]], size: int) -> list[list[dict
 def generate_and_execute(roles, problems: list[dict[str, Any]], model, params, round_: int, seed: int, limits,
                          dest: Path, *, batch_size: int, logprob_temperature: float | None = None,
                          policy_version: int | None = None, transform: Callable[[pa.Table], pa.Table] | None = None,
-                         label: str = "rollout", execute_rows: int = 64) -> Path:
+                         label: str = "rollout", execute_rows: int = 64) -> tuple[Path, dict[str, float]]:
     """Sample ``params`` programs for every problem with ``model`` (a :class:`~coderl_ray.roles.workers.ModelRef`),
     run them on the problems' tests (``limits``), ``transform`` each item's table (e.g. add returns), write
-    ``dest``."""
+    ``dest``. Returns ``dest`` and the seconds the generators and executors spent on it (their busy time)."""
     from coderl_ray.rollout.stage import prompt_rows
 
     batches = problem_batches(problems, batch_size)
@@ -51,10 +51,13 @@ def generate_and_execute(roles, problems: list[dict[str, Any]], model, params, r
                      Hop(roles.executors, "execute", lambda item: (problem_set, problem_ref, limits),
                          rows=execute_rows)], sink)
     todo = [Item(i, pa.Table.from_pylist(prompt_rows(b))) for i, b in enumerate(batches) if not parts.has(i)]
+    busy = {name: pool.stats.busy_s for name, pool in (("generator", roles.generators), ("sandbox", roles.executors))}
     with stage_bar(label, total=len(problems) * per_problem, unit="program") as bar:
         bar.update(sum(len(batches[k]) for k in parts.done_keys()) * per_problem)
         stream.run(todo)
-    return parts.finish()
+    busy = {f"{name}_busy_s": round(pool.stats.busy_s - busy[name], 2)
+            for name, pool in (("generator", roles.generators), ("sandbox", roles.executors))}
+    return parts.finish(), busy
 
 
 def score_table_items(table: pa.Table, rows: int) -> list[Item]:

@@ -39,10 +39,15 @@ class Role:
     def process(self) -> dict:
         """This actor's process id and whether Ray restarted it (it died and was constructed again)."""
         import os
+        import warnings
 
         import ray
 
-        return {"pid": os.getpid(), "restarted": ray.get_runtime_context().was_current_actor_reconstructed}
+        with warnings.catch_warnings():
+            # Ray 2.60's property reads its own deprecated actor_id on the way (a warning per call, nothing wrong).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        return {"pid": os.getpid(), "restarted": restarted}
 
 
 @dataclass

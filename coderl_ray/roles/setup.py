@@ -33,6 +33,24 @@ from typing import Any
 from coderl_ray.config import PipelineConfig
 
 
+def local_cpus(cfg: PipelineConfig, cores: int) -> float:
+    """The CPUs an in-process Ray on a machine of ``cores`` cores advertises for a run: every persistent role's
+    reservation (the sandbox executors: one per core) plus one CPU for Ray Data's tasks, or the cores if more.
+
+    The roles take turns on the cores (the staged loop runs one stage at a time), so their reservations may add up
+    to more than the machine has; without the extra, executors holding ``cores x sandbox.cpus_per_task`` CPUs would
+    starve the trainers' data reads. With the defaults on 2 cores: 2 trainers + a generator + a scorer (1 CPU each)
+    + 2 executors (1 each) + 1 = 7.
+
+    >>> local_cpus(PipelineConfig(), 2)
+    7.0
+    """
+    t, r, c, s = cfg.train, cfg.rollout, cfg.cs, cfg.sandbox
+    roles = 2 * t.num_workers * t.cpus_per_worker + r.num_workers * r.cpus_per_worker \
+        + c.critic_num_workers * c.critic_cpus_per_worker + cores * s.cpus_per_task
+    return float(max(cores, roles + 1))
+
+
 class Roles:
     """Lazily started, long-lived role pools and trainers of one run, and the weight store they share."""
 
