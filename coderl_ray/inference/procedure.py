@@ -203,8 +203,8 @@ def plan_pass(problems: Sequence[dict[str, Any]], programs: Sequence[dict[str, A
 
 def pack_units(requests: Sequence[Request], max_programs: int) -> list[list[Request]]:
     """Requests grouped into generation units of at most ``max_programs`` programs (a request larger than that is a
-    unit of its own), one model per unit, in order. A unit is one seeded generate() call: fixing the units here,
-    not in Ray Data's batching, keeps a pass reproducible on any cluster."""
+    unit of its own), one model per unit, in order: the work a generator takes at a time. Units do not decide the
+    programs (every row is keyed: :func:`coderl_ray.inference.continuation.cs_sample_key`)."""
     units: list[list[Request]] = []
     for model in ("actor", "repair"):
         current, size = [], 0
