@@ -133,3 +133,32 @@ def test_critic_sampling_samples_with_its_temperature_and_the_rollouts_top_k():
     # Keys: one stream per (seed, pass, problem, index), apart from the rollout's.
     assert len({cs_sample_key(0, c, "p", i) for c in range(3) for i in range(5)}) == 15
     assert cs_sample_key(0, 1, "p", 2) != sample_key(0, 1, "p", 2)
+
+
+def test_critic_sampling_scores_with_rl_scorings_core(generator, tmp_path):
+    """ScoreForSampling = CriticScorer (RL scoring's table -> table) + the pure sampling_columns step: the same
+    "passed" probability as score_programs, the seed from the token logits, the verdict under example_* names."""
+    import pyarrow as pa
+
+    from coderl_ray.inference.procedure import best_prefix, token_pass_probs
+    from coderl_ray.inference.stage import sampling_columns
+    from coderl_ray.models.critic import build_critic, load_critic, score_programs
+    from coderl_ray.rl.scoring import CriticScorer
+
+    build_critic(generator.model.name_or_path, n_classes=4, head_hidden=8).save_pretrained(tmp_path / "critic")
+    generator.tokenizer.save_pretrained(tmp_path / "critic")
+    scorer = CriticScorer.load(str(tmp_path / "critic"), device="cpu")
+    tok = generator.tokenizer
+    problems = tiny_suite()[0][:2]
+    rows = [{"problem_id": p["problem_id"], "sample_id": f"{p['problem_id']}#p0s{j}",
+             "prompt_ids": encode_prompt(tok, build_prompt(p), 256), "token_ids": [40 + j, 41, 42, 43][: 2 + j],
+             "outcome": "failed", "passed_tests": 0, "total_tests": 1, "error": "boom", "duration_s": 0.1,
+             "test_results": [False]} for p in problems for j in range(2)]
+    scored = scorer(pa.Table.from_pylist(rows))
+    direct = score_programs(load_critic(tmp_path / "critic").eval(), rows, tok.pad_token_id)
+    assert scored.column("critic_pass_prob").to_pylist() == pytest.approx([s.pass_prob for s in direct])
+    assert scored.column("critic_pred").to_pylist() == [s.pred for s in direct]
+    out = sampling_columns(scored, frozenset({problems[0]["problem_id"]}), scorer.n_classes).to_pylist()
+    assert [r["seed_len"] for r in out] == [best_prefix(token_pass_probs(s.token_logits))[0] for s in direct]
+    assert [r["example_outcome"] for r in out] == ["failed", "failed", None, None]  # problem 1: no example tests
+    assert "critic_logits" not in out[0] and "test_results" not in out[0] and out[0]["example_error"] == "boom"
