@@ -58,8 +58,13 @@ class Pool:
         return f"{self.role}: {size} x {{{', '.join(res)}}}" + (f" ({self.model})" if self.model else "")
 
     def map_batches_kwargs(self) -> dict[str, Any]:
-        """What ``Dataset.map_batches`` takes for a pool of ``workers`` actors (imports Ray when called)."""
+        """What ``Dataset.map_batches`` takes for a pool of ``workers`` actors (imports Ray when called). The sandbox
+        pool (``workers`` 0: sized from the cluster) is built by :func:`coderl_ray.execution.execute_samples`."""
         import ray
+
+        if self.workers < 1:
+            raise ValueError(f"{self.role}: a pool sized from the cluster (workers=0) has no fixed actor pool; "
+                             "coderl_ray.execution sizes it")
 
         kwargs: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=self.workers), "num_cpus": self.cpus,
                                   "num_gpus": self.gpus}

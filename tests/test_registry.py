@@ -147,3 +147,14 @@ def test_prepare_writes_the_data_and_init_stages_outputs(tmp_path, capsys):
     assert len((tmp_path / "data" / "train.jsonl").read_text().splitlines()) == 24
     assert (tmp_path / "models" / "actor_init" / "config.json").is_file()
     assert list((tmp_path / "data" / "ground_truth").glob("*.parquet"))
+
+
+def test_pools_turn_into_what_ray_data_takes():
+    cfg = load_config(ROOT / "configs" / "codet5-large.yaml")
+    kwargs = registry.cs_scorer_pool(cfg).map_batches_kwargs()
+    assert (kwargs["compute"].min_size, kwargs["compute"].max_size) == (8, 8)
+    assert (kwargs["num_cpus"], kwargs["num_gpus"]) == (2, 0.25) and "resources" not in kwargs
+    with pytest.raises(ValueError, match="sized from the cluster"):
+        registry.sandbox_pool(cfg).map_batches_kwargs()
+    assert registry.sandbox_pool(cfg).describe() == \
+        "sandbox executors: one per unit of 'sandbox' in the cluster x {CPU: 1, sandbox: 1}"
