@@ -19,8 +19,10 @@ generates exactly ``--budget`` programs per problem (k), and submits n of them (
 shows the mean and standard deviation over seeds of 1@k, 5@k and pass@k (any of the k correct), the wall time of
 each run (generation, example tests and critic scores; the hidden-test judgement is not part of a strategy), and
 what refining and repairing contributed (new programs that pass the examples / the hidden tests, problems they
-solved that no plain sample of the run solved). ``--paired`` gives CS the plain run's first programs as its pass 0
-(common random numbers: a sharper comparison, but then CS's wall time leaves out pass 0).
+solved that no plain sample of the run solved). Critic sampling keys every program by (seed, pass, problem, index)
+(``inference/continuation.cs_sample_key``), so within a seed the CS arms' pass 0 draws the same programs as the
+first ``--first-samples`` of the plain run (common random numbers); ``--paired`` reuses those programs instead of
+generating them again (then CS's wall time leaves out pass 0).
 Extra ``key=value`` arguments override the run's config (e.g. ``rollout.num_workers=2``).
 """
 

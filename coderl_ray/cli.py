@@ -15,12 +15,14 @@ import sys
 COMMANDS = {
     "pipeline": ("pipeline", "run SFT -> RL rounds (rollout, execute, critic, score, RL) -> evaluation, resumable"),
     "suite": ("suite", "write the embedded task suite as canonical problem JSON Lines"),
+    "prepare": ("prepare", "the pipeline's data and init stages: problems, initial actor, tokenised references"),
     "execute": ("execute", "run sample programs against problems' unit tests in the sandbox"),
     "convert": ("convert", "convert APPS / MBPP / HumanEval / JSON Lines into canonical problem records"),
     "evaluate": ("evaluate", "pass@k and APPS metrics from execution results, with a report"),
     "generate": ("generate", "sample programs from an actor checkpoint"),
     "train-actor": ("train_actor", "SFT or RL fine-tuning of the actor with Ray Train"),
-    "train-critic": ("train_critic", "train the critic on a replay buffer with Ray Train"),
+    "train-critic": ("train_critic", "train the critic (or, --binary, critic sampling's binary critic) on a replay "
+                                     "buffer with Ray Train"),
     "score": ("score", "score samples with the critic (token-level logits)"),
     "plan": ("plan", "per stage: the resources it requests and whether it fits in GPU memory (no GPU needed)"),
     "critic-sample": ("critic_sample", "critic sampling at inference: refine / repair within a budget, n@k"),

@@ -343,8 +343,13 @@ class PlanConfig:
     # caching allocator's fragmentation, torch.compile's workspaces.
     headroom: float = 0.1
     check: bool = True  # the pipeline stops before any work when a stage does not fit; false = warn and run
+    # GPUs in the cluster. > 0: the plan checks that the pools a stage runs at once (a critic sampling pass:
+    # generators and critic scorers) get their GPU shares, packed as Ray packs fractions; 0 = not checked.
+    cluster_gpus: int = 0
 
     def __post_init__(self) -> None:
+        if self.cluster_gpus < 0:
+            raise ConfigError("plan.cluster_gpus must be >= 0 (0 = not checked)")
         if self.gpu_memory_gb <= 0:
             raise ConfigError("plan.gpu_memory_gb must be > 0 (the memory of one GPU in GiB)")
         if not 0 <= self.headroom < 1:

@@ -2,11 +2,16 @@
 
     coderl-ray plan --config configs/codet5-large.yaml
 
-For every stage (sft, rollout, critic, score, rl, eval) the plan lists the workers and the resources each requests
-(from the config, as :mod:`coderl_ray.stages` will request them) and an estimate of the peak memory of one worker,
-item by item, against the memory of its GPU share (``plan.gpu_memory_gb`` x ``rollout.gpus_per_worker`` for the
-pools, one GPU per Ray Train worker) less ``plan.headroom``. A stage that does not fit names the keys that would
-make it fit (and, for the row budgets, the largest value that does). The pipeline runs the plan before any work.
+For every stage the pipeline runs for the config (:func:`coderl_ray.registry.pipeline_stages`: data, init, eval,
+sft, rollout, critic, score, rl, critic_binary, repair, cs; each entry names its builder here, ``plan_<stage>``) the
+plan lists the pools and the resources each requests (the registry's :class:`~coderl_ray.registry.Pool` s, what
+:mod:`coderl_ray.stages` requests) and an estimate of the peak memory of one worker, item by item, against the memory
+of its GPU share (``plan.gpu_memory_gb`` x the pool's GPUs per worker; one GPU per Ray Train worker) less
+``plan.headroom``. A stage that does not fit names the keys that would make it fit (and, for the row budgets, the
+largest value that does). Two more checks: a GPU config (some pool asks for a GPU) whose model stage would run on
+CPU (a key left at its CPU default, e.g. ``cs.critic_gpus_per_worker``), and, with ``plan.cluster_gpus``, pools that
+run at once (a critic sampling pass: generators and critic scorers) but cannot all get their GPU shares. The
+pipeline runs the plan before any work.
 
 The estimates are arithmetic on the model's shape and the configured sizes, worst case (every row at the configured
 maximum lengths): no model is loaded and nothing is allocated.
@@ -23,8 +28,11 @@ maximum lengths): no model is loaded and nothing is allocated.
 * **Generation** (per generator): weights in the inference dtype, self- and cross-attention caches of the rows of
   one decoder call (``rollout.max_rows_per_generate``; the static decoder keeps two call shapes alive), encoder
   states, and the per-step logits and sampling temporaries.
-* **Scoring / old log-probabilities**: a forward pass of ``rollout.score_batch_size`` rows, with the vocabulary's
-  log-softmax for the actor.
+* **Scoring / old log-probabilities**: a forward pass of ``rollout.score_batch_size`` rows (critic sampling's
+  scorers: ``cs.critic_batch_size``), with the vocabulary's log-softmax for the actor.
+* **Critic sampling**: a generator decodes units of up to ``rollout.batch_size_per_worker`` rows, one prompt each,
+  and holds the repair model beside the actor (``repair.enabled``); seq2seq rows with a seed go through
+  ``generate`` even with the static decoder, so the larger of the two decoders' estimates counts.
 
 What it leaves out: the CUDA context and NCCL buffers (~1 GB, inside ``plan.headroom``), fragmentation of the
 caching allocator (also headroom), ``torch.compile``'s workspace, and host memory. How close the estimates come to
@@ -37,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coderl_ray import registry
 from coderl_ray.config import ConfigError, ModelConfig, PipelineConfig
+from coderl_ray.registry import Pool, cs_scorer_pool, rollout_forward_pool, trainer_pool
 
 GiB = 2**30
 STATIC_PROMPT_BUCKET = 64  # StaticDecoder pads prompts to a multiple of this (its pad_prompts_to default)
@@ -387,7 +397,7 @@ def forward_memory(s: ModelShape, *, rows: int, prompt_tokens: int, program_toke
 @dataclass
 class StageEstimate:
     stage: str
-    workers: str  # e.g. "8 Ray Train workers x {CPU: 8, GPU: 1}"
+    workers: str  # what the stage's pools request, e.g. "Ray Train workers (ddp): 8 x {CPU: 8, GPU: 1} (actor)"
     device: str  # "GPU" or "CPU"
     budget: float | None  # bytes one worker may use on its GPU share (None on CPU: not checked)
     items: list[tuple[str, float]] = field(default_factory=list)
@@ -407,10 +417,21 @@ class StageEstimate:
 class Plan:
     stages: list[StageEstimate]
     warnings: list[str]
+    # Problems other than memory: a model stage on CPU in a GPU config, pools that cannot all get their GPUs.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def failing(self) -> list[StageEstimate]:
         return [s for s in self.stages if not s.fits]
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The shapes of the models a config trains and runs (None where unknown: the plan then warns)."""
+
+    actor: ModelShape | None
+    critic: ModelShape | None
+    repair: ModelShape | None
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -419,6 +440,15 @@ def _round_up(n: int, multiple: int) -> int:
 
 def _budget(cfg: PipelineConfig, share: float) -> float:
     return cfg.plan.gpu_memory_gb * min(share, 1.0) * (1 - cfg.plan.headroom) * GiB
+
+
+def _on(cfg: PipelineConfig, pool: Pool) -> tuple[str, float | None]:
+    """(device, memory budget of one worker) of a pool."""
+    return ("GPU", _budget(cfg, pool.gpus)) if pool.gpus > 0 else ("CPU", None)
+
+
+def _requests(pools: list[Pool]) -> str:
+    return "; ".join(p.describe() for p in pools)
 
 
 def _train_rows(cfg: PipelineConfig, batch_size: int, S: int, T: int) -> int:
@@ -443,14 +473,13 @@ def _largest(fits, upper: int) -> int:
 
 
 def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: int, T: int,
-                 objective: str) -> StageEstimate:
+                 objective: str, pool: Pool, batch_key: str, S: int | None = None) -> StageEstimate:
     t = cfg.train
-    S = _round_up(cfg.model.max_source_tokens, t.pad_to_multiple_of)
+    S = _round_up(cfg.model.max_source_tokens if S is None else S, t.pad_to_multiple_of)
     T = _round_up(T, t.pad_to_multiple_of)
     gpu = t.use_gpu
-    res = f"{{CPU: {t.cpus_per_worker}{', GPU: 1' if gpu else ''}}}"
-    est = StageEstimate(name, f"{t.num_workers} Ray Train worker(s) x {res}, {t.parallel}", "GPU" if gpu else "CPU",
-                        _budget(cfg, 1.0) if gpu else None)
+    device, budget = _on(cfg, pool)
+    est = StageEstimate(name, _requests([pool]), device, budget)
 
     def shape_for(rows: int, ckpt: bool = t.gradient_checkpointing, parallel: str = t.parallel,
                   workers: int = t.num_workers) -> TrainShape:
@@ -459,8 +488,8 @@ def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: 
 
     rows = _train_rows(cfg, batch_size, S, T)
     est.items, other = training_memory(shape, shape_for(rows))
-    est.notes.append(f"{rows} row(s) per micro-batch of {S} + {T} tokens ({shape.name}, {shape.params / 1e6:,.0f}M "
-                     f"parameters, {shape.attn} attention); activations "
+    est.notes.append(f"{rows} row(s) per micro-batch of {S} + {T} tokens ({batch_key}={batch_size}; {shape.name}, "
+                     f"{shape.params / 1e6:,.0f}M parameters, {shape.attn} attention); activations "
                      f"{'without' if t.gradient_checkpointing else 'with'} checkpointing: {other / GiB:.1f} GiB")
     if est.budget is not None and not est.fits:
         def peak(ts: TrainShape) -> float:
@@ -479,29 +508,26 @@ def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: 
     return est
 
 
-def _pool(cfg: PipelineConfig) -> tuple[str, bool, float]:
+def _generation_stage(cfg: PipelineConfig, name: str, shape: ModelShape, pools: list[Pool], prompts: int,
+                      samples: int, greedy: bool, decoder: str | None = None,
+                      extra: list[tuple[str, float]] = ()) -> StageEstimate:
+    """A generator worker of ``pools[0]``: ``prompts`` x ``samples`` rows per batch (+ greedy rows), decoded in
+    calls of at most ``rollout.max_rows_per_generate`` rows; ``extra``: more memory the worker holds meanwhile."""
     r = cfg.rollout
-    gpu = r.gpus_per_worker > 0
-    res = f"{{CPU: {r.cpus_per_worker:g}{f', GPU: {r.gpus_per_worker:g}' if gpu else ''}}}"
-    return f"{r.num_workers} actor(s) x {res}", gpu, r.gpus_per_worker
-
-
-def _generation_stage(cfg: PipelineConfig, name: str, shape: ModelShape, samples: int, greedy: bool,
-                      execution: str) -> StageEstimate:
-    r = cfg.rollout
-    pool, gpu, share = _pool(cfg)
-    est = StageEstimate(name, f"generators: {pool}; {execution}", "GPU" if gpu else "CPU",
-                        _budget(cfg, share) if gpu else None)
+    decoder = decoder or r.decoder
+    device, budget = _on(cfg, pools[0])
+    est = StageEstimate(name, _requests(pools), device, budget)
 
     def items(max_rows: int):
-        return generation_memory(shape, prompts=r.batch_size_per_worker, samples=samples, greedy=greedy,
-                                 max_rows=max_rows, prompt_tokens=cfg.model.max_source_tokens,
-                                 new_tokens=r.max_new_tokens, bf16=gpu, decoder=r.decoder)
+        found, largest = generation_memory(shape, prompts=prompts, samples=samples, greedy=greedy,
+                                           max_rows=max_rows, prompt_tokens=cfg.model.max_source_tokens,
+                                           new_tokens=r.max_new_tokens, bf16=device == "GPU", decoder=decoder)
+        return found + list(extra), largest
 
     est.items, largest = items(r.max_rows_per_generate)
-    est.notes.append(f"{r.batch_size_per_worker} prompts x {samples} samples{' + greedy' if greedy else ''} per "
-                     f"batch, largest decoder call {largest} rows of {cfg.model.max_source_tokens} + "
-                     f"{r.max_new_tokens} tokens ({r.decoder} decoder)")
+    est.notes.append(f"{prompts} prompts x {samples} samples{' + greedy' if greedy else ''} per batch, largest "
+                     f"decoder call {largest} rows of {cfg.model.max_source_tokens} + {r.max_new_tokens} tokens "
+                     f"({decoder} decoder)")
     if est.budget is not None and not est.fits:
         fit = _largest(lambda n: sum(b for _, b in items(n)[0]) <= est.budget, largest)
         if fit:
@@ -512,37 +538,166 @@ def _generation_stage(cfg: PipelineConfig, name: str, shape: ModelShape, samples
     return est
 
 
-def _forward_stage(cfg: PipelineConfig, name: str, shape: ModelShape, logprobs: bool, what: str) -> StageEstimate:
+def _forward_stage(cfg: PipelineConfig, name: str, shape: ModelShape, logprobs: bool, pool: Pool, rows: int,
+                   rows_key: str, share_key: str) -> StageEstimate:
     r = cfg.rollout
-    pool, gpu, share = _pool(cfg)
-    est = StageEstimate(name, f"{what}: {pool}", "GPU" if gpu else "CPU", _budget(cfg, share) if gpu else None)
-    autocast = gpu and cfg.train.precision == "bf16"
+    device, budget = _on(cfg, pool)
+    est = StageEstimate(name, _requests([pool]), device, budget)
+    autocast = device == "GPU" and cfg.train.precision == "bf16"
     T = max(r.max_new_tokens, cfg.model.max_target_tokens)
 
-    def items(rows: int):
-        return forward_memory(shape, rows=rows, prompt_tokens=cfg.model.max_source_tokens, program_tokens=T,
+    def items(n: int):
+        return forward_memory(shape, rows=n, prompt_tokens=cfg.model.max_source_tokens, program_tokens=T,
                               autocast=autocast, logprobs=logprobs)
 
-    est.items = items(r.score_batch_size)
-    est.notes.append(f"{r.score_batch_size} rows of {cfg.model.max_source_tokens} + {T} tokens ({shape.name})")
+    est.items = items(rows)
+    est.notes.append(f"{rows} rows of {cfg.model.max_source_tokens} + {T} tokens ({rows_key}; {shape.name})")
     if est.budget is not None and not est.fits:
-        fit = _largest(lambda n: sum(b for _, b in items(n)) <= est.budget, r.score_batch_size)
+        fit = _largest(lambda n: sum(b for _, b in items(n)) <= est.budget, rows)
         if fit:
-            est.fixes.append(f"rollout.score_batch_size={fit}")
-        est.fixes += ["rollout.gpus_per_worker (a larger GPU share)", "plan.gpu_memory_gb"]
+            est.fixes.append(f"{rows_key}={fit}")
+        est.fixes += [f"{share_key} (a larger GPU share)", "plan.gpu_memory_gb"]
     return est
 
 
-def _execution(cfg: PipelineConfig) -> str:
-    s = cfg.sandbox
-    res = f"{{CPU: {s.cpus_per_task:g}{f', {s.resource}: 1' if s.resource else ''}}}"
-    size = str(s.max_tasks_in_flight) if s.max_tasks_in_flight else \
-        f"one per unit of '{s.resource or 'CPU'}' in the cluster"
-    return f"sandbox executors: {size} x {res}"
+def _driver_stage(name: str, note: str, items: list[tuple[str, float]] = ()) -> StageEstimate:
+    return StageEstimate(name, "the driver (no Ray workers)", "CPU", None, list(items), [note])
+
+
+# --- one builder per stage of coderl_ray.registry (its `plan` names it) ------------------------------------------
+
+
+def _program_tokens(cfg: PipelineConfig) -> int:
+    return max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens)
+
+
+def plan_data(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    return [_driver_stage("data", "reads the problems and writes <output_dir>/data/{train,test}.jsonl")]
+
+
+def plan_init(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    if shapes.actor is None:
+        return []
+    return [_driver_stage("init", "copies the initial actor (host memory, stored dtype; fp32 counted) and tokenises "
+                                  "the reference programs", [("actor weights (host)", 4 * shapes.actor.params)])]
+
+
+def plan_sft(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    if shapes.actor is None:
+        return []
+    return [_train_stage(cfg, "sft", shapes.actor, cfg.sft.batch_size, cfg.model.max_target_tokens, "actor",
+                         trainer_pool(cfg, "actor"), "sft.batch_size")]
+
+
+def plan_rollout(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    if shapes.actor is None:
+        return []
+    return [_generation_stage(cfg, "rollout", shapes.actor, registry.stage("rollout").resources(cfg),
+                              cfg.rollout.batch_size_per_worker, cfg.rollout.num_samples, True)]
+
+
+def plan_critic(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    if shapes.critic is None:
+        return []
+    return [_train_stage(cfg, "critic", shapes.critic, cfg.critic.batch_size, _program_tokens(cfg), "critic",
+                         trainer_pool(cfg, "critic"), "critic.batch_size")]
+
+
+def plan_score(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    if shapes.critic is None:
+        return []
+    return [_forward_stage(cfg, "score", shapes.critic, False, rollout_forward_pool(cfg, "critic scorers", "critic"),
+                           cfg.rollout.score_batch_size, "rollout.score_batch_size", "rollout.gpus_per_worker")]
+
+
+def plan_rl(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    if shapes.actor is None:
+        return []
+    out = [_train_stage(cfg, "rl", shapes.actor, cfg.rl.batch_size, _program_tokens(cfg), "actor",
+                        trainer_pool(cfg, "actor"), "rl.batch_size")]
+    if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
+        out.append(_forward_stage(cfg, "rl/old_logprobs", shapes.actor, True,
+                                  rollout_forward_pool(cfg, "old log-probability pass", "actor"),
+                                  cfg.rollout.score_batch_size, "rollout.score_batch_size",
+                                  "rollout.gpus_per_worker"))
+    return out
+
+
+def plan_eval(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    if shapes.actor is None:
+        return []
+    return [_generation_stage(cfg, "eval", shapes.actor, registry.stage("eval").resources(cfg),
+                              cfg.rollout.batch_size_per_worker, cfg.eval.num_samples, False)]
+
+
+def plan_critic_binary(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    """The last critic's backbone with a new 2-class head, trained on every round, then scored on held-out
+    programs by the RL scorers' pool."""
+    if shapes.critic is None:
+        return []
+    return [_train_stage(cfg, "critic_binary", shapes.critic, cfg.critic.batch_size, _program_tokens(cfg), "critic",
+                         trainer_pool(cfg, "critic"), "critic.batch_size"),
+            _forward_stage(cfg, "critic_binary/heldout", shapes.critic, False,
+                           rollout_forward_pool(cfg, "critic scorers", "critic", 1), cfg.rollout.score_batch_size,
+                           "rollout.score_batch_size", "rollout.gpus_per_worker")]
+
+
+def plan_repair(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    """Cross-entropy on (repair prompt, passing program) pairs: the prompt (problem, failed program, error) is cut
+    to ``model.max_source_tokens``, the target to ``model.max_target_tokens``."""
+    if shapes.repair is None:
+        return []
+    return [_train_stage(cfg, "repair", shapes.repair, cfg.repair.batch_size, cfg.model.max_target_tokens, "actor",
+                         trainer_pool(cfg, "repair model"), "repair.batch_size")]
+
+
+def plan_cs(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    """A pass: the generators (the actor and, with ``repair.enabled``, the repair model in every worker) decode
+    units of up to ``rollout.batch_size_per_worker`` rows (one prompt each), while the critic scorers
+    (``cs.critic_*``) score what the example tests return."""
+    if shapes.actor is None:
+        return []
+    r, pools = cfg.rollout, registry.stage("cs").resources(cfg)
+    rows = max(r.batch_size_per_worker, cfg.cs.budget)  # a request larger than a unit is a unit of its own
+    extra: list[tuple[str, float]] = []
+    if cfg.repair.enabled and shapes.repair is not None:
+        # The repair model's generator keeps its own weights and (static decoder) workspaces; transients are not
+        # simultaneous with the actor's.
+        kept, _ = generation_memory(shapes.repair, prompts=rows, samples=1, greedy=False,
+                                    max_rows=r.max_rows_per_generate, prompt_tokens=cfg.model.max_source_tokens,
+                                    new_tokens=r.max_new_tokens, bf16=pools[0].gpus > 0, decoder=r.decoder)
+        extra = [(f"repair model: {name}", b) for name, b in kept if not name.startswith("largest transient")]
+    decoders = [r.decoder] + (["hf"] if r.decoder == "static" and shapes.actor.seq2seq else [])
+    # Seq2seq rows that continue a seed go through generate() (the static decoder has no decoder-prefix input).
+    gen = max((_generation_stage(cfg, "cs", shapes.actor, [p for p in pools if p.phase == 0], rows, 1, False, d,
+                                 extra) for d in decoders), key=lambda e: e.peak)
+    out = [gen]
+    if shapes.critic is not None:
+        out.append(_forward_stage(cfg, "cs/critic scorers", shapes.critic, False, cs_scorer_pool(cfg),
+                                  cfg.cs.critic_batch_size, "cs.critic_batch_size", "cs.critic_gpus_per_worker"))
+    return out
+
+
+def _device_errors(cfg: PipelineConfig) -> list[str]:
+    """A model stage on CPU in a GPU config; pools of one phase that cannot all get their GPUs at once."""
+    errors = []
+    cpu = registry.cpu_model_pools(cfg)
+    if cpu:
+        named = "; ".join(f"{stage} ({pool.role}, {pool.gpu_key})" for stage, pool in cpu)
+        errors.append(f"a GPU config runs model stages on CPU: {named}; give them a GPU share")
+    if cfg.plan.cluster_gpus:
+        for stage, phase, pools, total in registry.gpu_phases(cfg):
+            shares = [p.gpus for p in pools for _ in range(p.workers)]
+            if not registry.pack_gpus(shares, cfg.plan.cluster_gpus):
+                errors.append(f"{stage}: {_requests(pools)} run at once and ask for {total:g} GPU(s), which "
+                              f"do not fit on plan.cluster_gpus={cfg.plan.cluster_gpus} (fractional shares packed "
+                              "per GPU, as Ray places them): lower their GPU shares or worker counts")
+    return errors
 
 
 def make_plan(cfg: PipelineConfig) -> Plan:
-    """The plan of ``cfg``: one estimate per stage, in pipeline order (pure: reads configs, allocates nothing)."""
+    """The plan of ``cfg``: the estimates of every stage the pipeline runs (:func:`coderl_ray.registry.
+    pipeline_stages`), in pipeline order (pure: reads configs, allocates nothing)."""
     warnings: list[str] = []
     actor, where = model_shape(cfg.model.name_or_path, cfg.model)
     if actor is None:
@@ -551,31 +706,16 @@ def make_plan(cfg: PipelineConfig) -> Plan:
     critic, where_c = (actor, where) if cfg.critic.backbone == "actor" else model_shape(critic_name, cfg.model)
     if critic is None:
         warnings.append(f"critic.backbone: memory not estimated: {where_c}")
+    repair = actor
+    if cfg.repair.enabled and cfg.repair.init != "actor":
+        repair, where_r = model_shape(cfg.repair.init, cfg.model)
+        if repair is None:
+            warnings.append(f"repair.init: memory not estimated: {where_r}")
+    shapes = Shapes(actor, critic, repair)
     stages: list[StageEstimate] = []
-    execution = _execution(cfg)
-
-    def add(name: str, build, shape):
-        if shape is None:
-            return
-        stages.append(build(shape))
-
-    add("sft", lambda s: _train_stage(cfg, "sft", s, cfg.sft.batch_size, cfg.model.max_target_tokens, "actor"),
-        actor)
-    if cfg.rl.rounds > 0:
-        add("rollout", lambda s: _generation_stage(cfg, "rollout", s, cfg.rollout.num_samples, True, execution),
-            actor)
-        add("critic", lambda s: _train_stage(cfg, "critic", s, cfg.critic.batch_size,
-                                             max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens),
-                                             "critic"), critic)
-        add("score", lambda s: _forward_stage(cfg, "score", s, False, "critic scorers"), critic)
-        add("rl", lambda s: _train_stage(cfg, "rl", s, cfg.rl.batch_size,
-                                         max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens), "actor"),
-            actor)
-        if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
-            add("rl/old_logprobs", lambda s: _forward_stage(cfg, "rl/old_logprobs", s, True,
-                                                            "old log-probability pass"), actor)
-    add("eval", lambda s: _generation_stage(cfg, "eval", s, cfg.eval.num_samples, False, execution), actor)
-    return Plan(stages, warnings)
+    for spec in registry.pipeline_stages(cfg):
+        stages += globals()[spec.plan](cfg, shapes)
+    return Plan(stages, warnings, _device_errors(cfg))
 
 
 def _size(n: float) -> str:
@@ -587,6 +727,8 @@ def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
     lines = [f"Plan ({gpu}; estimates are worst case: every row at the configured maximum lengths)"]
     for w in plan.warnings:
         lines.append(f"  warning: {w}")
+    for e in plan.errors:
+        lines.append(f"  ERROR: {e}")
     for st in plan.stages:
         verdict = f"on CPU, not checked: ~{_size(st.peak).strip()} per worker" if st.budget is None else \
             f"{'fits' if st.fits else 'DOES NOT FIT'}: {st.peak / GiB:.1f} of {st.budget / GiB:.1f} GiB"
@@ -601,21 +743,32 @@ def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def check_plan(cfg: PipelineConfig, echo=print) -> Plan:
-    """Make the plan and raise :class:`PlanError` (naming the stages and keys) when a stage does not fit, unless
-    ``plan.check`` is off (then it only warns)."""
-    plan = make_plan(cfg)
+def plan_problems(cfg: PipelineConfig, plan: Plan) -> list[str]:
+    """One line per problem of the plan: a stage that does not fit, a model stage on CPU in a GPU config, pools
+    that cannot get their GPUs at once."""
     bad = plan.failing
+    out = list(plan.errors)
+    if bad:
+        summary = "; ".join(f"{s.stage} needs ~{s.peak / GiB:.1f} GiB of {s.budget / GiB:.1f} "
+                            f"({', '.join(s.fixes[:2]) or 'no key helps'})" for s in bad)
+        out.insert(0, f"{len(bad)} stage(s) do not fit in plan.gpu_memory_gb={cfg.plan.gpu_memory_gb:g} GiB: "
+                      f"{summary}")
+    return out
+
+
+def check_plan(cfg: PipelineConfig, echo=print) -> Plan:
+    """Make the plan and raise :class:`PlanError` (naming the stages and keys) when a stage does not fit, a GPU
+    config runs a model stage on CPU, or a stage's pools cannot get their GPUs at once, unless ``plan.check`` is
+    off (then it only warns)."""
+    plan = make_plan(cfg)
     for w in plan.warnings:
         echo(f"plan: warning: {w}")
-    if not bad:
+    problems = plan_problems(cfg, plan)
+    if not problems:
         return plan
-    summary = "; ".join(f"{s.stage} needs ~{s.peak / GiB:.1f} GiB of {s.budget / GiB:.1f} "
-                        f"({', '.join(s.fixes[:2]) or 'no key helps'})" for s in bad)
-    message = (f"{len(bad)} stage(s) do not fit in plan.gpu_memory_gb={cfg.plan.gpu_memory_gb:g} GiB: {summary}. "
-               "`coderl-ray plan --config ...` shows the estimate item by item; plan.check=false runs anyway.")
+    message = (". ".join(problems) + ". `coderl-ray plan --config ...` shows the estimate item by item; "
+               "plan.check=false runs anyway.")
     if cfg.plan.check:
         raise PlanError(message)
     echo(f"plan: warning: {message}")
     return plan
-

@@ -18,16 +18,22 @@ def brute_pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def brute_n_at_k(correct, filtered, n, k, scores) -> float:
-    """Enumerate every k-subset; without scores also every choice of the n submissions among the filtered."""
+    """Enumerate every k-subset; the filtered samples present come first, then the others, each group ranked by
+    score or (without scores) every choice of the submissions among them."""
     total = 0.0
+    n = min(n, k)
     subsets = list(itertools.combinations(range(len(correct)), k))
     for subset in subsets:
         kept = [i for i in subset if filtered[i]]
+        others = [i for i in subset if not filtered[i]]
         if scores is not None:
-            chosen = sorted(kept, key=lambda i: -scores[i])[:n]
+            chosen = (sorted(kept, key=lambda i: -scores[i]) + sorted(others, key=lambda i: -scores[i]))[:n]
             total += any(correct[i] for i in chosen)
-        elif kept:
-            choices = list(itertools.combinations(kept, min(n, len(kept))))
+        elif len(kept) >= n:
+            choices = list(itertools.combinations(kept, n))
+            total += sum(any(correct[i] for i in ch) for ch in choices) / len(choices)
+        else:
+            choices = [kept + list(ch) for ch in itertools.combinations(others, n - len(kept))]
             total += sum(any(correct[i] for i in ch) for ch in choices) / len(choices)
     return total / len(subsets)
 
@@ -72,8 +78,28 @@ def test_n_at_k_by_hand():
     scores = [0.0, 0.3, 0.2, 0.1]
     assert n_at_k(correct, [True] * 4, n=1, k=4, scores=scores) == 0.0
     assert n_at_k(correct, [True] * 4, n=4, k=4, scores=scores) == 1.0
-    with pytest.raises(ValueError, match="at least 5 samples"):
+    # n > k submits the k drawn: 5@4 = 4@4.
+    assert n_at_k(correct, [True] * 4, n=5, k=4, scores=scores) == 1.0
+    with pytest.raises(ValueError, match="1 <= k <= the 4 samples"):
         n_at_k(correct, [True] * 4, n=1, k=5)
+
+
+def test_n_at_k_fills_the_slots_the_filter_leaves_empty():
+    # Only the right sample fails the filter (its example run said "failed"), all 4 drawn (k = 4). 1@4: the first
+    # of the three filtered wrong ones: 0. 2@4: the three filtered fill both slots: 0. 4@4: the 3 filtered and then
+    # the right one: 1.
+    correct, filtered = [True, False, False, False], [False, True, True, True]
+    assert [n_at_k(correct, filtered, n, 4) for n in (1, 2, 4)] == [0.0, 0.0, 1.0]
+    # Nothing passes the filter: it orders nothing, so n@k is pass@n of what is drawn. 2@4 = 1 - C(3,2)/C(4,2) = 1/2.
+    assert n_at_k(correct, [False] * 4, n=2, k=4) == pytest.approx(0.5)
+    # k = 2 of the 4 drawn, 2 submitted: both drawn are submitted whatever the filter says, so 2@2 = P(the right one
+    # is drawn) = 1 - C(3,2)/C(4,2) = 1/2, with or without scores.
+    assert n_at_k(correct, filtered, n=2, k=2) == pytest.approx(0.5)
+    assert n_at_k(correct, filtered, n=2, k=2, scores=[0.1, 0.9, 0.8, 0.7]) == pytest.approx(0.5)
+    # One filtered (wrong) sample and two others, one right: 2@3 submits the filtered one, then one of the two
+    # others at random (1/2), or the critic's choice among them (the right one scores 0.9: 1).
+    assert n_at_k([False, True, False], [True, False, False], n=2, k=3) == pytest.approx(0.5)
+    assert n_at_k([False, True, False], [True, False, False], n=2, k=3, scores=[0.0, 0.9, 0.5]) == 1.0
 
 
 def _result(pid, sid, outcome, passed=0, total=4, **extra):

@@ -7,7 +7,7 @@ import pytest
 
 from coderl_ray.config import ConfigError, load_config
 from coderl_ray.data.prompts import build_prompt, build_repair_prompt
-from coderl_ray.inference.metrics import diagnostics, filter_then_random, problem_scores, strategy_metrics
+from coderl_ray.inference.metrics import diagnostics, problem_scores, strategy_metrics
 from coderl_ray.inference.procedure import (
     REFINE, REPAIR, SAMPLE, best_prefix, pack_units, pass_budgets, plan_pass, plan_problem, rank_programs, sample_id,
     token_pass_probs, top_seeds,
@@ -145,11 +145,12 @@ def test_units_pack_requests_in_order_one_model_each():
     assert [u[0].model for u in units] == ["actor", "actor", "repair"]
 
 
-def test_ranking_puts_example_passers_first_then_the_critic_then_sample_id():
+def test_ranking_puts_the_filters_programs_first_then_the_critic_then_sample_id():
+    # Passed and no verdict (None, infra_error) pass the filter alike; a failed verdict goes last whatever its score.
     programs = [_program("p", "p#3", "failed", 0.99), _program("p", "p#2", "passed", 0.1),
                 _program("p", "p#1", "passed", 0.6), _program("p", "p#0", "passed", 0.6),
-                _program("p", "p#4", None, 0.5)]
-    assert [p["sample_id"] for p in rank_programs(programs)] == ["p#0", "p#1", "p#2", "p#4", "p#3"]
+                _program("p", "p#4", None, 0.5), _program("p", "p#5", "infra_error", 0.55)]
+    assert [p["sample_id"] for p in rank_programs(programs)] == ["p#0", "p#1", "p#5", "p#4", "p#2", "p#3"]
 
 
 def test_fallback_without_example_tests_is_critic_ranking_of_plain_samples():
@@ -178,7 +179,36 @@ def test_n_at_k_of_each_strategy_by_hand():
     assert problem_scores(programs, [1, 2], "random") == {"1@k": 0.5, "2@k": pytest.approx(5 / 6), "pass@k": 1.0}
     assert problem_scores(programs, [1], "filter") == {"1@k": 0.5, "pass@k": 1.0}
     assert problem_scores(programs, [1, 2], "filter+critic") == {"1@k": 0.0, "2@k": 1.0, "pass@k": 1.0}
-    # filter with 3 submissions: both passers (one correct): solved for sure.
-    assert filter_then_random([True, False, True, False], [True, True, False, False], 3) == 1.0
-    # Nobody passes the examples, one of 4 correct, 2 random picks: 1 - C(3,2)/C(4,2) = 1 - 3/6.
-    assert filter_then_random([True, False, False, False], [False] * 4, 2) == pytest.approx(0.5)
+    # filter with 3 submissions: both passers (one of them correct) are submitted: solved for sure.
+    assert problem_scores(programs, [3], "filter")["3@k"] == 1.0
+    # Nobody passes the examples, one of 4 correct, 2 picks: the filter orders nothing, 1 - C(3,2)/C(4,2) = 1/2;
+    # the critic picks its two best (0.9 and 0.8: the right one is among them).
+    failing = [_program("q", f"q#{i}", "failed", prob, hidden=h)
+               for i, (prob, h) in enumerate([(0.8, "passed"), (0.9, "failed"), (0.1, "failed"), (0.2, "failed")])]
+    assert problem_scores(failing, [2], "filter")["2@k"] == pytest.approx(0.5)
+    assert problem_scores(failing, [1, 2], "filter+critic") == {"1@k": 0.0, "2@k": 1.0, "pass@k": 1.0}
+
+
+def test_infra_errors_in_n_at_k_follow_evaluations_rule():
+    """Hidden-test infra_error: the program leaves the problem's k (neither right nor wrong); example-test
+    infra_error: no verdict, so it passes the filter. The same numbers as eval.metrics.summarize."""
+    from coderl_ray.eval.metrics import summarize
+
+    programs = [_program("p", "p#0", "passed", 0.9, hidden="infra_error"),  # the critic's first pick: left out
+                _program("p", "p#1", "infra_error", 0.3, hidden="passed"),  # kept by the filter
+                _program("p", "p#2", "passed", 0.5, hidden="failed"),
+                _program("p", "p#3", "failed", 0.8, hidden="passed")]
+    # k = 3 (p#1, p#2, p#3). filter+critic: p#2 (0.5) then p#1 (0.3), then p#3: 1@k = 0, 2@k = 1.
+    assert problem_scores(programs, [1, 2], "filter+critic") == {"1@k": 0.0, "2@k": 1.0, "pass@k": 1.0}
+    # filter: one of p#1, p#2 at random: 1/2. random: 2 right of 3: 2/3.
+    assert problem_scores(programs, [1], "filter")["1@k"] == pytest.approx(0.5)
+    assert problem_scores(programs, [1], "random")["1@k"] == pytest.approx(2 / 3)
+    results = [{"problem_id": "p", "sample_id": p["sample_id"], "outcome": p["outcome"], "passed_tests": 0,
+                "total_tests": 1, "example_outcome": p["example_outcome"], "critic_score": p["critic_pass_prob"]}
+               for p in programs]
+    s = summarize([_problem("p")], results, ks=[3], submissions=[1, 2])["per_problem"][0]
+    assert s["n@k"] == {"1@3": 0.0, "2@3": 1.0} and s["infra_errors"] == 1
+    # A problem whose programs all broke the sandbox on the hidden tests is unscored: out of the means.
+    broken = [_program("x", "x#0", "passed", 0.5, hidden="infra_error")]
+    m = strategy_metrics([_problem("p"), _problem("x")], programs + broken, [1], ["filter+critic"])["strategies"]
+    assert m["filter+critic"]["all"] == {"problems": 1, "unscored": 1, "1@k": 0.0, "pass@k": 1.0}

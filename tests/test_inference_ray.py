@@ -96,7 +96,8 @@ def test_critic_sample_on_converted_mbpp_end_to_end(ray_cluster, models, shared_
     subs = [json.loads(line) for line in (out / "submissions.jsonl").read_text().splitlines()]
     assert Counter(s["problem_id"] for s in subs) == {r["problem_id"]: 2 for r in rows}
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert metrics["budget"] == 3 and set(metrics["strategies"]["cs"]["all"]) == {"problems", "1@k", "2@k", "pass@k"}
+    assert metrics["budget"] == 3
+    assert set(metrics["strategies"]["cs"]["all"]) == {"problems", "unscored", "1@k", "2@k", "pass@k"}
     assert (out / "report" / "critic_sampling.png").stat().st_size > 1000
     # The same command again finds everything done; other settings on the same folder are refused.
     assert main(argv) == 0

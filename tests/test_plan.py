@@ -12,7 +12,8 @@ from coderl_ray.plan import GiB, PlanError, TrainShape, check_plan, make_plan, m
 from tests.conftest import ROOT
 
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "tests" / "configs" / "micro.yaml"]
-STAGES = ["sft", "rollout", "critic", "score", "rl", "rl/old_logprobs", "eval"]
+STAGES = ["data", "init", "eval", "sft", "rollout", "critic", "score", "rl", "rl/old_logprobs", "cs",
+          "cs/critic scorers"]
 
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
@@ -144,4 +145,6 @@ def test_peak_memory_counts_what_lives_at_once():
 def test_plan_of_a_missing_local_model_is_a_warning_not_a_guess(tmp_path):
     cfg = load_config(None, [f"model.name_or_path={Path(tmp_path) / 'nothing'}", "critic.backbone=actor"])
     plan = make_plan(cfg)
-    assert plan.stages == [] and plan.warnings and "memory not estimated" in plan.warnings[0]
+    # Only the data stage, which holds no model, is planned.
+    assert [s.stage for s in plan.stages] == ["data"]
+    assert plan.warnings and "memory not estimated" in plan.warnings[0]

@@ -1,15 +1,22 @@
 """Evaluation metrics as small pure functions over lists of dicts (no Ray, no torch).
 
 - :func:`pass_at_k`: the unbiased estimator of Chen et al. (2021).
-- :func:`n_at_k`: AlphaCode's / CodeRL's n@k — draw k samples, keep those that pass the example tests, submit the
-  best n (by critic score when there is one, else in random order); solved if a submission passes the hidden tests.
-  Computed exactly as an expectation over the random k-subsets of the n drawn samples, like pass@k.
+- :func:`n_at_k`: AlphaCode's / CodeRL's n@k — draw k samples, submit n of them, those that pass the example tests
+  first (by critic score when there is one, else in random order); solved if a submission passes the hidden tests.
+  Computed exactly as an expectation over the random k-subsets of the samples drawn, like pass@k. Evaluation
+  (:func:`summarize`) and critic sampling (:mod:`coderl_ray.inference.metrics`) both use it.
 - :func:`summarize`: every metric the papers report, per problem, per difficulty, per source and overall.
 
 Definitions used throughout (``n`` is the number of a problem's samples whose execution produced a verdict):
 
 - Results with outcome ``infra_error`` (the sandbox broke, not the program) are excluded from every metric and
   counted separately; a problem whose results are all infrastructure failures is listed as unscored.
+- **Infrastructure errors in n@k** (:func:`has_verdict`, :func:`passes_filter`): an ``infra_error`` on the *hidden*
+  tests removes the sample from the problem's samples (as if it had not been drawn: it is neither correct nor
+  wrong, and k counts only samples with a verdict); an ``infra_error`` on the *example* tests is no verdict, and a
+  sample without an example verdict (its problem has no example tests, or it was not run on them) passes the filter.
+- **Fewer than n samples pass the filter**: the remaining submissions go to the samples that do not pass it (ranked
+  or random as the rest), so n slots are never left empty (:func:`n_at_k`).
 - APPS *strict accuracy* of a problem: the fraction of its samples that pass every test; *test-case average*: the
   mean over its samples of passed / total tests (a compile error passes none). With one sample per problem these are
   exactly the numbers of APPS's ``test_one_solution.py``; with more they are their expectation for one random sample.
@@ -52,58 +59,89 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
+def has_verdict(outcome: str | None) -> bool:
+    """Whether a hidden-test outcome counts in the metrics: everything but ``infra_error`` (the sandbox failed, so
+    nothing is known about the program; such samples are left out and counted apart)."""
+    return outcome != Outcome.INFRA_ERROR.value
+
+
+def passes_filter(example_outcome: str | None) -> bool:
+    """The example-test filter of n@k: False only for a verdict other than passed. No verdict (the problem has no
+    example tests, the sample was not run on them, or the run was an ``infra_error``) passes.
+
+    >>> [passes_filter(o) for o in ("passed", "failed", "timeout", None, "infra_error")]
+    [True, False, False, True, True]
+    """
+    return example_outcome is None or example_outcome in (Outcome.PASSED.value, Outcome.INFRA_ERROR.value)
+
+
+def _first_m_all_wrong(correct: Sequence[bool], present: int, m: int, ranked: bool) -> float:
+    """P(the first ``m`` submitted of a uniform ``present``-subset of ``correct`` are all wrong).
+
+    Random order (``ranked`` False): they are a uniform m-subset, C(I, m) / C(L, m) with L entries, I wrong.
+    Ranked (``correct`` in submission order): sum over the rank q of the m-th present entry, which must be wrong with
+    m - 1 wrong present entries before it and the other present - m after it: C(I(q-1), m-1) C(L-q, present-m) /
+    C(L, present), I(j) = wrong among the first j."""
+    if m <= 0:
+        return 1.0
+    L, I = len(correct), sum(1 for c in correct if not c)
+    if not ranked:
+        return math.comb(I, m) / math.comb(L, m)
+    ways, wrong_before = 0, 0
+    for q, c in enumerate(correct, start=1):
+        if not c:
+            ways += math.comb(wrong_before, m - 1) * math.comb(L - q, present - m)
+            wrong_before += 1
+    return ways / math.comb(L, present)
+
+
 def n_at_k(correct: Sequence[bool], filtered: Sequence[bool], n: int, k: int,
            scores: Sequence[float] | None = None) -> float:
     """Expected n@k of one problem from its drawn samples (exact, no sampling).
 
-    ``correct[i]``: sample i passes the hidden tests; ``filtered[i]``: it passes the example tests (the filter);
-    ``scores[i]``: its ranking score (higher first; ties keep sample order), or ``None`` for a random order.
-    A uniformly random k-subset of the samples is "generated", its filtered samples are ranked and the first n are
-    submitted; the result is the probability that a submission is correct.
+    ``correct[i]``: sample i passes the hidden tests; ``filtered[i]``: it passes the example-test filter
+    (:func:`passes_filter`); ``scores[i]``: its ranking score (higher first; ties keep sample order), or ``None`` for
+    a random order. Only samples with a hidden-test verdict belong here (:func:`has_verdict`). A uniformly random
+    k-subset of the N samples is "generated"; its samples that pass the filter come first, then the others, each
+    group ranked by ``scores`` (or in random order); the first min(n, k) are submitted, and the result is the
+    probability that a submission is correct. With k = N (critic sampling: every generated program) there is no
+    randomness in which samples exist, only (without scores) in their order.
 
-    Without scores the n submissions are a uniform random subset of the filtered samples present, so with
-    N samples, F filtered and C filtered-and-correct, f ~ Hypergeometric(N, F, k) and
-    P(fail | f) = C(F - C, m) / C(F, m), m = min(n, f).
-    With scores, rank the F filtered samples; given f of them are present (a uniform f-subset), the run fails iff
-    the first m present are all incorrect: for f <= n that is C(F - C, f) / C(F, f); for f > n sum over the rank q
-    of the n-th present sample (incorrect): C(I(q-1), n-1) * C(F-q, f-n) / C(F, f), I(j) = incorrect among the
-    first j ranks.
+    Given f filtered samples present (f ~ Hypergeometric(N, F, k), the k - f others a uniform subset of the N - F),
+    the run fails iff the first min(n, f) filtered ones are all wrong and, when n > f, so are the first n - f of the
+    others: P(fail | f) = A(filtered, f, min(n, f)) * A(others, k - f, n - f), A as in :func:`_first_m_all_wrong`.
 
     >>> n_at_k([True, False], [True, True], n=1, k=2)  # two filtered samples, one right, one submitted at random
     0.5
     >>> n_at_k([True, False], [True, True], n=1, k=2, scores=[0.9, 0.1])  # the critic ranks the right one first
     1.0
+    >>> n_at_k([True, False, False], [False, True, False], n=2, k=3)  # the wrong filtered one, then 1 of 2 others
+    0.5
     """
     N = len(correct)
     if len(filtered) != N or (scores is not None and len(scores) != N):
         raise ValueError("correct, filtered and scores must have one entry per sample")
-    if not 1 <= n:
+    if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if k > N:
-        raise ValueError(f"{n}@{k} needs at least {k} samples, got {N}")
-    kept = [i for i in range(N) if filtered[i]]
-    F = len(kept)
-    C = sum(1 for i in kept if correct[i])
-    if C == 0:
+    if not 1 <= k <= N:
+        raise ValueError(f"{n}@{k} needs 1 <= k <= the {N} samples drawn")
+    if not any(correct):
         return 0.0
+    n = min(n, k)
+    order = list(range(N))
+    if scores is not None:
+        order.sort(key=lambda i: -scores[i])  # stable: ties keep sample order
+    kept = [bool(correct[i]) for i in order if filtered[i]]
+    others = [bool(correct[i]) for i in order if not filtered[i]]
+    ranked = scores is not None
+    F, U = len(kept), len(others)
     total = math.comb(N, k)
     fail = 0.0
-    if scores is not None:
-        kept.sort(key=lambda i: -scores[i])  # stable: ties keep sample order
-        incorrect_before = [0]
-        for i in kept:
-            incorrect_before.append(incorrect_before[-1] + (not correct[i]))
-    for f in range(max(0, k - (N - F)), min(k, F) + 1):
-        p_f = math.comb(F, f) * math.comb(N - F, k - f) / total
-        if p_f == 0.0:
-            continue
-        m = min(n, f)
-        if scores is None or f <= n:
-            p_fail = math.comb(F - C, m) / math.comb(F, m)
-        else:
-            ways = sum(math.comb(incorrect_before[q - 1], n - 1) * math.comb(F - q, f - n)
-                       for q in range(1, F + 1) if not correct[kept[q - 1]])
-            p_fail = ways / math.comb(F, f)
+    for f in range(max(0, k - U), min(k, F) + 1):
+        p_f = math.comb(F, f) * math.comb(U, k - f) / total
+        p_fail = _first_m_all_wrong(kept, f, min(n, f), ranked)
+        if n > f and p_fail:
+            p_fail *= _first_m_all_wrong(others, k - f, n - f, ranked)
         fail += p_f * p_fail
     return float(min(1.0, max(0.0, 1.0 - fail)))
 
@@ -144,11 +182,8 @@ def _index_results(results: Iterable[dict[str, Any]], what: str) -> dict[tuple[s
 def _example_verdict(sample: dict[str, Any], example: dict[str, Any] | None) -> bool | None:
     """True / False when the sample's run on example tests gave a verdict, None when it did not (no example tests,
     no example run, or an infrastructure failure): such samples are not filtered out."""
-    if example is not None:
-        outcome = example["outcome"]
-    else:
-        outcome = sample.get("example_outcome")
-    if outcome is None or outcome == Outcome.INFRA_ERROR.value:
+    outcome = example["outcome"] if example is not None else sample.get("example_outcome")
+    if outcome is None or not has_verdict(outcome):
         return None
     return outcome == Outcome.PASSED.value
 
@@ -170,7 +205,7 @@ def _problem_metrics(samples: list[dict[str, Any]], infra: int, ks: Sequence[int
     fractions = [s.get("passed_tests", 0) / s["total_tests"] for s in samples if s.get("total_tests", 0) > 0]
     out["test_case_average"] = float(np.mean(fractions)) if fractions else 0.0
     if verdicts is not None:
-        filtered = [v is not False for v in verdicts]
+        filtered = [v is not False for v in verdicts]  # = passes_filter of the example outcome
         scores = None
         if score_column and all(isinstance(s.get(score_column), (int, float)) and not isinstance(
                 s.get(score_column), bool) for s in samples):
@@ -267,7 +302,7 @@ def summarize(problems: Iterable[dict[str, Any]], results: Iterable[dict[str, An
         if pid not in by_id:
             raise ValueError(f"result for sample {r['sample_id']!r} names problem {pid!r}, which is not among the "
                              f"{len(by_id)} problems given")
-        if r["outcome"] == Outcome.INFRA_ERROR.value:
+        if not has_verdict(r["outcome"]):
             infra[pid] += 1
         else:
             per_problem_samples[pid].append(r)

@@ -1,91 +1,74 @@
 """n@k of critic sampling and of its baselines at equal budget, and what refining and repairing contributed (pure).
 
 Every strategy generates the same ``k`` programs per problem (the budget) and submits ``n`` of them; a problem is
-solved when a submission passes the hidden tests. All strategies fill their n submissions the same way - programs
-that pass the example tests first, then (when fewer than n pass) the others - and differ only in the order inside
-those two groups:
+solved when a submission passes the hidden tests. n@k is :func:`coderl_ray.eval.metrics.n_at_k`, the one definition
+evaluation uses too, with k = every program of the problem: the programs that pass the example-test filter
+(:func:`~coderl_ray.eval.metrics.passes_filter`: passed, or no verdict) come first, then the others, and the
+strategies differ only in the order inside those two groups:
 
-* ``random``: no filter, a random n of the k (its expectation is pass@n over the k programs);
-* ``filter``: passing the examples first, random order inside each group (exact expectation below);
-* ``filter+critic`` / ``cs``: passing the examples first, then the critic's "passed" probability
-  (:func:`coderl_ray.inference.procedure.rank_programs`), deterministic.
+* ``random``: no filter, a random n of the k (pass@n over the k programs);
+* ``filter``: the filter's programs first, random order inside each group;
+* ``filter+critic`` / ``cs``: the filter's programs first, each group by the critic's "passed" probability, then by
+  sample id (:func:`coderl_ray.inference.procedure.rank_programs`, the order ``submissions.jsonl`` lists).
 
 ``pass@k`` here is whether *any* of the k programs passes the hidden tests (the best a selection could do).
-A hidden-test infrastructure failure counts as not passing (and is counted).
+A hidden-test ``infra_error`` leaves the program out of its problem's programs (:func:`~coderl_ray.eval.metrics.
+has_verdict`: as if it had not been drawn; counted in the diagnostics); a problem left with no program is unscored:
+listed, and left out of the means, as in evaluation.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from coderl_ray.eval.metrics import NO_DIFFICULTY, pass_at_k
-from coderl_ray.inference.procedure import ORIGINS, PASSED, SAMPLE, has_example_tests, rank_programs
+from coderl_ray.eval.metrics import NO_DIFFICULTY, has_verdict, n_at_k, passes_filter
+from coderl_ray.inference.procedure import ORIGINS, PASSED, SAMPLE, has_example_tests
 
 PLAIN_STRATEGIES = ("random", "filter", "filter+critic")
 DIFFICULTY_ORDER = ("introductory", "interview", "competition")
-
-
-def filter_then_random(correct: Sequence[bool], kept: Sequence[bool], n: int) -> float:
-    """Expected share of solved: submit ``n`` programs, those ``kept`` by the filter first, random order inside
-    each group.
-
-    With N programs, F kept (Ck of them correct) and Cu correct among the N - F others: for F >= n a random n of the
-    kept fail with probability C(F - Ck, n) / C(F, n); for F < n all F are submitted and n - F random others, which
-    fail with probability [Ck = 0] * C(N - F - Cu, n - F) / C(N - F, n - F).
-
-    >>> filter_then_random([True, False, False], [False, True, True], 1)  # the kept two are wrong
-    0.0
-    >>> filter_then_random([True, False, False], [True, True, False], 1)  # one of the two kept is right: 1/2
-    0.5
-    """
-    N = len(correct)
-    n = min(n, N)
-    F = sum(kept)
-    ck = sum(c for c, k in zip(correct, kept) if k)
-    cu = sum(c for c, k in zip(correct, kept) if not k)
-    if F >= n:
-        fail = math.comb(F - ck, n) / math.comb(F, n)
-    else:
-        fail = 0.0 if ck else math.comb(N - F - cu, n - F) / math.comb(N - F, n - F)
-    return 1.0 - fail
 
 
 def _correct(p: dict[str, Any]) -> bool:
     return p.get("outcome") == PASSED
 
 
-def _kept(p: dict[str, Any]) -> bool:
-    return p.get("example_outcome") in (PASSED, None, "infra_error")
-
-
-def problem_scores(programs: Sequence[dict[str, Any]], submissions: Sequence[int], strategy: str) -> dict[str, float]:
-    """``{"<n>@k": ..., "pass@k": ...}`` of one problem's programs (with their hidden ``outcome``)."""
-    correct = [_correct(p) for p in programs]
-    out: dict[str, float] = {}
-    for n in submissions:
-        if strategy == "random":
-            value = pass_at_k(len(programs), sum(correct), min(n, len(programs))) if programs else 0.0
-        elif strategy == "filter":
-            value = filter_then_random(correct, [_kept(p) for p in programs], n) if programs else 0.0
-        else:
-            value = float(any(_correct(p) for p in rank_programs(programs)[:n]))
-        out[f"{n}@k"] = value
+def problem_scores(programs: Sequence[dict[str, Any]], submissions: Sequence[int],
+                   strategy: str) -> dict[str, float] | None:
+    """``{"<n>@k": ..., "pass@k": ...}`` of one problem's programs (with their hidden ``outcome``), or None when no
+    program has a hidden-test verdict (unscored)."""
+    scored = sorted((p for p in programs if has_verdict(p.get("outcome"))), key=lambda p: p["sample_id"])
+    if not scored:
+        return None
+    k = len(scored)
+    correct = [_correct(p) for p in scored]
+    if strategy == "random":
+        kept, scores = [True] * k, None
+    elif strategy == "filter":
+        kept, scores = [passes_filter(p.get("example_outcome")) for p in scored], None
+    else:
+        kept = [passes_filter(p.get("example_outcome")) for p in scored]
+        scores = [float(p["critic_pass_prob"]) for p in scored]
+    out = {f"{n}@k": n_at_k(correct, kept, n, k, scores) for n in submissions}
     out["pass@k"] = float(any(correct))
     return out
 
 
 def _mean_groups(per_problem: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, float]]:
+    """Means over each group's scored problems; ``problems`` counts those, ``unscored`` the others."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for p in per_problem:
         groups["all"].append(p)
         groups[p["difficulty"]].append(p)
     order = ["all"] + [d for d in DIFFICULTY_ORDER if d in groups] + sorted(
         d for d in groups if d not in DIFFICULTY_ORDER and d != "all")
-    return {g: {"problems": len(groups[g]),
-                **{k: sum(p[k] for p in groups[g]) / len(groups[g]) for k in keys}} for g in order}
+    out = {}
+    for g in order:
+        scored = [p for p in groups[g] if p["scored"]]
+        out[g] = {"problems": len(scored), "unscored": len(groups[g]) - len(scored),
+                  **{k: sum(p[k] for p in scored) / len(scored) if scored else None for k in keys}}
+    return out
 
 
 def strategy_metrics(problems: Sequence[dict[str, Any]], programs: Sequence[dict[str, Any]],
@@ -102,7 +85,8 @@ def strategy_metrics(problems: Sequence[dict[str, Any]], programs: Sequence[dict
         for problem in problems:
             pid = problem["problem_id"]
             scores = problem_scores(by_problem.get(pid, []), submissions, strategy)
-            rows.append({"problem_id": pid, "difficulty": problem.get("difficulty") or NO_DIFFICULTY, **scores})
+            rows.append({"problem_id": pid, "difficulty": problem.get("difficulty") or NO_DIFFICULTY,
+                         "scored": scores is not None, **(scores or {})})
             per_problem_all.setdefault(pid, {"problem_id": pid, "difficulty": rows[-1]["difficulty"],
                                              "programs": len(by_problem.get(pid, []))})[strategy] = scores
         out[strategy] = _mean_groups(rows, keys)

@@ -12,8 +12,8 @@ Per problem, within a budget of generated programs (CodeRL Sec. 3.3, DESIGN.md s
      rates best are rewritten by the repair model from the problem, the program and its example-test error;
    * **sample** plainly otherwise, and always for a problem without example tests (critic ranking alone decides);
 
-3. :func:`rank_programs` orders the problem's programs for submission: passing the examples first, then by the
-   critic's "passed" probability, then by sample id (deterministic ties).
+3. :func:`rank_programs` orders the problem's programs for submission: passing the examples (or without a verdict
+   on them) first, then by the critic's "passed" probability, then by sample id (deterministic ties).
 
 Programs are dicts with the fields of a pass's Parquet rows (``problem_id``, ``sample_id``, ``cs_pass``, ``origin``,
 ``token_ids``, ``code``, ``example_outcome``, ``example_error``, ``critic_pass_prob``, ``seed_len``, ``seed_value``).
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from coderl_ray.data.prompts import build_prompt, build_repair_prompt
+from coderl_ray.eval.metrics import passes_filter
 
 SAMPLE, REFINE, REPAIR = "sample", "refine", "repair"
 ORIGINS = (SAMPLE, REFINE, REPAIR)
@@ -124,7 +125,7 @@ def repair_candidates(programs: Sequence[dict[str, Any]], m: int) -> list[dict[s
     """The ``m`` failed programs (a verdict on the examples other than passed) the critic rates best, distinct by
     code; ties by sample id."""
     seen, out = set(), []
-    failed = [p for p in programs if p.get("example_outcome") not in (None, PASSED, "infra_error")]
+    failed = [p for p in programs if not passes_filter(p.get("example_outcome"))]
     for p in sorted(failed, key=lambda p: (-float(p["critic_pass_prob"]), p["sample_id"])):
         if p["code"] not in seen:
             seen.add(p["code"])
@@ -203,8 +204,8 @@ def plan_pass(problems: Sequence[dict[str, Any]], programs: Sequence[dict[str, A
 
 def pack_units(requests: Sequence[Request], max_programs: int) -> list[list[Request]]:
     """Requests grouped into generation units of at most ``max_programs`` programs (a request larger than that is a
-    unit of its own), one model per unit, in order. A unit is one seeded generate() call: fixing the units here,
-    not in Ray Data's batching, keeps a pass reproducible on any cluster."""
+    unit of its own), one model per unit, in order: the work a generator takes at a time. Units do not decide the
+    programs (every row is keyed: :func:`coderl_ray.inference.continuation.cs_sample_key`)."""
     units: list[list[Request]] = []
     for model in ("actor", "repair"):
         current, size = [], 0
@@ -224,13 +225,9 @@ def pack_units(requests: Sequence[Request], max_programs: int) -> list[list[Requ
 # --- submission ------------------------------------------------------------------------------------------------
 
 
-def _verdict_rank(outcome: str | None) -> int:
-    # A program without a verdict on the examples (the problem has none, or the sandbox broke) is not filtered out.
-    return 0 if outcome == PASSED else 1 if outcome in (None, "infra_error") else 2
-
-
 def rank_programs(programs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Submission order: programs that pass the example tests first, then by the critic's "passed" probability,
-    then by sample id."""
-    return sorted(programs, key=lambda p: (_verdict_rank(p.get("example_outcome")), -float(p["critic_pass_prob"]),
-                                           p["sample_id"]))
+    """Submission order: programs that pass the example-test filter first (passed, or no verdict:
+    :func:`coderl_ray.eval.metrics.passes_filter`), each group by the critic's "passed" probability, then by
+    sample id. n@k (:mod:`coderl_ray.inference.metrics`) scores exactly this order."""
+    return sorted(programs, key=lambda p: (not passes_filter(p.get("example_outcome")),
+                                           -float(p["critic_pass_prob"]), p["sample_id"]))

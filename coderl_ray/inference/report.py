@@ -59,7 +59,7 @@ def plot(metrics: dict[str, Any], path: Path) -> None:
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
         ax.bar([j + i * width for j in range(len(names))],
-               [100 * metrics["strategies"][s]["all"][key] for s in names], width, label=key)
+               [100 * (metrics["strategies"][s]["all"][key] or 0) for s in names], width, label=key)
     ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(names))],
                   [LABELS.get(s, s) for s in names], fontsize="small")
     ax.set_ylabel("% of problems")

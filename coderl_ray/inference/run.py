@@ -41,8 +41,10 @@ def run_settings(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pat
     c = cfg.cs
     return {"budget": c.budget, "passes": c.passes, "first_samples": c.first_samples if c.passes > 1 else c.budget,
             "seeds_top_k": c.seeds_top_k, "repair_candidates": c.repair_candidates, "temperature": c.temperature,
-            "top_p": c.top_p, "max_new_tokens": cfg.rollout.max_new_tokens,
-            "max_source_tokens": cfg.model.max_source_tokens, "units_of": cfg.rollout.batch_size_per_worker,
+            "top_p": c.top_p, "top_k": cfg.rollout.top_k, "max_new_tokens": cfg.rollout.max_new_tokens,
+            "max_source_tokens": cfg.model.max_source_tokens,
+            # Programs are keyed per row (inference/continuation.cs_sample_key): units and chunks do not matter.
+            "sampler": "keyed rows",
             "seed": seed, "actor": str(Path(actor).resolve()), "critic": str(Path(critic).resolve()),
             "repair": str(Path(repair).resolve()) if repair else "", "problems": f"{len(problems)} ids, sha {ids}",
             "first_pass_from": str(Path(first_pass_from).resolve()) if first_pass_from else ""}
@@ -146,7 +148,8 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
 
 
 # What must agree for a plain run's programs to be this run's pass 0.
-_SHARED_SETTINGS = ("temperature", "top_p", "max_new_tokens", "max_source_tokens", "actor", "critic", "problems")
+_SHARED_SETTINGS = ("temperature", "top_p", "top_k", "sampler", "max_new_tokens", "max_source_tokens", "actor",
+                    "critic", "problems")
 
 
 def _check_plain_run(plain: Path, settings: dict[str, Any]) -> None:

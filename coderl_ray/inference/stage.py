@@ -6,6 +6,10 @@ A pass has no barrier inside: a unit's programs run on the examples while later 
 scored as their verdicts arrive. Resources are declared here, where the stages are wired: the generators take
 ``rollout.num_workers`` x ``rollout.cpus_per_worker`` / ``gpus_per_worker``, the sandbox pool ``sandbox.*``, the
 critic scorers ``cs.critic_num_workers`` x ``cs.critic_cpus_per_worker`` / ``critic_gpus_per_worker``.
+
+The generators are :class:`~coderl_ray.rollout.generator.ProgramGenerator` (the rollout's, sampling rows keyed by
+:func:`~coderl_ray.inference.continuation.cs_sample_key`) and the scorers :class:`~coderl_ray.rl.scoring.CriticScorer`
+(RL scoring's, under the training step's autocast), followed by :func:`sampling_columns`, a pure step.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import pyarrow as pa
 
 from coderl_ray.config import PipelineConfig
 from coderl_ray.data.parquet import read_parquet
-from coderl_ray.inference.continuation import GenerationSettings
+from coderl_ray.inference.continuation import cs_sampling_params
 from coderl_ray.inference.procedure import Request, best_prefix, has_example_tests, token_pass_probs
+from coderl_ray.rollout.generator import SamplingParams
 
 REQUEST_TYPE = pa.struct([
     ("problem_id", pa.string()), ("cs_pass", pa.int32()), ("first", pa.int32()), ("n", pa.int32()),
@@ -33,7 +38,6 @@ SAMPLE_SCHEMA = pa.schema([
 # What the scorer makes of the sandbox's result columns: the verdict on the *example* tests, under its own name.
 EXAMPLE_COLUMNS = {"outcome": "example_outcome", "passed_tests": "example_passed_tests",
                    "total_tests": "example_total_tests", "error": "example_error"}
-SCORE_FIELDS = (("critic_pass_prob", pa.float64()), ("seed_len", pa.int32()), ("seed_value", pa.float64()))
 
 
 def units_table(units: list[list[Request]]) -> pa.Table:
@@ -51,13 +55,13 @@ class GenerateUnits:
     of a pass's programs, and a pool of their own would hold its CPUs or GPU idle most of the pass.
     """
 
-    def __init__(self, actor_dir: str, repair_dir: str, settings: GenerationSettings, seed: int):
+    def __init__(self, actor_dir: str, repair_dir: str, params: SamplingParams, seed: int):
         from coderl_ray.rollout.generator import ProgramGenerator
 
         self.generators = {"actor": ProgramGenerator(actor_dir, seed=seed)}
         if repair_dir:
             self.generators["repair"] = ProgramGenerator(repair_dir, seed=seed)
-        self.settings, self.seed = settings, seed
+        self.params, self.seed = params, seed
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from coderl_ray.inference.continuation import generate_unit
@@ -65,45 +69,45 @@ class GenerateUnits:
         rows = []
         for unit in batch.to_pylist():
             rows += generate_unit(self.generators[unit["model"]], self.generators["actor"].tokenizer, unit,
-                                  self.settings, self.seed)
+                                  self.params, self.seed)
         return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
+def sampling_columns(table: pa.Table, with_examples: frozenset[str], n_classes: int) -> pa.Table:
+    """Critic sampling's columns from a table scored by :class:`~coderl_ray.rl.scoring.CriticScorer` (pure).
+
+    The sandbox's verdict moves to ``example_*`` names (None for a problem without example tests, which ran
+    nothing); the program's seed (``seed_len``, ``seed_value``: its best prefix, from the token-level "passed"
+    probabilities of ``critic_logits`` [T, ``n_classes``]) is added; ``critic_pass_prob`` stays; the token logits,
+    the predicted class and the sandbox's per-test detail are dropped."""
+    import numpy as np
+
+    has = [pid in with_examples for pid in table.column("problem_id").to_pylist()]
+    for old, new in EXAMPLE_COLUMNS.items():
+        type_ = table.schema.field(old).type
+        values = [v if h else None for v, h in zip(table.column(old).to_pylist(), has)]
+        table = table.set_column(table.column_names.index(old), pa.field(new, type_), pa.array(values, type=type_))
+    seeds = [best_prefix(token_pass_probs(np.asarray(flat, dtype=np.float32).reshape(-1, n_classes)))
+             for flat in table.column("critic_logits").to_pylist()]
+    drop = [c for c in ("test_results", "duration_s", "critic_logits", "critic_pred") if c in table.column_names]
+    table = table.drop_columns(drop)
+    table = table.append_column(pa.field("seed_len", pa.int32()), pa.array([n for n, _ in seeds], type=pa.int32()))
+    return table.append_column(pa.field("seed_value", pa.float64()),
+                               pa.array([v if n else None for n, v in seeds], type=pa.float64()))
+
+
 class ScoreForSampling:
-    """``map_batches`` callable: the example-test verdict under ``example_*`` names (none for a problem without
-    example tests), the critic's "passed" probability of each program, and the program's seed (its best prefix)."""
+    """``map_batches`` callable: RL scoring's :class:`~coderl_ray.rl.scoring.CriticScorer` (same critic loading,
+    same autocast), then :func:`sampling_columns`."""
 
-    def __init__(self, critic_dir: str, with_examples: frozenset[str]):
-        from transformers.utils import logging as hf_logging
+    def __init__(self, critic_dir: str, with_examples: frozenset[str], precision: str = "fp32"):
+        from coderl_ray.rl.scoring import CriticScorer
 
-        from coderl_ray.models.critic import load_critic
-        from coderl_ray.models.device import inference_device
-        from coderl_ray.models.tokenizer import load_tokenizer
-
-        hf_logging.disable_progress_bar()
-        self.device = inference_device()
-        self.critic = load_critic(critic_dir).to(self.device).eval()
-        self.pad_id = load_tokenizer(critic_dir).pad_token_id
+        self.scorer = CriticScorer.load(critic_dir, precision)
         self.with_examples = with_examples
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from coderl_ray.models.critic import score_programs
-
-        rows = batch.to_pylist()
-        scores = score_programs(self.critic, rows, self.pad_id, self.device)
-        table = batch.drop_columns([c for c in ("test_results", "duration_s") if c in batch.column_names])
-        has = [r["problem_id"] in self.with_examples for r in rows]
-        for old, new in EXAMPLE_COLUMNS.items():
-            values = [v if h else None for v, h in zip(table.column(old).to_pylist(), has)]
-            i = table.column_names.index(old)
-            table = table.set_column(i, pa.field(new, table.schema.field(old).type), pa.array(
-                values, type=table.schema.field(old).type))
-        seeds = [best_prefix(token_pass_probs(s.token_logits)) for s in scores]
-        values = {"critic_pass_prob": [s.pass_prob for s in scores], "seed_len": [n for n, _ in seeds],
-                  "seed_value": [v if n else None for n, v in seeds]}
-        for name, type_ in SCORE_FIELDS:
-            table = table.append_column(pa.field(name, type_), pa.array(values[name], type=type_))
-        return table
+        return sampling_columns(self.scorer(batch), self.with_examples, self.scorer.n_classes)
 
 
 def pass_dataset(cfg: PipelineConfig, units: list[list[Request]], problems: list[dict[str, Any]], actor_dir: str,
@@ -111,15 +115,12 @@ def pass_dataset(cfg: PipelineConfig, units: list[list[Request]], problems: list
     """The lazy Dataset of one pass: every unit's programs, run on the examples and scored."""
     import ray
 
-    settings = GenerationSettings(temperature=cfg.cs.temperature, top_p=cfg.cs.top_p,
-                                  max_new_tokens=cfg.rollout.max_new_tokens,
-                                  max_source_tokens=cfg.model.max_source_tokens,
-                                  max_rows=cfg.rollout.batch_size_per_worker)
+    params = cs_sampling_params(cfg)
     table = units_table(units)
     # One block per unit, so the generators share a pass's units between them.
     ds = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
     samples = ds.map_batches(
-        GenerateUnits, fn_constructor_args=(str(actor_dir), str(repair_dir or ""), settings, seed),
+        GenerateUnits, fn_constructor_args=(str(actor_dir), str(repair_dir or ""), params, seed),
         batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_workers),
         num_cpus=cfg.rollout.cpus_per_worker, num_gpus=cfg.rollout.gpus_per_worker)
     return examine(cfg, samples, problems, critic_dir)
@@ -134,7 +135,8 @@ def examine(cfg: PipelineConfig, samples, problems: list[dict[str, Any]], critic
     executed = execute_samples(samples, problems, cfg.sandbox, example_tests=True)
     with_examples = frozenset(p["problem_id"] for p in problems if has_example_tests(p))
     return executed.map_batches(
-        ScoreForSampling, fn_constructor_args=(str(critic_dir), with_examples), batch_size=cfg.cs.critic_batch_size,
+        ScoreForSampling, fn_constructor_args=(str(critic_dir), with_examples, cfg.train.precision),
+        batch_size=cfg.cs.critic_batch_size,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.cs.critic_num_workers),
         num_cpus=cfg.cs.critic_cpus_per_worker, num_gpus=cfg.cs.critic_gpus_per_worker)
 

@@ -1,41 +1,138 @@
-"""Critic scoring on Ray Data: token-level critic logits for every sample (a pool of critic actors)."""
+"""Critic scoring and old log-probabilities: pure cores (:class:`CriticScorer`, :class:`LogprobScorer`: a model,
+its pad id, a device and a precision; table in, table out; no Ray) and their Ray Data wrappers (:class:`ScoreBatch`,
+:class:`OldLogprobBatch`, pools of actors).
+
+Both cores compute what the training step computes: fp32 weights under the training step's autocast (``precision``,
+the run's ``train.precision``: bf16 on GPU, nothing on CPU). RL scoring, critic sampling's scorer
+(:class:`coderl_ray.inference.stage.ScoreForSampling`) and anything that records behaviour log-probabilities call
+these, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pyarrow as pa
 
+SCORE_COLUMNS = (("critic_logits", pa.list_(pa.float32())), ("critic_pred", pa.int32()),
+                 ("critic_pass_prob", pa.float64()))
 
-class ScoreBatch:
-    """``map_batches`` callable: adds ``critic_logits`` (flattened [T, C]), ``critic_pred`` and ``critic_pass_prob``.
 
-    The critic runs as it trained: fp32 weights, and the training step's autocast (``precision``) on GPU."""
+class CriticScorer:
+    """Scores programs with a critic: ``critic_logits`` (the token logits [T, C], flattened row-major),
+    ``critic_pred`` (the pooled prediction) and ``critic_pass_prob`` (the pooled probability of "passed").
 
-    def __init__(self, critic_dir: str, precision: str = "fp32"):
+    ``critic``: a :class:`~coderl_ray.models.critic.CodeCritic` in eval mode on ``device`` (fp32 weights, as it
+    trained); ``precision``: ``train.precision`` (``fp32`` / ``bf16``; bf16 autocasts on GPU only)."""
+
+    def __init__(self, critic, pad_id: int, device, precision: str = "fp32"):
+        import torch
+
+        from coderl_ray.models.device import autocast
+
+        self.device = torch.device(device)
+        autocast(self.device, precision)  # checks the name before any work
+        self.critic, self.pad_id, self.precision = critic, pad_id, precision
+
+    @classmethod
+    def load(cls, critic_dir: str, precision: str = "fp32", device=None) -> CriticScorer:
+        """The critic saved in ``critic_dir`` on ``device`` (default: what Ray assigned this process)."""
         from transformers.utils import logging as hf_logging
 
         from coderl_ray.models.critic import load_critic
-        from coderl_ray.models.device import autocast, inference_device
+        from coderl_ray.models.device import inference_device
         from coderl_ray.models.tokenizer import load_tokenizer
 
         hf_logging.disable_progress_bar()
-        self.device = inference_device()
-        autocast(self.device, precision)  # checks the name before any work
-        self.precision = precision
-        self.critic = load_critic(critic_dir).to(self.device).eval()
-        self.pad_id = load_tokenizer(critic_dir).pad_token_id
+        device = device or inference_device()
+        return cls(load_critic(critic_dir).to(device).eval(), load_tokenizer(critic_dir).pad_token_id, device,
+                   precision)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    @property
+    def n_classes(self) -> int:
+        return self.critic.n_classes
+
+    def score(self, rows: Sequence[dict[str, Any]]):
+        """:class:`~coderl_ray.models.critic.ProgramScore` of each row (``prompt_ids``, ``token_ids``)."""
         from coderl_ray.models.critic import score_programs
         from coderl_ray.models.device import autocast
 
         with autocast(self.device, self.precision):
-            scores = score_programs(self.critic, batch.to_pylist(), self.pad_id, self.device)
-        table = batch
-        table = table.append_column("critic_logits", pa.array([s.token_logits.reshape(-1) for s in scores],
-                                                              type=pa.list_(pa.float32())))
-        table = table.append_column("critic_pred", pa.array([s.pred for s in scores], type=pa.int32()))
-        table = table.append_column("critic_pass_prob", pa.array([s.pass_prob for s in scores], type=pa.float64()))
+            return score_programs(self.critic, rows, self.pad_id, self.device)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        """``table`` plus the :data:`SCORE_COLUMNS`."""
+        scores = self.score(table.to_pylist())
+        values = {"critic_logits": [s.token_logits.reshape(-1) for s in scores],
+                  "critic_pred": [s.pred for s in scores], "critic_pass_prob": [s.pass_prob for s in scores]}
+        for name, type_ in SCORE_COLUMNS:
+            table = table.append_column(pa.field(name, type_), pa.array(values[name], type=type_))
         return table
+
+
+class LogprobScorer:
+    """log p of every program token under an actor, as the RL step computes it before its first update: the
+    reference point of the trust region (``old_logprobs``), or behaviour log-probabilities recorded at generation.
+
+    ``actor``: fp32 weights in eval mode on ``device``; ``temperature``: the step's (``rollout.temperature`` with
+    ``rl.on_policy_logprobs``, else 1); ``precision``: ``train.precision``. A generator holding bf16 weights
+    (``models.device.inference_dtype`` on GPU) is *not* this: its log-probabilities differ from the step's by bf16
+    rounding of the weights, and p / p_old would start away from 1."""
+
+    def __init__(self, actor, pad_id: int, device, precision: str = "fp32", temperature: float = 1.0,
+                 column: str = "old_logprobs"):
+        import torch
+
+        from coderl_ray.models.device import autocast
+
+        self.device = torch.device(device)
+        autocast(self.device, precision)  # checks the name before any work
+        self.actor, self.pad_id, self.precision = actor, pad_id, precision
+        self.temperature, self.column = float(temperature), column
+
+    @classmethod
+    def load(cls, actor_dir: str, temperature: float, precision: str = "fp32", device=None,
+             column: str = "old_logprobs") -> LogprobScorer:
+        from transformers.utils import logging as hf_logging
+
+        from coderl_ray.models.actor import load_actor
+        from coderl_ray.models.device import inference_device
+        from coderl_ray.models.tokenizer import load_tokenizer
+
+        hf_logging.disable_progress_bar()
+        device = device or inference_device()
+        return cls(load_actor(actor_dir).to(device).eval(), load_tokenizer(actor_dir).pad_token_id, device,
+                   precision, temperature, column)
+
+    def logprobs(self, rows: Sequence[dict[str, Any]]) -> list:
+        """One float32 array per row (``prompt_ids``, ``token_ids``): log p of each program token."""
+        import torch
+
+        from coderl_ray.models.batching import program_batch, token_logprobs
+        from coderl_ray.models.device import autocast
+
+        with torch.no_grad(), autocast(self.device, self.precision):
+            b = program_batch(rows, self.pad_id, self.device)
+            logp = token_logprobs(self.actor, b, self.temperature).float().cpu().numpy()
+        lengths = b["program_mask"].sum(-1).tolist()
+        return [logp[i, :n] for i, n in enumerate(lengths)]
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        """``table`` plus ``column`` (list<float32>, one value per program token)."""
+        values = self.logprobs(table.to_pylist())
+        return table.append_column(self.column, pa.array(values, type=pa.list_(pa.float32())))
+
+
+class ScoreBatch:
+    """``map_batches`` callable around :class:`CriticScorer`: adds ``critic_logits``, ``critic_pred`` and
+    ``critic_pass_prob``."""
+
+    def __init__(self, critic_dir: str, precision: str = "fp32"):
+        self.scorer = CriticScorer.load(critic_dir, precision)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.scorer(batch)
 
 
 def score_samples(ds, critic_dir: str, batch_size: int = 64, num_workers: int = 1, num_cpus: float = 1.0,
@@ -113,41 +210,17 @@ def critic_quality(rows: list[dict], n_classes: int) -> dict | None:
 
 
 class OldLogprobBatch:
-    """``map_batches`` callable: adds ``old_logprobs`` (one float per program token), the log-probabilities of
-    the policy an RL run starts from: the reference point of its trust region (``rl.clip_ratio``).
-
-    They must be what the RL step computes before its first update, or the ratio p / p_old starts away from 1 and
-    the trust region clips from step one: so the same fp32 weights, the same function (``token_logprobs``) and the
-    same autocast (``precision``, the run's ``train.precision``; bf16 on GPU, fp32 on CPU)."""
+    """``map_batches`` callable around :class:`LogprobScorer`: adds ``old_logprobs`` (one float per program
+    token), the log-probabilities of the policy an RL run starts from: the reference point of its trust region
+    (``rl.clip_ratio``). They must be what the RL step computes before its first update, or the ratio p / p_old
+    starts away from 1 and the trust region clips from step one: hence the same fp32 weights, the same function
+    (``token_logprobs``) and the same autocast (``precision``)."""
 
     def __init__(self, actor_dir: str, temperature: float, precision: str = "fp32"):
-        from transformers.utils import logging as hf_logging
-
-        from coderl_ray.models.actor import load_actor
-        from coderl_ray.models.device import autocast, inference_device
-        from coderl_ray.models.tokenizer import load_tokenizer
-
-        hf_logging.disable_progress_bar()
-        self.device = inference_device()
-        autocast(self.device, precision)  # checks the name before any work
-        self.precision = precision
-        self.actor = load_actor(actor_dir).to(self.device).eval()
-        self.pad_id = load_tokenizer(actor_dir).pad_token_id
-        self.temperature = temperature
+        self.scorer = LogprobScorer.load(actor_dir, temperature, precision)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import torch
-
-        from coderl_ray.models.batching import program_batch, token_logprobs
-        from coderl_ray.models.device import autocast
-
-        rows = batch.to_pylist()
-        with torch.no_grad(), autocast(self.device, self.precision):
-            b = program_batch(rows, self.pad_id, self.device)
-            logp = token_logprobs(self.actor, b, self.temperature).float().cpu().numpy()
-        lengths = b["program_mask"].sum(-1).tolist()
-        values = [logp[i, :n] for i, n in enumerate(lengths)]
-        return batch.append_column("old_logprobs", pa.array(values, type=pa.list_(pa.float32())))
+        return self.scorer(batch)
 
 
 def add_old_logprobs(ds, actor_dir: str, temperature: float, batch_size: int = 64, num_workers: int = 1,

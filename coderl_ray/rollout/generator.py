@@ -13,11 +13,20 @@ Memory and reproducibility: a batch's ``prompts x num_samples`` rows are decoded
 (200 samples x 16 prompts of CodeT5-large would need ~360 GB). Every sampled row draws its randomness from a key of
 (seed, round, problem id, sample index) (:func:`sample_key`, keyed sampling in :mod:`coderl_ray.models.decoding`),
 so a program does not depend on the chunking, on which problems share its batch, or on the decoder.
+
+The same generator serves critic sampling (:meth:`ProgramGenerator.generate_rows`): explicit rows of (source ids,
+prefix ids, row key), where the prefix is a seed of program tokens to continue from (refining). A seq2seq model
+takes the prefix as its decoder input (``[decoder_start] + prefix``, left-padded and masked: exact for T5's relative
+positions, tested; a decoder with absolute positions, e.g. BART, is called with one prefix length per call); a
+causal model reads prompt + prefix as one left-padded prompt. The static decoder has no decoder-prefix input, so
+seq2seq rows *with* a prefix are decoded with ``model.generate`` (``hf``) whatever ``decoder`` says; keyed sampling
+makes that the same program either decoder would draw (up to float rounding). Plain rows keep the configured decoder.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,9 @@ import torch
 
 from coderl_ray.data.prompts import build_prompt
 from coderl_ray.models.batching import encode_prompt
+
+# Decoders whose positions are relative, so left-padding their inputs leaves every real token's view unchanged.
+RELATIVE_POSITION_DECODERS = frozenset({"t5", "mt5", "umt5", "longt5"})
 
 
 @dataclass(frozen=True)
@@ -144,13 +156,10 @@ class ProgramGenerator:
         return self._static
 
     def _prompts(self, problems: list[dict[str, Any]], max_source_tokens: int) -> dict[str, torch.Tensor]:
-        ids = [encode_prompt(self.tokenizer, build_prompt(p), max_source_tokens) for p in problems]
-        s = max(len(x) for x in ids)
-        pad = self.tokenizer.pad_token_id
         # Left padding: a causal LM continues right after the prompt; harmless for an encoder.
-        input_ids = torch.tensor([[pad] * (s - len(x)) + x for x in ids], device=self.device)
-        mask = torch.tensor([[0] * (s - len(x)) + [1] * len(x) for x in ids], device=self.device)
-        return {"input_ids": input_ids, "attention_mask": mask}
+        ids, mask = self._left_pad([encode_prompt(self.tokenizer, build_prompt(p), max_source_tokens)
+                                    for p in problems])
+        return {"input_ids": ids, "attention_mask": mask}
 
     @torch.no_grad()
     def _generate(self, enc: dict[str, torch.Tensor], n: int, params: SamplingParams, greedy: bool,
@@ -170,18 +179,22 @@ class ProgramGenerator:
         return rows
 
     def _decode(self, enc: dict[str, torch.Tensor], n: int, params: SamplingParams, greedy: bool,
-                row_keys: torch.Tensor | None) -> list[list[int]]:
-        """One decoder call: all ``prompts x n`` rows at once."""
-        if params.decoder == "static":
+                row_keys: torch.Tensor | None, max_new_tokens: int | None = None) -> list[list[int]]:
+        """One decoder call: all ``prompts x n`` rows at once; each row's new tokens, cut after its first EOS.
+
+        ``enc`` holds ``input_ids``/``attention_mask`` (left-padded prompts) and, for seq2seq rows that continue a
+        prefix, ``decoder_input_ids``/``decoder_attention_mask``; those always go through ``model.generate``."""
+        max_new = params.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if params.decoder == "static" and "decoder_input_ids" not in enc:
             return self._static_decoder(params).generate(
-                enc["input_ids"], enc["attention_mask"], num_samples=n, max_new_tokens=params.max_new_tokens,
+                enc["input_ids"], enc["attention_mask"], num_samples=n, max_new_tokens=max_new,
                 temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, greedy=greedy,
                 eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id, row_keys=row_keys)
         from transformers import LogitsProcessorList
 
         from coderl_ray.models.decoding import KeyedSampler
 
-        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+        kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=self.tokenizer.eos_token_id, num_return_sequences=n)
         if greedy:
             kwargs.update(do_sample=False, num_beams=1)
@@ -192,19 +205,93 @@ class ProgramGenerator:
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         out = self.model.generate(**enc, **kwargs)
-        if not self.seq2seq:
-            out = out[:, enc["input_ids"].shape[1]:]
+        # What generate returns before the new tokens: the decoder's inputs (the start token, or start + prefix) for
+        # seq2seq, the prompt for a causal model.
+        if "decoder_input_ids" in enc:
+            width = enc["decoder_input_ids"].shape[1]
+        else:
+            width = 1 if self.seq2seq else enc["input_ids"].shape[1]
         rows = []
         eos = self.tokenizer.eos_token_id
-        for row in out.tolist():
-            if self.seq2seq:
-                row = row[1:]  # the decoder start token is an input, not a generated token
+        for row in out[:, width:].tolist():
             # Rows that finished early are padded after their EOS; rows that did not finish are not padded, so
             # a pad id before any EOS was generated by the model and is kept (the RL loss must score it).
             if eos in row:
                 row = row[: row.index(eos) + 1]
             rows.append(row)
         return rows
+
+    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        pad, width = self.tokenizer.pad_token_id, max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], dtype=torch.long, device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long,
+                            device=self.device)
+        return ids, mask
+
+    def row_inputs(self, sources: list[list[int]], prefixes: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Decoder inputs of (source, prefix) rows: seq2seq reads the source and starts its decoder from
+        ``[decoder_start] + prefix`` (only when some row has a prefix); causal reads ``source + prefix``."""
+        if not self.seq2seq:
+            ids, mask = self._left_pad([list(s) + list(p) for s, p in zip(sources, prefixes)])
+            return {"input_ids": ids, "attention_mask": mask}
+        ids, mask = self._left_pad(sources)
+        enc = {"input_ids": ids, "attention_mask": mask}
+        if any(len(p) for p in prefixes):
+            start = self.model.config.decoder_start_token_id
+            dec, dec_mask = self._left_pad([[start, *p] for p in prefixes])
+            enc.update(decoder_input_ids=dec, decoder_attention_mask=dec_mask)
+        return enc
+
+    def _row_groups(self, prefixes: list[list[int]]) -> list[list[int]]:
+        """Row indices grouped so that each group can share decoder calls.
+
+        Seq2seq rows without a prefix form a group of their own (they may use the static decoder); rows with one
+        share calls when the decoder's positions are relative, else (BART) one group per prefix length, since left
+        padding would shift an absolute-position decoder's prefix. A causal model's rows are one group."""
+        rows = range(len(prefixes))
+        if not self.seq2seq:
+            return [list(rows)]
+        groups = [[i for i in rows if not prefixes[i]]]
+        prefixed = [i for i in rows if prefixes[i]]
+        if getattr(self.model.config, "model_type", "") in RELATIVE_POSITION_DECODERS:
+            groups.append(prefixed)
+        else:
+            for length in sorted({len(prefixes[i]) for i in prefixed}):
+                groups.append([i for i in prefixed if len(prefixes[i]) == length])
+        return [g for g in groups if g]
+
+    @torch.no_grad()
+    def generate_rows(self, sources: Sequence[Sequence[int]], prefixes: Sequence[Sequence[int]],
+                      row_keys: Sequence[int], params: SamplingParams) -> list[list[int]]:
+        """Program token ids for explicit rows (source ids, prefix ids, row key), in row order: what critic sampling
+        generates (plain samples, refinements of a seed, repairs from a repair prompt).
+
+        Each row is sampled with ``params`` (temperature, top_p, top_k, max_new_tokens, decoder,
+        max_rows_per_generate; num_samples, greedy_baseline and max_source_tokens are not read: the sources come
+        tokenised) and keyed by its ``row_keys`` entry (an integer in [0, 2**63)), so its program does not depend
+        on the other rows or the chunking. A row's program is its prefix followed by what the model adds, cut after
+        the first EOS and to ``max_new_tokens`` tokens in all, prefix included (a prefix is never cut).
+        """
+        if not len(sources) == len(prefixes) == len(row_keys):
+            raise ValueError(f"generate_rows needs one prefix and one key per source: {len(sources)} sources, "
+                             f"{len(prefixes)} prefixes, {len(row_keys)} keys")
+        sources = [[int(t) for t in s] for s in sources]
+        prefixes = [[int(t) for t in p] for p in prefixes]
+        out: list[list[int] | None] = [None] * len(sources)
+        for group in self._row_groups(prefixes):
+            # The group's tensors are padded once, so every call of the group has the same widths (a row computes
+            # the same thing in any chunk).
+            enc = self.row_inputs([sources[i] for i in group], [prefixes[i] for i in group])
+            keys = torch.tensor([int(row_keys[i]) for i in group], dtype=torch.int64, device=self.device)
+            for c in plan_chunks(len(group), 1, params.max_rows_per_generate):
+                part = slice(c.first_prompt, c.first_prompt + c.prompts)
+                idx = group[part]
+                room = params.max_new_tokens - min(len(prefixes[i]) for i in idx)
+                new = self._decode({k: v[part] for k, v in enc.items()}, 1, params, greedy=False,
+                                   row_keys=keys[part], max_new_tokens=max(room, 1))
+                for i, cont in zip(idx, new):
+                    out[i] = prefixes[i] + cont[: max(params.max_new_tokens - len(prefixes[i]), 0)]
+        return out  # type: ignore[return-value]
 
     def generate(self, problems: list[dict[str, Any]], params: SamplingParams, round_: int = 0,
                  policy_version: int = 0) -> list[dict[str, Any]]:
