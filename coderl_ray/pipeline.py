@@ -214,10 +214,14 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
                                                       storage, roles=roles))
     if cfg.cs.enabled and critic is not None:
         # The paper samples with a binary critic; the pipeline trained one above when critic.inference_classes is 2.
-        cs_critic = models / "critic_binary" if cfg.critic.inference_classes == 2 else critic
+        binary = cfg.critic.inference_classes == 2
+        cs_critic = models / "critic_binary" if binary else critic
         repair = models / "repair" if cfg.repair.enabled else None
-        log.run("cs", lambda: stages.critic_sampling(cfg, test, actor, cs_critic, repair, evals / "cs",
-                                                     f"round_{cfg.rl.rounds}"))
+        last = cfg.rl.rounds * (cfg.rl.steps_per_round if cfg.rl.loop == "online" else 1)
+        log.run("cs", lambda: stages.critic_sampling(
+            cfg, test, actor, cs_critic, repair, evals / "cs", f"round_{cfg.rl.rounds}", roles=roles,
+            actor_version=last, critic_name="critic_binary" if binary else "critic",
+            critic_version=0 if binary else (None if cfg.rl.loop == "online" else cfg.rl.rounds)))
 
 
 def _critic_backbone(cfg: PipelineConfig, models: Path) -> Path:

@@ -445,7 +445,9 @@ def compact_metrics(metrics: dict) -> dict:
 
 
 def critic_sampling(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, critic_dir: Path,
-                    repair_dir: Path | None, out: Path, phase: str) -> dict:
+                    repair_dir: Path | None, out: Path, phase: str, *, roles: Roles | None = None,
+                    actor_version: int | None = None, critic_name: str = "critic",
+                    critic_version: int | None = None) -> dict:
     """Critic sampling on the test split with the final actor, next to plain sampling at the same budget.
 
     ``out/plain`` (``cs.baseline``): the budget sampled plainly, then picked at random, filtered by the example
@@ -463,13 +465,15 @@ def critic_sampling(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: 
     check_inputs(test, "the test split", actor_dir, critic_dir, repair_dir, labels)
     seed = cfg.seed + 11
     strategies, runs, plain_dir = {}, {}, None
+    models = {"roles": roles, "actor_version": actor_version, "critic_name": critic_name,
+              "critic_version": critic_version}
     if cfg.cs.baseline or cfg.cs.passes == 1:
         plain_cfg = dataclasses.replace(cfg, cs=dataclasses.replace(cfg.cs, passes=1))
         plain_dir = out / "plain"
-        runs["plain"] = critic_sample(plain_cfg, test, actor_dir, critic_dir, None, plain_dir, seed)
+        runs["plain"] = critic_sample(plain_cfg, test, actor_dir, critic_dir, None, plain_dir, seed, **models)
         strategies.update(runs["plain"]["strategies"])
     if cfg.cs.passes > 1:
-        runs["cs"] = critic_sample(cfg, test, actor_dir, critic_dir, repair_dir, out / "cs", seed,
+        runs["cs"] = critic_sample(cfg, test, actor_dir, critic_dir, repair_dir, out / "cs", seed, **models,
                                    first_pass_from=plain_dir)
         strategies.update(runs["cs"]["strategies"])
     main = runs.get("cs") or runs["plain"]

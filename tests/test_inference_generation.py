@@ -136,7 +136,7 @@ def test_critic_sampling_samples_with_its_temperature_and_the_rollouts_top_k():
 
 
 def test_critic_sampling_scores_with_rl_scorings_core(generator, tmp_path):
-    """ScoreForSampling = CriticScorer (RL scoring's table -> table) + the pure sampling_columns step: the same
+    """Critic sampling's scorer = CriticScorer (RL scoring's table -> table) + the pure sampling_columns step: the same
     "passed" probability as score_programs, the seed from the token logits, the verdict under example_* names."""
     import pyarrow as pa
 

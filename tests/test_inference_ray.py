@@ -111,16 +111,17 @@ def test_critic_sample_on_converted_mbpp_end_to_end(ray_cluster, models, shared_
 def test_refining_and_repairing_start_from_the_state_on_disk(ray_cluster, models, tmp_path):
     """Pass 0 written by hand - reference programs (pass the examples) for two problems, a wrong one for two - then
     pass 1 planned from it: seeds from the critic's own token values for the first two, repairs for the others."""
-    import ray
+    import pyarrow as pa
 
     from coderl_ray.inference.procedure import best_prefix, token_pass_probs
     from coderl_ray.inference.run import critic_sample, pass_dir
-    from coderl_ray.inference.stage import examine
+    from coderl_ray.inference.stage import SAMPLE_SCHEMA, examine
+    from coderl_ray.roles.setup import Roles
+    from coderl_ray.roles.workers import ModelRef
     from coderl_ray.models.batching import encode_program, encode_prompt
     from coderl_ray.models.critic import load_critic, score_programs
     from coderl_ray.models.tokenizer import load_tokenizer
     from coderl_ray.data.prompts import build_prompt
-    from coderl_ray.rl.replay_buffer import write_parquet_atomic
 
     cfg = load_config(MICRO, ["cs.budget=4", "cs.passes=2", "cs.first_samples=2", "cs.submissions=[1]",
                               "cs.seeds_top_k=1", "rollout.max_new_tokens=96"])
@@ -135,7 +136,9 @@ def test_refining_and_repairing_start_from_the_state_on_disk(ray_cluster, models
                          "token_ids": encode_program(tok, code, 96),
                          "prompt_ids": encode_prompt(tok, build_prompt(p), 256)})
     out = tmp_path / "cs"
-    write_parquet_atomic(examine(cfg, ray.data.from_items(rows), problems, str(models["critic"])), pass_dir(out, 0))
+    with Roles(cfg, tmp_path / "st") as roles:
+        examine(cfg, roles, pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), problems,
+                ModelRef.of_folder("critic", models["critic"]), pass_dir(out, 0))
     state = {r["sample_id"]: r for r in pq.read_table(pass_dir(out, 0)).to_pylist()}
     verdicts = [state[r["sample_id"]]["example_outcome"] for r in rows]
     assert verdicts[:4] == ["passed"] * 4 and all(v in ("failed", "runtime_error") for v in verdicts[4:])

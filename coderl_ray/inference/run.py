@@ -90,7 +90,8 @@ def _check_pass(out: Path, cs_pass: int, problems: list[dict[str, Any]], n: int)
 
 def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Path, critic: Path,
                   repair: Path | None, out: Path, seed: int, first_pass_from: Path | None = None,
-                  log=print) -> dict[str, Any]:
+                  log=print, *, roles=None, actor_version: int | None = None, critic_name: str = "critic",
+                  critic_version: int | None = None) -> dict[str, Any]:
     """Run (or resume) critic sampling on ``problems``; returns the metrics the report holds.
 
     With ``cs.passes == 1`` this is plain sampling of the whole budget, and the metrics compare its selections
@@ -98,13 +99,26 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
     ``first_pass_from``: the output folder of a plain run (``cs.passes == 1``, same actor, critic, temperature and
     problems) whose first ``cs.first_samples`` programs per problem become this run's pass 0, instead of sampling
     them again: the same distribution, one pipeline less, and CS is compared with the baseline on shared programs.
-    Inputs are assumed checked (:func:`coderl_ray.inference.checks.check_inputs`).
+    Inputs are assumed checked (:func:`coderl_ray.inference.checks.check_inputs`). ``roles``: the run's roles (a
+    pipeline's; else roles of its own), with the actor and critic published as ``actor_version`` /
+    ``critic_name`` at ``critic_version`` (None: the folders themselves).
     """
-    from coderl_ray.inference.report import write_cs_report
-    from coderl_ray.inference.stage import judge_dataset, pass_dataset
-    from coderl_ray.rl.replay_buffer import write_parquet_atomic
+    from coderl_ray.roles.setup import roles_for
 
-    out = Path(out)
+    with roles_for(cfg, roles, Path(out) / "ray_train") as r:
+        return _critic_sample(cfg, problems, actor, critic, repair, Path(out), seed, first_pass_from, log, r,
+                              actor_version, critic_name, critic_version)
+
+
+def _critic_sample(cfg, problems, actor, critic, repair, out, seed, first_pass_from, log, roles, actor_version,
+                   critic_name, critic_version) -> dict[str, Any]:
+    from coderl_ray.inference.report import write_cs_report
+    from coderl_ray.inference.stage import judge, run_pass
+    from coderl_ray.roles.workers import ModelRef
+
+    actor_ref = ModelRef.of_folder("actor", actor, actor_version)
+    critic_ref = ModelRef.of_folder(critic_name, critic, critic_version)
+    repair_ref = ModelRef.of_folder("repair", repair) if repair else None
     _check_settings(out, run_settings(cfg, problems, actor, critic, repair, seed, first_pass_from))
     budgets = pass_budgets(cfg.cs.budget, cfg.cs.passes, cfg.cs.first_samples)
     wall: dict[str, float] = {}
@@ -124,7 +138,7 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
         requests = plan_pass(problems, programs, cs_pass, n, cfg.cs.seeds_top_k, cfg.cs.repair_candidates,
                              repair is not None)
         units = pack_units(requests, cfg.rollout.batch_size_per_worker)
-        write_parquet_atomic(pass_dataset(cfg, units, problems, str(actor), str(critic), repair, seed), dest)
+        run_pass(cfg, roles, units, problems, actor_ref, critic_ref, repair_ref, seed, dest)
         _check_pass(out, cs_pass, problems, n)
         wall[f"pass_{cs_pass}"] = round(time.perf_counter() - start, 2)
         kinds = {o: sum(r.n for r in requests if r.origin == o) for o in ("sample", "refine", "repair")}
@@ -133,8 +147,7 @@ def critic_sample(cfg: PipelineConfig, problems: list[dict[str, Any]], actor: Pa
     judged = out / "judged"
     if not judged.is_dir():
         start = time.perf_counter()
-        write_parquet_atomic(judge_dataset(cfg, [str(pass_dir(out, p)) for p in range(len(budgets))], problems),
-                             judged)
+        judge(cfg, roles, [pass_dir(out, p) for p in range(len(budgets))], problems, judged)
         wall["judge"] = round(time.perf_counter() - start, 2)
     programs = _join_hidden(read_passes(out, range(len(budgets))), judged)
     strategies = PLAIN_STRATEGIES if cfg.cs.passes == 1 else ("cs",)

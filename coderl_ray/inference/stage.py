@@ -1,11 +1,11 @@
-"""Critic sampling on Ray Data: one streaming pipeline per pass, and the hidden-test judgement of every program.
+"""Critic sampling on the run's roles: one stream per pass, and the hidden-test judgement of every program.
 
     units -> generator actor pool (actor + repair model) -> sandbox pool (example tests) -> critic scorer pool
 
 A pass has no barrier inside: a unit's programs run on the examples while later units are still generating, and are
-scored as their verdicts arrive. Resources are declared here, where the stages are wired: the generators take
-``rollout.num_workers`` x ``rollout.cpus_per_worker`` / ``gpus_per_worker``, the sandbox pool ``sandbox.*``, the
-critic scorers ``cs.critic_num_workers`` x ``cs.critic_cpus_per_worker`` / ``critic_gpus_per_worker``.
+scored as their verdicts arrive. The generators, sandbox executors and critic scorers are the run's persistent
+roles (:mod:`coderl_ray.roles`; their resources are declared in :mod:`coderl_ray.roles.setup`): the same ones that
+sampled, executed and scored the rounds.
 
 The generators are :class:`~coderl_ray.rollout.generator.ProgramGenerator` (the rollout's, sampling rows keyed by
 :func:`~coderl_ray.inference.continuation.cs_sample_key`) and the scorers :class:`~coderl_ray.rl.scoring.CriticScorer`
@@ -19,10 +19,8 @@ from typing import Any
 import pyarrow as pa
 
 from coderl_ray.config import PipelineConfig
-from coderl_ray.data.parquet import read_parquet
 from coderl_ray.inference.continuation import cs_sampling_params
 from coderl_ray.inference.procedure import Request, best_prefix, has_example_tests, token_pass_probs
-from coderl_ray.rollout.generator import SamplingParams
 
 REQUEST_TYPE = pa.struct([
     ("problem_id", pa.string()), ("cs_pass", pa.int32()), ("first", pa.int32()), ("n", pa.int32()),
@@ -48,31 +46,6 @@ def units_table(units: list[list[Request]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=UNIT_SCHEMA)
 
 
-class GenerateUnits:
-    """``map_batches`` callable: holds the actor (and the repair model, when given) and turns units into samples.
-
-    The repair model lives beside the actor in each generator rather than in a pool of its own: repairs are a minority
-    of a pass's programs, and a pool of their own would hold its CPUs or GPU idle most of the pass.
-    """
-
-    def __init__(self, actor_dir: str, repair_dir: str, params: SamplingParams, seed: int):
-        from coderl_ray.rollout.generator import ProgramGenerator
-
-        self.generators = {"actor": ProgramGenerator(actor_dir, seed=seed)}
-        if repair_dir:
-            self.generators["repair"] = ProgramGenerator(repair_dir, seed=seed)
-        self.params, self.seed = params, seed
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from coderl_ray.inference.continuation import generate_unit
-
-        rows = []
-        for unit in batch.to_pylist():
-            rows += generate_unit(self.generators[unit["model"]], self.generators["actor"].tokenizer, unit,
-                                  self.params, self.seed)
-        return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
-
-
 def sampling_columns(table: pa.Table, with_examples: frozenset[str], n_classes: int) -> pa.Table:
     """Critic sampling's columns from a table scored by :class:`~coderl_ray.rl.scoring.CriticScorer` (pure).
 
@@ -96,54 +69,73 @@ def sampling_columns(table: pa.Table, with_examples: frozenset[str], n_classes: 
                                pa.array([v if n else None for n, v in seeds], type=pa.float64()))
 
 
-class ScoreForSampling:
-    """``map_batches`` callable: RL scoring's :class:`~coderl_ray.rl.scoring.CriticScorer` (same critic loading,
-    same autocast), then :func:`sampling_columns`."""
+def _examine_hops(cfg: PipelineConfig, roles, problems: list[dict[str, Any]], critic) -> list:
+    """The sandbox executors on the example tests, then the critic scorers with critic sampling's columns."""
+    from coderl_ray.execution.stage import limits_from_config
+    from coderl_ray.roles.pool import Hop
 
-    def __init__(self, critic_dir: str, with_examples: frozenset[str], precision: str = "fp32"):
-        from coderl_ray.rl.scoring import CriticScorer
+    with_examples = frozenset(p["problem_id"] for p in problems if has_example_tests(p))
+    problem_set, problem_ref = roles.problems(problems)
+    limits = limits_from_config(cfg.sandbox, example_tests=True)
+    return [Hop(roles.executors, "execute", lambda item: (problem_set, problem_ref, limits),
+                rows=cfg.sandbox.batch_size),
+            Hop(roles.scorers, "score_for_sampling", lambda item: (critic, with_examples),
+                rows=cfg.cs.critic_batch_size)]
 
-        self.scorer = CriticScorer.load(critic_dir, precision)
-        self.with_examples = with_examples
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return sampling_columns(self.scorer(batch), self.with_examples, self.scorer.n_classes)
-
-
-def pass_dataset(cfg: PipelineConfig, units: list[list[Request]], problems: list[dict[str, Any]], actor_dir: str,
-                 critic_dir: str, repair_dir: str | None, seed: int):
-    """The lazy Dataset of one pass: every unit's programs, run on the examples and scored."""
-    import ray
+def run_pass(cfg: PipelineConfig, roles, units: list[list[Request]], problems: list[dict[str, Any]], actor,
+             critic, repair, seed: int, dest) -> None:
+    """One pass into ``dest``: every unit's programs (generators: ``actor``, and ``repair`` for repair units, both
+    :class:`~coderl_ray.roles.workers.ModelRef`), run on the example tests and scored by ``critic``; a part per
+    unit, so a killed pass resumes with the units it had not finished."""
+    from coderl_ray.data.parts import PartFolder
+    from coderl_ray.progress import stage_bar
+    from coderl_ray.roles.pool import Hop, Item, Stream
 
     params = cs_sampling_params(cfg)
     table = units_table(units)
-    # One block per unit, so the generators share a pass's units between them.
-    ds = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
-    samples = ds.map_batches(
-        GenerateUnits, fn_constructor_args=(str(actor_dir), str(repair_dir or ""), params, seed),
-        batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.rollout.num_workers),
-        num_cpus=cfg.rollout.cpus_per_worker, num_gpus=cfg.rollout.gpus_per_worker)
-    return examine(cfg, samples, problems, critic_dir)
+    parts = PartFolder(dest, {"units": table.to_pylist(), "actor": [actor.folder, actor.version],
+                              "critic": [critic.folder, critic.version], "seed": seed, "params": repr(params)})
+
+    def sink(item: Item, scored: pa.Table) -> None:
+        parts.write(item.key, scored)
+        bar.update(scored.num_rows)
+
+    stream = Stream([Hop(roles.generators, "generate_units", lambda item: (actor, repair, params, seed)),
+                     *_examine_hops(cfg, roles, problems, critic)], sink)
+    items = [Item(i, table.slice(i, 1)) for i in range(table.num_rows) if not parts.has(i)]
+    total = sum(r["n"] for u in table.column("requests").to_pylist() for r in u)
+    with stage_bar("critic sampling", total=total, unit="program") as bar:
+        stream.run(items)
+    parts.finish()
 
 
-def examine(cfg: PipelineConfig, samples, problems: list[dict[str, Any]], critic_dir: str):
-    """Samples (``SAMPLE_SCHEMA`` rows) -> the sandbox pool on the example tests -> the critic scorer pool (lazy)."""
-    import ray
+def examine(cfg: PipelineConfig, roles, samples: pa.Table, problems: list[dict[str, Any]], critic, dest) -> None:
+    """Programs already written (``SAMPLE_SCHEMA`` rows) through the example tests and the critic, into ``dest``
+    as a pass folder holds them."""
+    from coderl_ray.data.parts import PartFolder
+    from coderl_ray.roles.pool import Item, Stream
 
-    from coderl_ray.execution import execute_samples
-
-    executed = execute_samples(samples, problems, cfg.sandbox, example_tests=True)
-    with_examples = frozenset(p["problem_id"] for p in problems if has_example_tests(p))
-    return executed.map_batches(
-        ScoreForSampling, fn_constructor_args=(str(critic_dir), with_examples, cfg.train.precision),
-        batch_size=cfg.cs.critic_batch_size,
-        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.cs.critic_num_workers),
-        num_cpus=cfg.cs.critic_cpus_per_worker, num_gpus=cfg.cs.critic_gpus_per_worker)
+    parts = PartFolder(dest, {"programs": samples.column("sample_id").to_pylist(), "critic": critic.folder})
+    Stream(_examine_hops(cfg, roles, problems, critic), lambda item, table: parts.write(item.key, table)).run(
+        [Item(0, samples)])
+    parts.finish()
 
 
-def judge_dataset(cfg: PipelineConfig, pass_dirs: list[str], problems: list[dict[str, Any]]):
-    """Every program of every pass on the hidden tests (lazy): ids, code and the result columns."""
-    from coderl_ray.execution import execute_samples
+def judge(cfg: PipelineConfig, roles, pass_dirs: list, problems: list[dict[str, Any]], dest) -> None:
+    """Every program of every pass on the hidden tests, into ``dest``: ids, code and the result columns."""
+    import pyarrow.parquet as pq
 
-    programs = read_parquet(pass_dirs).select_columns(["problem_id", "sample_id", "code"])
-    return execute_samples(programs, problems, cfg.sandbox)
+    from coderl_ray.data.parts import PartFolder
+    from coderl_ray.execution.stage import limits_from_config
+    from coderl_ray.roles.pool import Hop, Item, Stream
+
+    programs = pa.concat_tables([pq.read_table(d, columns=["problem_id", "sample_id", "code"]) for d in pass_dirs])
+    problem_set, problem_ref = roles.problems(problems)
+    limits = limits_from_config(cfg.sandbox)
+    rows = cfg.sandbox.batch_size
+    parts = PartFolder(dest, {"passes": [str(d) for d in pass_dirs], "rows": programs.num_rows, "batch": rows})
+    items = [Item(i, programs.slice(s, rows)) for i, s in enumerate(range(0, programs.num_rows, rows))]
+    Stream([Hop(roles.executors, "execute", lambda item: (problem_set, problem_ref, limits))],
+           lambda item, table: parts.write(item.key, table)).run([it for it in items if not parts.has(it.key)])
+    parts.finish()

@@ -4,7 +4,7 @@ its pad id, a device and a precision; table in, table out; no Ray) and their Ray
 
 Both cores compute what the training step computes: fp32 weights under the training step's autocast (``precision``,
 the run's ``train.precision``: bf16 on GPU, nothing on CPU). RL scoring, critic sampling's scorer
-(:class:`coderl_ray.inference.stage.ScoreForSampling`) and anything that records behaviour log-probabilities call
+(critic sampling's scorers, :mod:`coderl_ray.roles.workers`) and anything that records behaviour log-probabilities call
 these, so they cannot drift apart.
 """
 

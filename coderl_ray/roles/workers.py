@@ -77,7 +77,8 @@ class _Models:
 
 
 def _module_of(core):
-    return getattr(core, "model", None) or getattr(core, "critic")
+    """The torch module a role's core holds: a generator's ``model``, a critic scorer's ``critic``."""
+    return core.model if hasattr(core, "model") else core.critic
 
 
 class GeneratorRole(Role):
@@ -108,6 +109,24 @@ class GeneratorRole(Role):
         return table
 
 
+    def generate_units(self, units: pa.Table, actor: ModelRef, repair: ModelRef | None, params, seed: int) -> pa.Table:
+        """Critic sampling's programs for a table of units (``inference.stage.UNIT_SCHEMA``): plain samples and
+        refinements from the actor, repairs from the repair model; ``prompt_ids`` always in the actor's tokenizer
+        (the critic rates the problem and the program, whoever wrote it)."""
+        from coderl_ray.inference.continuation import generate_unit
+        from coderl_ray.inference.stage import SAMPLE_SCHEMA
+
+        models = {"actor": self.models.get(actor)}
+        rows = []
+        for unit in units.to_pylist():
+            if unit["model"] not in models:
+                if unit["model"] != "repair" or repair is None:
+                    raise ValueError(f"a critic sampling unit asks for the {unit['model']!r} model, which this run "
+                                     "does not have")
+                models["repair"] = self.models.get(repair)
+            rows += generate_unit(models[unit["model"]], models["actor"].tokenizer, unit, params, seed)
+        return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+
     def logprobs(self, table: pa.Table, model: ModelRef, temperature: float = 1.0) -> pa.Array:
         """log p(w_t) of every row's program tokens (``prompt_ids``, ``token_ids``) under ``model``: what the
         weight-publication tests compare with the trainer's own."""
@@ -115,25 +134,23 @@ class GeneratorRole(Role):
 
 
 def behaviour_logprobs(generator, table: pa.Table, temperature: float, sampled_only: bool = True) -> pa.Array:
-    """log p(w_t) of each sampled program's tokens under the generator's model at ``temperature`` (one
-    teacher-forced forward pass: the same function as the RL step's, ``models.batching.token_logprobs``)."""
-    import torch
-
-    from coderl_ray.models.batching import program_batch, token_logprobs
+    """log p(w_t) of each sampled program's tokens under the generator's model at ``temperature``: one
+    teacher-forced pass of :class:`~coderl_ray.rl.scoring.LogprobScorer`, the function the RL step's trust region
+    uses (empty for the greedy baseline unless ``sampled_only`` is off). On GPU the generator's weights are bf16, so
+    these differ from the fp32-plus-autocast step's by bf16 rounding (the first step's ``logprob_shift`` shows by
+    how much)."""
+    from coderl_ray.rl.scoring import LogprobScorer
 
     rows = table.select(["prompt_ids", "token_ids"] + (["is_greedy"] if sampled_only else [])).to_pylist()
+    scorer = LogprobScorer(generator.model, generator.tokenizer.pad_token_id, generator.device,
+                           temperature=temperature)
     sampled = [i for i, r in enumerate(rows) if r["token_ids"] and not (sampled_only and r["is_greedy"])]
     values: list[list[float]] = [[] for _ in rows]
-    pad = generator.tokenizer.pad_token_id
     chunk = 64
-    with torch.no_grad():
-        for start in range(0, len(sampled), chunk):
-            idx = sampled[start: start + chunk]
-            batch = program_batch([rows[i] for i in idx], pad, generator.device)
-            logp = token_logprobs(generator.model, batch, temperature).float().cpu().numpy()
-            lengths = batch["program_mask"].sum(-1).tolist()
-            for j, i in enumerate(idx):
-                values[i] = logp[j, : lengths[j]].tolist()
+    for start in range(0, len(sampled), chunk):
+        idx = sampled[start: start + chunk]
+        for i, logp in zip(idx, scorer.logprobs([rows[i] for i in idx])):
+            values[i] = [float(x) for x in logp]
     return pa.array(values, type=pa.list_(pa.float32()))
 
 
@@ -142,14 +159,22 @@ class ScorerRole(Role):
     each call asks for."""
 
     def __init__(self, store, precision: str = "fp32", warm: ModelRef | None = None):
-        from coderl_ray.rl.scoring import ScoreBatch
+        from coderl_ray.rl.scoring import CriticScorer
 
-        self.models = _Models(store, lambda folder: ScoreBatch(folder, precision))
+        self.models = _Models(store, lambda folder: CriticScorer.load(folder, precision))
         if warm is not None:
             self.models.get(warm)
 
     def score(self, table: pa.Table, critic: ModelRef) -> pa.Table:
         return self.models.get(critic)(table)
+
+    def score_for_sampling(self, table: pa.Table, critic: ModelRef, with_examples: frozenset) -> pa.Table:
+        """Critic sampling's columns (``inference.stage.sampling_columns``): the example verdict under its own
+        name, P(passed), and each program's seed."""
+        from coderl_ray.inference.stage import sampling_columns
+
+        scorer = self.models.get(critic)
+        return sampling_columns(scorer(table), with_examples, scorer.n_classes)
 
 
 class ExecutorRole(Role):
