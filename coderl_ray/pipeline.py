@@ -174,9 +174,7 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
 
     actor, critic = models / "actor_sft", None
     if cfg.rl.loop == "online":
-        from coderl_ray.online.loop import run_online
-
-        log.run("online", lambda: run_online(cfg, roles, train, out))
+        log.run("online", lambda: stages.online_rounds(cfg, train, out, roles=roles))
         steps = cfg.rl.steps_per_round
         for r in range(1, cfg.rl.rounds + 1):
             if cfg.eval.every_round or r == cfg.rl.rounds:

@@ -623,6 +623,18 @@ def plan_rl(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     return out
 
 
+def plan_online(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    """The online loop runs the rounds' four stages at once (rl.loop=online): each is estimated as in the staged
+    loop, under the online stage's name."""
+    from dataclasses import replace
+
+    parts = [*plan_rollout(cfg, shapes), *plan_critic(cfg, shapes), *plan_score(cfg, shapes),
+             *plan_rl(cfg, shapes)]
+    # Behaviour log-probabilities are recorded by the generators, so the RL stage's old-log-probability pool is
+    # not part of the online loop.
+    return [replace(e, stage=f"online/{e.stage}") for e in parts if not e.stage.startswith("rl/old_logprobs")]
+
+
 def plan_eval(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     if shapes.actor is None:
         return []

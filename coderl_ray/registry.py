@@ -127,7 +127,17 @@ def _always(cfg: PipelineConfig) -> bool:
 
 
 def _rounds(cfg: PipelineConfig) -> bool:
-    return cfg.rl.rounds > 0
+    return cfg.rl.rounds > 0 and cfg.rl.loop == "staged"
+
+
+def _online(cfg: PipelineConfig) -> bool:
+    return cfg.rl.rounds > 0 and cfg.rl.loop == "online"
+
+
+def _online_pools(cfg: PipelineConfig) -> list[Pool]:
+    """Everything at once: generators, sandbox executors, critic scorers and both trainers."""
+    return [generator_pool(cfg), sandbox_pool(cfg), rollout_forward_pool(cfg, "critic scorers", "critic"),
+            trainer_pool(cfg, "actor"), trainer_pool(cfg, "critic")]
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,8 @@ STAGES: tuple[StageSpec, ...] = (
               ("round_<r>/score",)),
     StageSpec("rl", ("train_rl",), _rounds, _rl_pools, "plan_rl", ("train-actor",), ("jobs/train_actor.py",),
               "coderl-ray train-actor --mode rl --actor A --scored S --out DIR", ("round_<r>/rl",)),
+    StageSpec("online", ("online_rounds",), _online, _online_pools, "plan_online", ("pipeline",),
+              ("jobs/pipeline.py",), "coderl-ray pipeline --config C rl.loop=online"),
     StageSpec("critic_binary", ("train_critic_binary",), lambda cfg: cfg.critic.inference_classes == 2,
               lambda cfg: [trainer_pool(cfg, "critic"), rollout_forward_pool(cfg, "critic scorers", "critic", 1)],
               "plan_critic_binary", ("train-critic",), ("jobs/train_critic.py",),

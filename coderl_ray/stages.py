@@ -315,7 +315,16 @@ def _scaling(cfg: PipelineConfig) -> dict:
             "max_failures": t.max_failures}
 
 
-# --- rollout, execution, scoring (Ray Data) --------------------------------------------------------------------
+def online_rounds(cfg: PipelineConfig, train: list[dict[str, Any]], out: Path, *, roles: Roles | None = None) -> dict:
+    """Every round's programs and RL steps as one online stage (``rl.loop: online``; :mod:`coderl_ray.online.loop`):
+    generation, execution, scoring, critic and RL training overlap on the run's roles."""
+    from coderl_ray.online.loop import run_online
+
+    with roles_for(cfg, roles, _storage(cfg)) as r:
+        return run_online(cfg, r, train, out)
+
+
+# --- rollout, execution, scoring (on the run's roles) ----------------------------------------------------------
 
 
 def round_problems(train: list[dict[str, Any]], per_round: int, seed: int, round_: int) -> list[dict[str, Any]]:

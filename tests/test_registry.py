@@ -25,7 +25,14 @@ EVERYTHING = ["critic.inference_classes=2", "repair.enabled=true", "cs.enabled=t
 
 def test_the_registry_lists_the_pipelines_stages_once_each():
     assert [s.name for s in registry.STAGES] == ["data", "init", "eval", "sft", "rollout", "critic", "score", "rl",
-                                                 "critic_binary", "repair", "cs"]
+                                                 "online", "critic_binary", "repair", "cs"]
+    # The rounds run staged (four stages each) or online (one stage for all of them), never both.
+    staged, online = load_config(ROOT / "configs" / "tiny.yaml"), load_config(ROOT / "configs" / "tiny.yaml",
+                                                                               ["rl.loop=online"])
+    assert {"rollout", "rl"} <= {s.name for s in registry.pipeline_stages(staged)} and \
+        "online" not in {s.name for s in registry.pipeline_stages(staged)}
+    assert "online" in {s.name for s in registry.pipeline_stages(online)} and \
+        not {"rollout", "critic", "score", "rl"} & {s.name for s in registry.pipeline_stages(online)}
     with pytest.raises(KeyError, match="no stage 'nope'.*stages: data, init"):
         registry.stage("nope")
 
