@@ -34,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example-tests", action="store_true",
                         help="run each problem's example_tests instead of its hidden tests")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="wall time per test (default: sandbox.timeout_s, 4)")
+                        help="CPU time per test (default: sandbox.timeout_s, 4); the wall clock is only a "
+                             "backstop against programs that sleep, 3 x this + 5 s (docs/sandbox.md#time)")
     parser.add_argument("--program-timeout", type=float, default=None, metavar="SECONDS",
-                        help="wall time for all tests of one program (default: max(20, 5 x --timeout))")
+                        help="CPU time for all tests of one program (default: max(20, 5 x --timeout))")
     parser.add_argument("--compare", choices=("auto", "strict", "apps"), default="auto",
                         help="auto (default: each problem's own mode, e.g. apps for converted APPS problems, else "
                              "strict), strict (training rewards) or apps (the original APPS harness's verdicts)")

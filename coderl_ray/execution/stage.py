@@ -43,7 +43,7 @@ def results_schema() -> pa.Schema:
 
 
 def limits_from_config(cfg: SandboxConfig, example_tests: bool = False) -> SandboxLimits:
-    return SandboxLimits(timeout_s=cfg.timeout_s, program_timeout_s=cfg.program_timeout_s, cpu_s=cfg.cpu_s,
+    return SandboxLimits(timeout_s=cfg.timeout_s, program_timeout_s=cfg.program_timeout_s,
                          memory_mb=cfg.memory_mb, max_output_mb=cfg.max_output_mb, max_processes=cfg.max_processes,
                          compare=cfg.compare, stop_on_first_failure=cfg.stop_on_first_failure,
                          example_tests=example_tests, tier=cfg.tier, infra_retries=cfg.infra_retries)

@@ -265,5 +265,35 @@ class Zygote:
         reply = self._request({"op": "wait", "pid": pid})
         return int(reply["status"]), float(reply["cpu"])
 
+    def host_pid(self, pid: int) -> int | None:
+        """The pid of child ``pid`` (a pid in the zygote's namespace) in this process's ``/proc``, or None where the
+        kernel cannot say (no ``pidfd_open`` before Linux 5.3, no ``Pid:`` in a pidfd's fdinfo before 5.4). The
+        zygote sends a pidfd; the kernel translates its pid into the namespace of the ``/proc`` that shows it."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                raise ZygoteError("the sandbox zygote is not running")
+            try:
+                sock.send(marshal.dumps({"op": "pidfd", "pid": pid}))
+                answer, fds, _, _ = socket.recv_fds(sock, 1 << 16, 1)
+            except OSError as exc:
+                raise ZygoteError(f"lost the sandbox zygote: {exc}") from None
+        if not answer:
+            raise ZygoteError(f"the sandbox zygote exited; {self._stderr_tail()}")
+        try:
+            if not fds or "error" in marshal.loads(answer):
+                return None
+            with open(f"/proc/self/fdinfo/{fds[0]}") as f:
+                for line in f:
+                    if line.startswith("Pid:"):
+                        found = int(line.split()[1])
+                        return found if found > 0 else None
+            return None
+        except (OSError, ValueError):
+            return None
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def ping(self) -> dict:
         return self._request({"op": "ping"})
