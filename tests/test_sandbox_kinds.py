@@ -327,6 +327,21 @@ def test_a_dead_zygote_is_an_infrastructure_failure_that_is_retried():
                 assert "sandbox failure" in result.error and result.apps_result is None
 
 
+def test_a_zygote_started_by_a_thread_outlives_the_thread():
+    # Linux's parent-death signal follows the thread that forked the zygote: started by a pool thread, it used to
+    # die with the pool at the end of every execute_many(max_workers > 1) call.
+    with Sandbox() as box:
+        results = execute_many({"stdio": ADD}, [{"problem_id": "stdio", "sample_id": "a", "code": ADD_OK}] * 2,
+                               SandboxLimits(), max_workers=2, sandbox=box)
+        assert [r.outcome for r in results] == [Outcome.PASSED] * 2
+        zygotes = box.zygote_pids()
+        thread = threading.Thread(target=lambda: box.execute(ADD, ADD_OK, "b", SandboxLimits()))
+        thread.start()
+        thread.join()
+        assert len(zygotes) == 1 and box.zygote_pids() == zygotes
+        os.kill(zygotes[0], 0)  # still running
+
+
 def test_execute_many_keeps_the_input_order():
     problems = {"stdio": ADD}
     samples = [{"problem_id": "stdio", "sample_id": str(i),
