@@ -107,6 +107,28 @@ def test_wall_time_limit_catches_a_sleeping_program(box):
     assert result.outcome is Outcome.TIMEOUT and "time limit" in result.error and "asleep" in result.error
 
 
+def test_a_sleeper_cannot_pass_itself_off_as_starved(box):
+    # The wall-clock backstop does not count time a program waited for a CPU (docs/sandbox.md#time). 100 threads
+    # woken together keep each other waiting: ~30x the wall time in waits summed over threads, for little CPU. The
+    # sandbox counts the longest wait of one thread, which only the program's own CPU time can cause, so the sleeper
+    # reaches its backstop (1 x 2 s + 0.5 s) and times out; summed waits would have kept it "starved" until 2 x the
+    # backstop and made it an infrastructure error, never a label.
+    result = attack(box, """
+        import hashlib, threading, time
+        threading.stack_size(1 << 18)
+        data = b"x" * (1 << 16)
+        def worker():
+            while True:
+                hashlib.sha256(data).digest()  # without the GIL: the threads run, and wait, at once
+                time.sleep(0.05)
+        for _ in range(100):
+            threading.Thread(target=worker, daemon=True).start()
+        time.sleep(3600)
+    """, timeout_s=2.0, program_timeout_s=2.0, wall_factor=1, wall_extra_s=0.5, starvation_factor=2,
+                    infra_retries=0)
+    assert result.outcome is Outcome.TIMEOUT, result.error
+
+
 def test_fork_bomb(box):
     assert_safe(attack(box, """
         import os

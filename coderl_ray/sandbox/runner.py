@@ -282,14 +282,19 @@ def _run_delay(path: str) -> float | None:
 
 
 def _task_run_delay(pid: int) -> float | None:
-    """The run-queue wait of every thread of process ``pid`` (a program may start threads)."""
+    """The longest run-queue wait of any thread of process ``pid`` (the one doing the work may not be the first).
+
+    The longest, not the sum: a program's own threads can make each other wait, but one thread waits only while
+    others run on its CPU, so the longest wait it can cause itself is bounded by its CPU time, which its budget
+    bounds. A sum would let a thousand briefly-woken threads claim minutes of waiting for a few ms of CPU, and turn
+    a sleeper's timeout into an infrastructure error that is never a label (docs/sandbox.md#time)."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
     waits = [_run_delay(f"/proc/{pid}/task/{tid}/schedstat") for tid in tids]
     known = [w for w in waits if w is not None]
-    return sum(known) if known else None
+    return max(known) if known else None
 
 
 class SandboxStarved(ZygoteError):
