@@ -290,8 +290,8 @@ class Zygote:
 
     def host_pid(self, pid: int) -> int | None:
         """The pid of child ``pid`` (a pid in the zygote's namespace) in this process's ``/proc``, or None where the
-        kernel cannot say (no ``pidfd_open`` before Linux 5.3, no ``Pid:`` in a pidfd's fdinfo before 5.4). The
-        zygote sends a pidfd; the kernel translates its pid into the namespace of the ``/proc`` that shows it."""
+        kernel cannot say (no ``pidfd_open`` before Linux 5.3, or no ``Pid:`` line in a pidfd's fdinfo). The zygote
+        sends a pidfd; the kernel shows its pid in the namespace of the ``/proc`` instance that is read."""
         with self._lock:
             sock = self._sock
             if sock is None:
