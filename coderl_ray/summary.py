@@ -1,5 +1,5 @@
 """The pipeline's closing summary: pass@k per difficulty for every phase, critic sampling's n@k at equal budget,
-critic quality, wall time per stage."""
+critic quality, infrastructure errors, wall time per stage."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def format_table(state: dict[str, Any]) -> str:
 
     out += format_cs_table(state)
     out.extend(critic_lines(state))
+    out.extend(infra_lines(state))
     out.append("")
     out.append("wall time per stage (s)")
     total = 0.0
@@ -37,6 +38,25 @@ def format_table(state: dict[str, Any]) -> str:
         total += s["wall_s"]
     out.append(f"  {'total':<22} {total:8.1f}")
     return "\n".join(out)
+
+
+def infra_lines(state: dict[str, Any]) -> list[str]:
+    """Programs whose run hit an infrastructure limit (the sandbox failed, or the machine starved it past
+    ``starvation_factor`` x its backstop, docs/sandbox.md#time), per stage that executed programs. The sandbox
+    retried them; what is left is an ``infra_error``: never a label or a reward, left out of every metric above."""
+    rows = []
+    for name, s in state["stages"].items():
+        info = s.get("info") or {}
+        if name.startswith("eval/") and "infra_errors" in info.get("all", {}):
+            scored = sum(info.get("outcomes", {}).values())
+            rows.append((name, info["all"]["infra_errors"], scored + info["all"]["infra_errors"]))
+        elif name.endswith("/rollout") and "outcomes" in info:
+            rows.append((name, info["outcomes"].get("infra_error", 0), info.get("programs", 0)))
+    if not rows:
+        return []
+    width = max(len(name) for name, _, _ in rows)
+    return ["", "infrastructure errors (programs left out of every metric and label, after retries)"] + [
+        f"  {name:<{width}}  {n} of {total}" for name, n, total in rows]
 
 
 CS_LABELS = {"random": "random pick", "filter": "filter", "filter+critic": "filter+critic", "cs": "CS"}

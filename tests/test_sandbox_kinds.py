@@ -173,13 +173,30 @@ def test_what_one_test_leaves_for_the_next(sandbox, compare):
     assert result.test_results == [True, None, True], result.error
 
 
-def test_program_time_limit(sandbox):
+# Burns `seconds` of this process's CPU time, however long that takes on a busy machine.
+BURN = "import time\ndef burn(seconds):\n    end = time.process_time() + seconds\n    while time.process_time() < end:\n" \
+       "        pass\n"
+
+
+def test_program_cpu_time_limit(sandbox):
     problem = stdio([""] * 4, ["x\n"] * 4)
-    # 4 tests of 0.5 s against a 1.5 s budget: the first passes, the budget runs out before the last.
-    result = run(sandbox, problem, "import time\ntime.sleep(0.5)\nprint('x')", timeout_s=1.5,
-                 program_timeout_s=1.5)
+    # 4 tests of 0.4 s of CPU against a program budget of 1.0 s: two pass (0.8 s and the interpreter's few ms),
+    # the third runs out of the program's budget, the fourth finds it spent.
+    result = run(sandbox, problem, BURN + "burn(0.4)\nprint('x')", timeout_s=1.0, program_timeout_s=1.0)
     assert result.outcome is Outcome.TIMEOUT
-    assert result.test_results[0] is True and result.test_results[-1] is None
+    assert result.test_results == [True, True, None, None], result.error
+    assert "CPU time limit" in result.error
+
+
+def test_program_wall_clock_backstop(sandbox):
+    problem = stdio([""] * 4, ["x\n"] * 4)
+    # 4 tests asleep for 0.5 s each against a program backstop of 1 x 0.25 s + 1 s = 1.25 s: the first passes, the
+    # backstop runs out during the third (sleeping uses no CPU: only the wall clock can stop it).
+    result = run(sandbox, problem, "import time\ntime.sleep(0.5)\nprint('x')", timeout_s=0.25,
+                 program_timeout_s=0.25, wall_factor=1.0, wall_extra_s=1.0)
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.test_results[0] is True and result.test_results[-1] is None, result.error
+    assert "backstop" in result.error
 
 
 # --- call ----------------------------------------------------------------------------------------------------------
@@ -207,7 +224,8 @@ def test_a_timeout_while_loading_is_a_compile_error_only_in_apps(sandbox):
     # included, as a compile error (-2); strict mode calls it a timeout. The wall clock and the CPU limit alike.
     sleeps = "import time\ntime.sleep(30)\ndef add(a, b):\n    return a + b"
     spins = "while True:\n    pass\ndef add(a, b):\n    return a + b"
-    for code, limits in ((sleeps, {"timeout_s": 1.0}), (spins, {"timeout_s": 30.0, "cpu_s": 1.0})):
+    backstop = {"timeout_s": 1.0, "wall_factor": 1.0, "wall_extra_s": 0.5}
+    for code, limits in ((sleeps, backstop), (spins, {"timeout_s": 1.0})):
         strict = run(sandbox, CALL, code, **limits)
         assert strict.outcome is Outcome.TIMEOUT and "while loading" in strict.error, strict.error
         apps = run(sandbox, CALL, code, compare="apps", **limits)
@@ -307,6 +325,21 @@ def test_a_dead_zygote_is_an_infrastructure_failure_that_is_retried():
             assert result.outcome is outcome, result.error
             if outcome is Outcome.INFRA_ERROR:
                 assert "sandbox failure" in result.error and result.apps_result is None
+
+
+def test_a_zygote_started_by_a_thread_outlives_the_thread():
+    # Linux's parent-death signal follows the thread that forked the zygote: started by a pool thread, it used to
+    # die with the pool at the end of every execute_many(max_workers > 1) call.
+    with Sandbox() as box:
+        results = execute_many({"stdio": ADD}, [{"problem_id": "stdio", "sample_id": "a", "code": ADD_OK}] * 2,
+                               SandboxLimits(), max_workers=2, sandbox=box)
+        assert [r.outcome for r in results] == [Outcome.PASSED] * 2
+        zygotes = box.zygote_pids()
+        thread = threading.Thread(target=lambda: box.execute(ADD, ADD_OK, "b", SandboxLimits()))
+        thread.start()
+        thread.join()
+        assert len(zygotes) == 1 and box.zygote_pids() == zygotes
+        os.kill(zygotes[0], 0)  # still running
 
 
 def test_execute_many_keeps_the_input_order():

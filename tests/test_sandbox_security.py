@@ -84,13 +84,49 @@ def test_memory_limit(box):
 
 
 def test_cpu_time_limit(box):
-    result = attack(box, "while True:\n    pass", cpu_s=1, timeout_s=60)
+    result = attack(box, "while True:\n    pass", timeout_s=1)
     assert result.outcome is Outcome.TIMEOUT and "CPU" in result.error
 
 
+def test_cpu_time_limit_holds_when_the_program_disarms_its_timer(box):
+    # The per-test timer is the program's own to break (ITIMER_PROF, SIGPROF); RLIMIT_CPU just above the process's
+    # budget (here 0.5 s + 0.25 s, rounded up to 1 s) is not: SIGXCPU, ignored too, then SIGKILL at 2 s.
+    result = attack(box, """
+        import signal
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        for sig in (signal.SIGPROF, signal.SIGXCPU):
+            signal.signal(sig, signal.SIG_IGN)
+        while True:
+            pass
+    """, timeout_s=0.5, program_timeout_s=0.5)
+    assert result.outcome is Outcome.TIMEOUT and "CPU" in result.error, result.error
+
+
 def test_wall_time_limit_catches_a_sleeping_program(box):
-    result = attack(box, "import time\ntime.sleep(3600)", timeout_s=0.5)
-    assert result.outcome is Outcome.TIMEOUT and "time limit" in result.error
+    result = attack(box, "import time\ntime.sleep(3600)", timeout_s=0.5, wall_factor=1, wall_extra_s=0.5)
+    assert result.outcome is Outcome.TIMEOUT and "time limit" in result.error and "asleep" in result.error
+
+
+def test_a_sleeper_cannot_pass_itself_off_as_starved(box):
+    # The wall-clock backstop does not count time a program waited for a CPU (docs/sandbox.md#time). 100 threads
+    # woken together keep each other waiting: ~30x the wall time in waits summed over threads, for little CPU. The
+    # sandbox counts the longest wait of one thread, which only the program's own CPU time can cause, so the sleeper
+    # reaches its backstop (1 x 2 s + 0.5 s) and times out; summed waits would have kept it "starved" until 2 x the
+    # backstop and made it an infrastructure error, never a label.
+    result = attack(box, """
+        import hashlib, threading, time
+        threading.stack_size(1 << 18)
+        data = b"x" * (1 << 16)
+        def worker():
+            while True:
+                hashlib.sha256(data).digest()  # without the GIL: the threads run, and wait, at once
+                time.sleep(0.05)
+        for _ in range(100):
+            threading.Thread(target=worker, daemon=True).start()
+        time.sleep(3600)
+    """, timeout_s=2.0, program_timeout_s=2.0, wall_factor=1, wall_extra_s=0.5, starvation_factor=2,
+                    infra_retries=0)
+    assert result.outcome is Outcome.TIMEOUT, result.error
 
 
 def test_fork_bomb(box):
@@ -322,7 +358,7 @@ def test_processes_a_program_started_are_killed_on_every_exit_path(box, how):
             time.sleep(3600)
         time.sleep(0.2)
         {ending}
-    """, max_processes=4, timeout_s=1.0)
+    """, max_processes=4, timeout_s=1.0, wall_factor=1, wall_extra_s=0.5)
 
     def survivors():
         found = []

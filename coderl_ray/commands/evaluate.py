@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     for name, g in metrics["by_difficulty"].items():
         print(f"  {name}: " + ", ".join(f"pass@{k} {100 * v:.2f}%" for k, v in g["pass@k"].items()))
     if "n@k" in overall:
-        print("  n@k: " + ", ".join(f"{key} {100 * v:.2f}%" for key, v in overall["n@k"].items()))
+        print("  n@k: " + ", ".join(f"{key} {100 * v:.2f}%" for key, v in overall["n@k"].items())
+              + f" ({overall.get('example_infra_errors', 0)} infra errors on the example tests)")
     print(f"report: {paths['report']}")
     if args.require_all_pass:
         failures = _failures(metrics)

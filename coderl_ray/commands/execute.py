@@ -34,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example-tests", action="store_true",
                         help="run each problem's example_tests instead of its hidden tests")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="wall time per test (default: sandbox.timeout_s, 4)")
+                        help="CPU time per test (default: sandbox.timeout_s, 4); the wall clock is only a "
+                             "backstop against programs that sleep, 3 x this + 5 s (docs/sandbox.md#time)")
     parser.add_argument("--program-timeout", type=float, default=None, metavar="SECONDS",
-                        help="wall time for all tests of one program (default: max(20, 5 x --timeout))")
+                        help="CPU time for all tests of one program (default: max(20, 5 x --timeout))")
     parser.add_argument("--compare", choices=("auto", "strict", "apps"), default="auto",
                         help="auto (default: each problem's own mode, e.g. apps for converted APPS problems, else "
                              "strict), strict (training rewards) or apps (the original APPS harness's verdicts)")
@@ -165,7 +166,15 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     tmp.replace(out)
     elapsed = time.monotonic() - start
-    summary = ", ".join(f"{counts[o.value]} {o.value}" for o in Outcome if counts[o.value])
-    print(f"coderl-ray execute: {n} results -> {out} in {elapsed:.1f}s ({summary or 'no samples'})",
-          file=sys.stderr)
+    print(f"coderl-ray execute: {n} results -> {out} in {elapsed:.1f}s ({outcome_summary(counts)})", file=sys.stderr)
     return 0
+
+
+def outcome_summary(counts: collections.Counter) -> str:
+    """The outcome counts of a run, infrastructure errors always among them (0 included): those results are no
+    verdict on the program (the sandbox failed, or the machine starved it, even after retries)."""
+    shown = [f"{counts[o.value]} {o.value}" for o in Outcome if o is not Outcome.INFRA_ERROR and counts[o.value]]
+    infra = counts[Outcome.INFRA_ERROR.value]
+    shown.append(f"{infra} infra_error" + (" - not verdicts on the programs: the sandbox failed or the machine "
+                                            "starved them (docs/sandbox.md#time); rerun them" if infra else ""))
+    return ", ".join(shown)

@@ -9,8 +9,10 @@
 
 Definitions used throughout (``n`` is the number of a problem's samples whose execution produced a verdict):
 
-- Results with outcome ``infra_error`` (the sandbox broke, not the program) are excluded from every metric and
-  counted separately; a problem whose results are all infrastructure failures is listed as unscored.
+- Results with outcome ``infra_error`` (the sandbox broke or the machine starved the program, not the program's
+  doing; docs/sandbox.md#time) are excluded from every metric and counted separately (``infra_errors``; on the
+  example tests ``example_infra_errors``, whose samples are not filtered out); a problem whose results are all
+  infrastructure failures is listed as unscored.
 - **Infrastructure errors in n@k** (:func:`has_verdict`, :func:`passes_filter`): an ``infra_error`` on the *hidden*
   tests removes the sample from the problem's samples (as if it had not been drawn: it is neither correct nor
   wrong, and k counts only samples with a verdict); an ``infra_error`` on the *example* tests is no verdict, and a
@@ -179,10 +181,14 @@ def _index_results(results: Iterable[dict[str, Any]], what: str) -> dict[tuple[s
     return out
 
 
+def _example_outcome(sample: dict[str, Any], example: dict[str, Any] | None) -> str | None:
+    return example["outcome"] if example is not None else sample.get("example_outcome")
+
+
 def _example_verdict(sample: dict[str, Any], example: dict[str, Any] | None) -> bool | None:
     """True / False when the sample's run on example tests gave a verdict, None when it did not (no example tests,
     no example run, or an infrastructure failure): such samples are not filtered out."""
-    outcome = example["outcome"] if example is not None else sample.get("example_outcome")
+    outcome = _example_outcome(sample, example)
     if outcome is None or not has_verdict(outcome):
         return None
     return outcome == Outcome.PASSED.value
@@ -264,6 +270,8 @@ def _group_metrics(problems: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if any("n@k" in p for p in scored):
         group["n@k"], group["n@k_problems"] = _mean_of(scored, "n@k")
+    if any("example_infra_errors" in p for p in problems):
+        group["example_infra_errors"] = sum(p.get("example_infra_errors", 0) for p in problems)
     return group
 
 
@@ -319,6 +327,10 @@ def summarize(problems: Iterable[dict[str, Any]], results: Iterable[dict[str, An
             verdicts = [_example_verdict(s, examples.get((pid, s["sample_id"])) if examples else None)
                         for s in samples]
         metrics = _problem_metrics(samples, infra[pid], ks, submissions, verdicts, score_column)
+        if have_verdicts:
+            metrics["example_infra_errors"] = sum(_example_outcome(s, examples.get((pid, s["sample_id"])) if examples
+                                                                   else None) == Outcome.INFRA_ERROR.value
+                                                  for s in samples)
         metrics.update(problem_id=pid, source=problem.get("source") or "",
                        difficulty=problem.get("difficulty") or NO_DIFFICULTY)
         per_problem.append(metrics)

@@ -71,7 +71,9 @@ def render_markdown(metrics: dict[str, Any], title: str = "Evaluation report") -
     if nk_keys:
         ranked = {p.get("ranked_by") for p in metrics["per_problem"] if p.get("ranked_by")}
         lines += [f"n@k: of k samples, those passing the example tests are ranked "
-                  f"({' / '.join(sorted(ranked)) or 'random'} order) and the first n submitted.", ""]
+                  f"({' / '.join(sorted(ranked)) or 'random'} order) and the first n submitted; "
+                  f"{overall.get('example_infra_errors', 0)} runs on the example tests were infrastructure errors "
+                  "(those samples are not filtered out).", ""]
     unscored = metrics.get("unscored_problems") or []
     if unscored:
         shown = ", ".join(unscored[:20]) + (f" and {len(unscored) - 20} more" if len(unscored) > 20 else "")

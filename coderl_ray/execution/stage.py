@@ -6,9 +6,9 @@ Each executor is a Ray actor (``map_batches`` with a callable class) that owns o
 :class:`~coderl_ray.sandbox.Sandbox` - starting a zygote costs ~0.2 s, a program a few ms, so the zygote must
 outlive a batch. Executors request ``cfg.resource`` (``sandbox``), which only execution nodes advertise.
 
-Failure handling: anything a program does is a result row (``runtime_error``, ``timeout`` ...); a sandbox failure
-is retried inside the executor (fresh zygote) and, if it persists, becomes an ``infra_error`` row, which consumers
-drop. Only infrastructure failures reach Ray: if an executor process dies, Ray restarts it and reruns its batch
+Failure handling: anything a program does is a result row (``runtime_error``, ``timeout`` ...); a sandbox failure,
+or a program the machine starved of CPU (docs/sandbox.md#time), is retried inside the executor and, if it persists,
+becomes an ``infra_error`` row, which consumers drop and reports count. Only infrastructure failures reach Ray: if an executor process dies, Ray restarts it and reruns its batch
 (system failures only; application exceptions are not retried), so no result is lost.
 """
 
@@ -43,7 +43,7 @@ def results_schema() -> pa.Schema:
 
 
 def limits_from_config(cfg: SandboxConfig, example_tests: bool = False) -> SandboxLimits:
-    return SandboxLimits(timeout_s=cfg.timeout_s, program_timeout_s=cfg.program_timeout_s, cpu_s=cfg.cpu_s,
+    return SandboxLimits(timeout_s=cfg.timeout_s, program_timeout_s=cfg.program_timeout_s,
                          memory_mb=cfg.memory_mb, max_output_mb=cfg.max_output_mb, max_processes=cfg.max_processes,
                          compare=cfg.compare, stop_on_first_failure=cfg.stop_on_first_failure,
                          example_tests=example_tests, tier=cfg.tier, infra_retries=cfg.infra_retries)

@@ -5,8 +5,8 @@
         result = sandbox.execute(problem, code, sample_id="p1-s0", limits=SandboxLimits(timeout_s=2))
 
 The worker (this module) never runs candidate code. It asks the zygote for children, hands them their job through a
-memfd, enforces wall-clock deadlines (per test and per program), caps what it reads, and decides every verdict on
-plain data. How each test kind runs:
+memfd, keeps the wall-clock backstop (CPU budgets are enforced in the children, see :class:`_Clock`), caps what it
+reads, and decides every verdict on plain data. How each test kind runs:
 
 * ``stdio``: one child per test, the program run as ``__main__`` with the input on fd 0 (strict) or APPS's
   StringIO emulation (``apps``); stdout is compared in the worker.
@@ -198,7 +198,8 @@ def _wait_any(streams: list[_Stream], deadline: float) -> bool:
 class _Child:
     """A spawned child: its pid, its result stream, and the zygote to release it with."""
 
-    def __init__(self, zygote: Zygote, pid: int, result: _Stream, extra: list[_Stream] = ()):
+    def __init__(self, zygote: Zygote, pid: int, result: _Stream, extra: list[_Stream] = (),
+                 clock: "_Clock | None" = None):
         self.zygote = zygote
         self.pid = pid
         self.result = result
@@ -206,9 +207,14 @@ class _Child:
         self.done = False
         self.phase = "setup"  # setup -> compiling -> loading (compiled) -> ready
         self.cursor = 0
+        self.cpu = 0.0  # CPU seconds it used, known once it was waited for (status)
+        self.clock = clock
+        self._host_pid: int | None = None  # 0: the kernel could not say
+        if clock is not None:
+            clock.children.append(self)
 
-    def next_message(self, deadline: float) -> dict | None:
-        """The next protocol message; None at EOF; raises TimeoutError at the deadline."""
+    def next_message(self, clock: "_Clock") -> dict | None:
+        """The next protocol message; None at EOF; raises TimeoutError when the clock runs out."""
         while True:
             if self.cursor < len(self.result.messages):
                 msg = self.result.messages[self.cursor]
@@ -221,7 +227,7 @@ class _Child:
                 return {"t": "overflow"}
             if self.result.eof:
                 return None
-            if not _wait_any([self.result], deadline):
+            if not clock.wait([self.result]):
                 raise TimeoutError
 
     def _advance(self, msg: dict) -> None:
@@ -236,13 +242,25 @@ class _Child:
         elif t == "ready" and self.phase in ("setup", "compiling", "loading"):
             self.phase = "ready"
 
+    def run_delay(self) -> float | None:
+        """Seconds its threads have waited for a CPU so far (None where the kernel does not say); it must not have
+        been waited for yet. The first call asks the zygote for the child's pid as this process sees it."""
+        if self._host_pid is None:
+            self._host_pid = self.zygote.host_pid(self.pid) or 0
+        return _task_run_delay(self._host_pid) if self._host_pid else None
+
     def status(self) -> tuple[int, float]:
         """Wait status and CPU time; kills the child if it still runs."""
+        if self.clock is not None:
+            self.clock.child_ending(self)
         self.done = True
-        return self.zygote.wait(self.pid)
+        status, self.cpu = self.zygote.wait(self.pid)
+        return status, self.cpu
 
     def release(self, finished: bool = False) -> None:
         """Kill the child; ``finished``: it has reported everything and is exiting by itself."""
+        if self.clock is not None and self in self.clock.children:
+            self.clock.children.remove(self)
         if not self.done:
             self.done = True
             try:
@@ -251,6 +269,139 @@ class _Child:
                 pass
         for s in [self.result, *self.extra]:
             s.close()
+
+
+def _run_delay(path: str) -> float | None:
+    """The run-queue wait, in seconds, of the task whose ``schedstat`` is at ``path`` (its second field: nanoseconds
+    spent runnable but not running, Documentation/scheduler/sched-stats.rst); None where the kernel lacks it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # not open(): a buffered file object costs 5x more here
+        try:
+            return int(os.read(fd, 256).split()[1]) / 1e9
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _task_run_delay(pid: int) -> float | None:
+    """The longest run-queue wait of any thread of process ``pid`` (the one doing the work may not be the first).
+
+    The longest, not the sum: a program's own threads can make each other wait, but one thread waits only while
+    others run on its CPU, so the longest wait it can cause itself is bounded by its CPU time, which its budget
+    bounds. A sum would let a thousand briefly-woken threads claim minutes of waiting for a few ms of CPU, and turn
+    a sleeper's timeout into an infrastructure error that is never a label (docs/sandbox.md#time)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    waits = [_run_delay(f"/proc/{pid}/task/{tid}/schedstat") for tid in tids]
+    known = [w for w in waits if w is not None]
+    return max(known) if known else None
+
+
+class SandboxStarved(ZygoteError):
+    """The machine held a program back so long that its verdict could not be decided: an infrastructure failure,
+    retried (docs/sandbox.md#time)."""
+
+
+class _Clock:
+    """The time of one program, as the worker keeps it (docs/sandbox.md#time).
+
+    Timeouts are decided on CPU time, in the child, by the kernel (a per-test ``ITIMER_PROF``, ``RLIMIT_CPU``). The
+    worker keeps only the wall-clock backstop against programs that sleep or block, and counts it in time the
+    program ran or slept: wall time minus the time its processes, and the worker thread that serves them, waited
+    for a CPU. Those waits are read from ``/proc`` only when a backstop would otherwise run out, so a program that
+    ends in time costs one read of this thread's ``schedstat``.
+    """
+
+    def __init__(self, limits: SandboxLimits):
+        self.limits = limits
+        self.start = self.test_start = time.monotonic()
+        self.worker_wait0 = _run_delay("/proc/thread-self/schedstat")
+        self.children: list[_Child] = []
+        self.ended_wait = 0.0  # waited by this program's children that ended, when it was read
+        self.waited = 0.0  # all the waiting known at the last reading
+        self.test_waited = 0.0  # `waited` when the current test started: what it may not count as its own
+        self.cpu_spent = 0.0  # CPU of this program's processes that ended before the current one
+        self.expired = ""  # "test" or "program": the backstop the last wait ran into
+        self.checked = self.left = 0.0  # the next check is due `left` seconds after `checked`
+        self.restart_test()
+
+    def restart_test(self) -> None:
+        self.test_start = self.checked = time.monotonic()
+        self.test_waited = self.waited
+        limits = self.limits
+        self.left = min(limits.wall_backstop_s(limits.timeout_s),
+                        self.start + limits.wall_backstop_s(limits.program_timeout_s) + self.waited - self.checked)
+
+    def wait(self, streams: list[_Stream]) -> bool:
+        """Block until a stream has news (True) or a backstop has run out (False, ``expired`` says which). Raises
+        :class:`SandboxStarved` when the machine held the program back too long to judge it."""
+        while True:
+            if _wait_any(streams, self.checked + self.left):
+                return True
+            now = time.monotonic()
+            self.waited = max(self.waited, self._read_waits())
+            verdict, self.left = self.limits.wall_check(now - self.test_start, self.waited - self.test_waited,
+                                                        now - self.start, self.waited)
+            self.checked = now
+            if verdict == "starved":
+                raise SandboxStarved(
+                    f"starved: the program waited {self.waited:.1f}s for a CPU in {now - self.start:.1f}s and had "
+                    f"run or slept only {now - self.start - self.waited:.1f}s; the machine is overloaded")
+            if verdict:
+                self.expired = verdict
+                return False
+            self.left = max(self.left, 0.005)
+
+    def _read_waits(self) -> float:
+        total = self.ended_wait
+        for child in self.children:
+            if not child.done:
+                total += child.run_delay() or 0.0
+        worker_wait = _run_delay("/proc/thread-self/schedstat") if self.worker_wait0 is not None else None
+        if worker_wait is not None:
+            # This thread drains the program's pipes: while it waits for a CPU, a program writing more than a pipe
+            # holds is blocked, which would otherwise count as its own sleep.
+            total += max(0.0, worker_wait - self.worker_wait0)
+        return total
+
+    def child_ending(self, child: _Child) -> None:
+        """Called before the zygote reaps ``child``: once a program has run for a while, keep what its child waited
+        (the next child's backstops count on it)."""
+        if child in self.children:
+            self.children.remove(child)
+            if child._host_pid or time.monotonic() - self.start > 1.0:
+                self.ended_wait += child.run_delay() or 0.0
+
+    def timeout_error(self, where: str) -> str:
+        """The error of a test (``where``: "test 3") or a load ("while loading the program") that ran into the
+        backstop the last wait reported."""
+        limits = self.limits
+        if self.expired == "program":
+            return (f"{where}: time limit exceeded: the program ran or slept past its wall-clock backstop of "
+                    f"{limits.wall_backstop_s(limits.program_timeout_s):g}s")
+        return (f"{where}: time limit exceeded: ran or slept past the wall-clock backstop of "
+                f"{limits.wall_backstop_s(limits.timeout_s):g}s without using its {limits.timeout_s:g}s of CPU "
+                "(asleep or blocked)")
+
+    def exhausted(self) -> str:
+        """Why no further test of the program may start (its CPU budget or its wall-clock backstop is spent), or
+        an empty string."""
+        limits = self.limits
+        if self.cpu_spent >= limits.program_timeout_s - 1e-3:
+            return f"program CPU time limit of {limits.program_timeout_s:g}s exhausted"
+        if time.monotonic() - self.start - self.waited >= limits.wall_backstop_s(limits.program_timeout_s):
+            return (f"program wall-clock backstop of {limits.wall_backstop_s(limits.program_timeout_s):g}s "
+                    "exhausted")
+        return ""
+
+    def spent(self, child: _Child) -> None:
+        """Count the CPU time of a child that ran some of the program's tests, when more follow in a fresh one."""
+        if not child.done:
+            child.status()
+        self.cpu_spent += child.cpu
 
 
 class _CompileError(Exception):
@@ -279,14 +430,15 @@ def _crash_reason(status: int, cpu: float, cpu_limit: float) -> tuple[str, str]:
     """(test status, error) for a child that died without reporting."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= cpu_limit - 0.05):
-            return TIMEOUT, f"CPU time limit exceeded ({cpu:.2f}s)"
+        # SIGPROF: the per-test CPU timer (its default action); SIGXCPU, then SIGKILL: RLIMIT_CPU, the process's.
+        if sig in (signal.SIGPROF, signal.SIGXCPU) or (sig == signal.SIGKILL and cpu >= cpu_limit - 0.05):
+            return TIMEOUT, f"CPU time limit exceeded (the process used {cpu:.2f}s)"
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         return ERROR, f"killed by signal {name}"
     if os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)
         if code == 124:
-            return TIMEOUT, f"CPU time limit exceeded ({cpu:.2f}s)"
+            return TIMEOUT, f"CPU time limit exceeded (the process used {cpu:.2f}s)"
         return ERROR, f"exited with status {code} before reporting"
     return ERROR, f"ended with wait status {status}"
 
@@ -397,7 +549,7 @@ class Sandbox:
                 raise
             except ZygoteError as exc:
                 error = str(exc)
-                if not isinstance(exc, SandboxSetupError):
+                if not isinstance(exc, (SandboxSetupError, SandboxStarved)):  # the zygote is not to blame
                     self._restart(zygote)
             except Exception as exc:  # the worker ran out of something (fds, memory), or a bug here: not the program
                 import traceback
@@ -425,15 +577,15 @@ class Sandbox:
             record = _Tests(n)
             record.compile_error = str(exc)
             return record
-        program_deadline = time.monotonic() + limits.program_timeout_s
+        clock = _Clock(limits)
         if kind == "stdio":
-            return self._run_stdio(zygote, tests, code, code_obj, limits, program_deadline)
+            return self._run_stdio(zygote, tests, code, code_obj, limits, clock)
         if kind == "call":
-            return self._run_call(zygote, problem, tests, code, code_obj, limits, program_deadline)
-        return self._run_assert(zygote, problem, tests, code, code_obj, limits, program_deadline)
+            return self._run_call(zygote, problem, tests, code, code_obj, limits, clock)
+        return self._run_assert(zygote, problem, tests, code, code_obj, limits, clock)
 
     # stdio ------------------------------------------------------------------------------------------------------
-    def _run_stdio(self, zygote, tests, code, code_obj, limits, program_deadline) -> _Tests:
+    def _run_stdio(self, zygote, tests, code, code_obj, limits, clock) -> _Tests:
         inputs, outputs = tests["inputs"], tests["outputs"]
         record = _Tests(len(inputs))
         apps = limits.compare == "apps"
@@ -447,28 +599,29 @@ class Sandbox:
 
         start = 0
         while start < len(inputs):
-            if time.monotonic() >= program_deadline:
-                record.settle_rest(start, TIMEOUT, f"program time limit of {limits.program_timeout_s}s exhausted")
+            exhausted = clock.exhausted()
+            if exhausted:
+                record.settle_rest(start, TIMEOUT, exhausted)
                 break
             next_start = self._stdio_batch(zygote, code, code_obj, inputs, start, apps, verdict, record, limits,
-                                           program_deadline)
+                                           clock)
             if next_start is None:
                 break
             start = next_start
         return record
 
     def _stdio_batch(self, zygote, code, code_obj, inputs, start, apps, verdict, record: _Tests, limits,
-                     program_deadline):
+                     clock):
         """Tests ``start..`` in one child; returns the index to continue from in a fresh child, or None."""
         cap = limits.output_cap_bytes
-        cpu = limits.program_cpu_limit_s(len(inputs) - start)
+        cpu = limits.program_cpu_limit_s(len(inputs) - start, clock.cpu_spent)
         encoded = [x.encode("utf-8", "surrogateescape") for x in inputs]
         fds_here: list[int] = []
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         try:
             fds_here.append(go_r)
             spec_fd = _memfd(marshal.dumps({"code": code, "code_obj": code_obj, "apps": apps, "output_cap": cap,
-                                            "cpu_s": limits.cpu_limit_s, "inputs": encoded, "start": start,
+                                            "cpu_s": limits.timeout_s, "inputs": encoded, "start": start,
                                             "stdin_given": not apps}))
             fds_here.append(spec_fd)
             res_r, res_w = os.pipe2(os.O_CLOEXEC)
@@ -493,26 +646,28 @@ class Sandbox:
         finally:
             for fd in fds_here:
                 os.close(fd)
-        child = _Child(zygote, pid, result, [out] if out is not None else [])
+        child = _Child(zygote, pid, result, [out] if out is not None else [], clock)
         finished = False
         try:
             next_start = self._stdio_loop(child, go_w, out, inputs, start, apps, verdict, record, limits,
-                                          program_deadline, cpu)
+                                          clock, cpu)
             # All tests ran: closing the go pipe makes the child exit on its own. Only a program that could not
             # start processes has nothing left to kill, so only then may the kill wait for the next spawn.
             finished = (next_start is None and record.status[-1] != NOT_RUN and child.phase == "ready"
                         and limits.max_processes == 1)
+            if next_start is not None and next_start < len(inputs):
+                clock.spent(child)
             return next_start
         finally:
             os.close(go_w)
             child.release(finished=finished)
 
-    def _stdio_loop(self, child: _Child, go_w, out, inputs, start, apps, verdict, record, limits, program_deadline,
+    def _stdio_loop(self, child: _Child, go_w, out, inputs, start, apps, verdict, record, limits, clock,
                     cpu):
         streams = [child.result] + ([out] if out is not None else [])
         i = start
         sent = -1
-        deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+        clock.restart_test()
         while i < len(inputs):
             if sent < i:
                 # One byte per test: the child starts the next test only after the worker has drained the previous
@@ -523,7 +678,7 @@ class Sandbox:
                     pass  # the child is gone; its result stream tells why
                 sent = i
                 if child.phase == "ready":
-                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+                    clock.restart_test()
             end = None
             while child.cursor < len(child.result.messages) and end is None:
                 msg = child.result.messages[child.cursor]
@@ -544,7 +699,7 @@ class Sandbox:
                 if child.phase != "ready":
                     continue
                 if t == "ready" or (t == "begin" and msg.get("i") == i):
-                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+                    clock.restart_test()
                 elif t == "end" and msg.get("i") == i:
                     end = msg
             if end is None:
@@ -555,7 +710,7 @@ class Sandbox:
                     problem = (ERROR, f"output limit exceeded ({limits.max_output_mb} MB)")
                 elif child.result.eof:
                     if out is not None:
-                        while not out.eof and not out.overflow and _wait_any([out], deadline):
+                        while not out.eof and not out.overflow and clock.wait([out]):
                             pass
                     problem = self._stdio_died(child, out, i, apps, verdict, cpu)
                     if problem is None:
@@ -566,11 +721,11 @@ class Sandbox:
                         return None
                     record.set(i, problem[0], f"test {i}: {problem[1]}")
                     return None if record.stop_after(i, limits) else i + 1
-                if not _wait_any(streams, deadline):
+                if not clock.wait(streams):
                     if child.phase != "ready" and i == start:
-                        record.load_timed_out(start, limits, "time limit exceeded while loading the program")
+                        record.load_timed_out(start, limits, clock.timeout_error("while loading the program"))
                         return None
-                    record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
+                    record.set(i, TIMEOUT, clock.timeout_error(f"test {i}"))
                     return None if record.stop_after(i, limits) else i + 1
                 continue
             # The test ended: everything it wrote to fd 1 is already in the pipe, so a non-blocking drain gets it.
@@ -616,7 +771,7 @@ class Sandbox:
         return _crash_reason(status, cpu_used, cpu)
 
     # call -------------------------------------------------------------------------------------------------------
-    def _run_call(self, zygote, problem, tests, code, code_obj, limits, program_deadline) -> _Tests:
+    def _run_call(self, zygote, problem, tests, code, code_obj, limits, clock) -> _Tests:
         inputs, outputs = tests["inputs"], tests["outputs"]
         apps = limits.compare == "apps"
         fn_name = problem.get("fn_name")
@@ -641,17 +796,17 @@ class Sandbox:
 
         spec = {"code": code, "code_obj": code_obj, "apps": apps,
                 "entry": {"name": fn_name, "solution_class": solution_class}}
-        return self._run_server(zygote, spec, requests, verdict, limits, program_deadline)
+        return self._run_server(zygote, spec, requests, verdict, limits, clock)
 
     # assert -----------------------------------------------------------------------------------------------------
-    def _run_assert(self, zygote, problem, tests, code, code_obj, limits, program_deadline) -> _Tests:
+    def _run_assert(self, zygote, problem, tests, code, code_obj, limits, clock) -> _Tests:
         asserts = tuple(tests.get("asserts") or ())
         setup = tests.get("setup_code") or ""
         fn_name = problem.get("fn_name") or None
         plan: AssertPlan = plan_asserts(setup, asserts, fn_name)
         spec = {"code": code, "code_obj": code_obj, "apps": False}
         if plan.fast is None:
-            return self._run_judged(zygote, spec, setup, asserts, plan, fn_name, limits, program_deadline)
+            return self._run_judged(zygote, spec, setup, asserts, plan, fn_name, limits, clock)
         requests = [{**check.request, "i": i} for i, check in enumerate(plan.fast)]
 
         def verdict(i: int, value: Any) -> tuple[str, str]:
@@ -659,29 +814,30 @@ class Sandbox:
                 return PASS, ""
             return FAIL, f"test {i}: assertion failed: {asserts[i][:300]} (got {_short(value)})"
 
-        return self._run_server(zygote, spec, requests, verdict, limits, program_deadline)
+        return self._run_server(zygote, spec, requests, verdict, limits, clock)
 
     # one candidate child answering a batch of calls ----------------------------------------------------------------
-    def _run_server(self, zygote, spec, requests, verdict, limits, program_deadline) -> _Tests:
+    def _run_server(self, zygote, spec, requests, verdict, limits, clock) -> _Tests:
         record = _Tests(len(requests))
         start = 0
         while start < len(requests):
-            if time.monotonic() >= program_deadline:
-                record.settle_rest(start, TIMEOUT, f"program time limit of {limits.program_timeout_s}s exhausted")
+            exhausted = clock.exhausted()
+            if exhausted:
+                record.settle_rest(start, TIMEOUT, exhausted)
                 break
             next_start = self._server_batch(zygote, spec, requests, start, verdict, record, limits,
-                                            program_deadline)
+                                            clock)
             if next_start is None:
                 break
             start = next_start
         return record
 
-    def _server_batch(self, zygote, spec, requests, start, verdict, record: _Tests, limits, program_deadline):
+    def _server_batch(self, zygote, spec, requests, start, verdict, record: _Tests, limits, clock):
         """Run tests ``start..`` in one child. Returns the index to continue from in a fresh child, or None."""
-        cpu = limits.program_cpu_limit_s(len(requests) - start)
+        cpu = limits.program_cpu_limit_s(len(requests) - start, clock.cpu_spent)
         fds_here = []
         try:
-            spec_fd = _memfd(marshal.dumps({**spec, "cpu_s": limits.cpu_limit_s}))
+            spec_fd = _memfd(marshal.dumps({**spec, "cpu_s": limits.timeout_s}))
             fds_here.append(spec_fd)
             req_fd = _memfd(b"".join(pack(r) for r in requests[start:]))
             fds_here.append(req_fd)
@@ -692,103 +848,110 @@ class Sandbox:
         finally:
             for fd in fds_here:
                 os.close(fd)
-        child = _Child(zygote, pid, result)
+        child = _Child(zygote, pid, result, clock=clock)
         finished = False
         try:
-            deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
-            i = start
-            while i < len(requests):
-                try:
-                    msg = child.next_message(deadline)
-                except TimeoutError:
-                    where = "loading the program" if child.phase != "ready" else f"test {i}"
-                    if child.phase != "ready" and i == start:
-                        record.load_timed_out(start, limits, f"time limit exceeded while {where}")
-                        return None
-                    record.set(i, TIMEOUT, f"test {i}: time limit exceeded ({limits.timeout_s}s)")
-                    return None if record.stop_after(i, limits) else i + 1
-                if msg is None or msg.get("t") in ("corrupt", "overflow"):
-                    if msg is None and child.phase == "setup":
-                        status, _ = child.status()
-                        raise SandboxSetupError(f"child ended during setup (wait status {status})")
-                    if msg is None and child.phase == "compiling":
-                        status, cpu_used = child.status()
-                        record.compile_error = f"compiler crashed ({_crash_reason(status, cpu_used, cpu)[1]})"
-                        return None
-                    if msg is None:
-                        status, cpu_used = child.status()
-                        kind, error = _crash_reason(status, cpu_used, cpu)
-                        if child.phase != "ready" and kind == TIMEOUT:
-                            record.load_timed_out(start, limits, f"while loading the program: {error}")
-                            return None
-                        if child.phase != "ready":
-                            record.settle_rest(start, kind, f"while loading the program: {error}")
-                            return None
-                        error = f"the program ended the process ({error})" if kind == ERROR else error
-                    elif msg.get("t") == "overflow":
-                        kind, error = ERROR, f"output limit exceeded ({limits.max_output_mb} MB)"
-                    else:
-                        kind, error = ERROR, f"result channel corrupted: {msg.get('error')}"
-                    record.set(i, kind, f"test {i}: {error}")
-                    return None if record.stop_after(i, limits) else i + 1
-                t = msg.get("t")
-                if t == "setup_error":
-                    raise SandboxSetupError(str(msg.get("error")))
-                if t == "compile_error" and child.phase in ("compiling", "loading"):
-                    record.compile_error = str(msg.get("error", ""))
-                    return None
-                if t == "load_error" and child.phase == "loading":
-                    record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
-                    return None
-                if t == "cpu_limit":
-                    if child.phase != "ready" and i == start:
-                        record.load_timed_out(start, limits, "CPU time limit exceeded while loading the program")
-                        return None
-                    record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
-                    return None if record.stop_after(i, limits) else i + 1
-                if t == "ready" and child.phase == "ready":
-                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
-                    continue
-                if t != "reply" or child.phase != "ready" or msg.get("i") != i:
-                    continue
-                result.total = 0  # the output cap is per test
-                if "exc" in msg:
-                    status, error = ERROR, f"test {i}: {msg.get('tb') or msg.get('exc')}"
-                else:
-                    try:
-                        value = decode(msg.pop("ok", None))
-                    except DecodeError as exc:
-                        status, error = ERROR, f"test {i}: malformed return value: {exc}"
-                    else:
-                        status, error = verdict(i, value)
-                record.set(i, status, error)
-                if record.stop_after(i, limits):
-                    return None
-                i += 1
-                deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+            next_start = self._server_loop(child, requests, start, verdict, record, limits, clock, cpu)
             # Every request answered: the child reads the end of its requests and exits (see the stdio case).
-            finished = limits.max_processes == 1
-            return None
+            finished = (next_start is None and record.status[-1] != NOT_RUN and child.phase == "ready"
+                        and limits.max_processes == 1)
+            if next_start is not None and next_start < len(requests):
+                clock.spent(child)
+            return next_start
         finally:
             child.release(finished=finished)
 
+    def _server_loop(self, child: _Child, requests, start, verdict, record: _Tests, limits, clock, cpu):
+        clock.restart_test()
+        i = start
+        while i < len(requests):
+            try:
+                msg = child.next_message(clock)
+            except TimeoutError:
+                if child.phase != "ready" and i == start:
+                    record.load_timed_out(start, limits, clock.timeout_error("while loading the program"))
+                    return None
+                record.set(i, TIMEOUT, clock.timeout_error(f"test {i}"))
+                return None if record.stop_after(i, limits) else i + 1
+            if msg is None or msg.get("t") in ("corrupt", "overflow"):
+                if msg is None and child.phase == "setup":
+                    status, _ = child.status()
+                    raise SandboxSetupError(f"child ended during setup (wait status {status})")
+                if msg is None and child.phase == "compiling":
+                    status, cpu_used = child.status()
+                    record.compile_error = f"compiler crashed ({_crash_reason(status, cpu_used, cpu)[1]})"
+                    return None
+                if msg is None:
+                    status, cpu_used = child.status()
+                    kind, error = _crash_reason(status, cpu_used, cpu)
+                    if child.phase != "ready" and kind == TIMEOUT:
+                        record.load_timed_out(start, limits, f"while loading the program: {error}")
+                        return None
+                    if child.phase != "ready":
+                        record.settle_rest(start, kind, f"while loading the program: {error}")
+                        return None
+                    error = f"the program ended the process ({error})" if kind == ERROR else error
+                elif msg.get("t") == "overflow":
+                    kind, error = ERROR, f"output limit exceeded ({limits.max_output_mb} MB)"
+                else:
+                    kind, error = ERROR, f"result channel corrupted: {msg.get('error')}"
+                record.set(i, kind, f"test {i}: {error}")
+                return None if record.stop_after(i, limits) else i + 1
+            t = msg.get("t")
+            if t == "setup_error":
+                raise SandboxSetupError(str(msg.get("error")))
+            if t == "compile_error" and child.phase in ("compiling", "loading"):
+                record.compile_error = str(msg.get("error", ""))
+                return None
+            if t == "load_error" and child.phase == "loading":
+                record.settle_rest(start, ERROR, f"error while loading the program: {msg.get('error', '')}")
+                return None
+            if t == "cpu_limit":
+                if child.phase != "ready" and i == start:
+                    record.load_timed_out(start, limits, "CPU time limit exceeded while loading the program")
+                    return None
+                record.set(i, TIMEOUT, f"test {i}: CPU time limit exceeded")
+                return None if record.stop_after(i, limits) else i + 1
+            if t == "ready" and child.phase == "ready":
+                clock.restart_test()
+                continue
+            if t != "reply" or child.phase != "ready" or msg.get("i") != i:
+                continue
+            child.result.total = 0  # the output cap is per test
+            if "exc" in msg:
+                status, error = ERROR, f"test {i}: {msg.get('tb') or msg.get('exc')}"
+            else:
+                try:
+                    value = decode(msg.pop("ok", None))
+                except DecodeError as exc:
+                    status, error = ERROR, f"test {i}: malformed return value: {exc}"
+                else:
+                    status, error = verdict(i, value)
+            record.set(i, status, error)
+            if record.stop_after(i, limits):
+                return None
+            i += 1
+            clock.restart_test()
+        return None
+
     # judge + candidate --------------------------------------------------------------------------------------------
-    def _run_judged(self, zygote, spec, setup, asserts, plan, fn_name, limits, program_deadline) -> _Tests:
+    def _run_judged(self, zygote, spec, setup, asserts, plan, fn_name, limits, clock) -> _Tests:
         record = _Tests(len(asserts))
         start = 0
         while start < len(asserts):
-            if time.monotonic() >= program_deadline:
-                record.settle_rest(start, TIMEOUT, f"program time limit of {limits.program_timeout_s}s exhausted")
+            exhausted = clock.exhausted()
+            if exhausted:
+                record.settle_rest(start, TIMEOUT, exhausted)
                 break
             next_start = self._judged_batch(zygote, spec, setup, asserts, plan, fn_name, start, record, limits,
-                                            program_deadline)
+                                            clock)
             if next_start is None:
                 break
             start = next_start
         return record
 
-    def _judged_batch(self, zygote, spec, setup, asserts, plan, fn_name, start, record, limits, program_deadline):
-        cpu = limits.program_cpu_limit_s(len(asserts) - start)
+    def _judged_batch(self, zygote, spec, setup, asserts, plan, fn_name, start, record, limits, clock):
+        cpu = limits.program_cpu_limit_s(len(asserts) - start, clock.cpu_spent)
         fds_here = []
         children: list[_Child] = []
         try:
@@ -798,7 +961,7 @@ class Sandbox:
             j_res_r, j_res_w = os.pipe2(os.O_CLOEXEC)
             fds_here += [req_r, req_w, rep_r, rep_w, c_res_w, j_res_w]
             cand_spec = _memfd(marshal.dumps({**spec, "rpc": True, "entry": {"name": fn_name},
-                                              "cpu_s": limits.cpu_limit_s}))
+                                              "cpu_s": limits.timeout_s}))
             fds_here.append(cand_spec)
             judge_spec = _memfd(marshal.dumps({"setup_code": setup, "asserts": list(asserts), "start": start,
                                                "free_names": list(plan.free_names), "fn_name": fn_name}))
@@ -807,11 +970,11 @@ class Sandbox:
             j_result = _Stream(j_res_r, limits.output_cap_bytes + (1 << 20), messages=True)
             cand_pid = zygote.spawn("server", limits.child_limits(cpu),
                                     {3: c_res_w, 4: cand_spec, 5: req_r, 6: rep_w})
-            children.append(_Child(zygote, cand_pid, c_result))
+            children.append(_Child(zygote, cand_pid, c_result, clock=clock))
             # The judge runs the tests' own code for every test in one go: it gets the whole budget at once.
             judge_pid = zygote.spawn("judge", {**limits.child_limits(cpu), "cpu_s": cpu},
                                      {3: j_res_w, 4: judge_spec, 5: req_w, 6: rep_r})
-            children.append(_Child(zygote, judge_pid, j_result))
+            children.append(_Child(zygote, judge_pid, j_result, clock=clock))
         except BaseException:
             for c in children:
                 c.release()
@@ -821,7 +984,10 @@ class Sandbox:
                 os.close(fd)
         cand, judge = children
         try:
-            return self._judge_loop(cand, judge, asserts, start, record, limits, program_deadline, cpu)
+            next_start = self._judge_loop(cand, judge, asserts, start, record, limits, clock, cpu)
+            if next_start is not None and next_start < len(asserts):
+                clock.spent(cand)
+            return next_start
         finally:
             judge.release()
             cand.release()
@@ -851,9 +1017,9 @@ class Sandbox:
             return True
         return False
 
-    def _judge_loop(self, cand: _Child, judge: _Child, asserts, start, record, limits, program_deadline, cpu):
+    def _judge_loop(self, cand: _Child, judge: _Child, asserts, start, record, limits, clock, cpu):
         """Follow the judge's begin/verdict messages; returns the index to continue from in fresh children."""
-        deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+        clock.restart_test()
         current = start
         while True:
             cand.result.pump()
@@ -872,7 +1038,7 @@ class Sandbox:
                     continue
                 if t == "begin":
                     current = i
-                    deadline = min(time.monotonic() + limits.timeout_s, program_deadline)
+                    clock.restart_test()
                 elif t == "verdict":
                     cand.result.total = judge.result.total = 0  # the output caps are per test
                     status = {"pass": PASS, "fail": FAIL}.get(msg.get("v"), ERROR)
@@ -884,7 +1050,7 @@ class Sandbox:
                     gone_at = i
             if gone_at is not None:
                 # The candidate died. If it never got ready, its own report (compile or load error) decides.
-                while not cand.result.eof and _wait_any([cand.result], deadline):
+                while not cand.result.eof and clock.wait([cand.result]):
                     pass
                 if self._candidate_events(cand, record, start, cpu):
                     return None
@@ -905,11 +1071,11 @@ class Sandbox:
                 kind, error = _crash_reason(status, cpu_used, cpu)
                 record.set(current, TIMEOUT if kind == TIMEOUT else ERROR, f"test {current}: judge died ({error})")
                 return None if record.stop_after(current, limits) else current + 1
-            if not _wait_any([cand.result, judge.result], deadline):
+            if not clock.wait([cand.result, judge.result]):
                 if cand.phase != "ready" and current == start:
-                    record.settle_rest(start, TIMEOUT, "time limit exceeded while loading the program")
+                    record.settle_rest(start, TIMEOUT, clock.timeout_error("while loading the program"))
                     return None
-                record.set(current, TIMEOUT, f"test {current}: time limit exceeded ({limits.timeout_s}s)")
+                record.set(current, TIMEOUT, clock.timeout_error(f"test {current}"))
                 return None if record.stop_after(current, limits) else current + 1
 
 

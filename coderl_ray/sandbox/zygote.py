@@ -77,6 +77,29 @@ def _zygote_env() -> dict[str, str]:
     return env
 
 
+_STARTERS: dict[int, "concurrent.futures.ThreadPoolExecutor"] = {}
+_STARTERS_LOCK = threading.Lock()
+
+
+def _popen_from_a_lasting_thread(*args, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` run on a thread that lives as long as this process.
+
+    The zygote asks the kernel to kill it when its parent dies (``PR_SET_PDEATHSIG``), and Linux takes the parent to
+    be the *thread* that forked it: a zygote started by a pool thread (``execute_many(max_workers=2)``) died when
+    the pool shut down, and the next program paid for a new one. One starter thread per process (per pid: a forked
+    worker gets its own)."""
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(*args, **kwargs)
+    import concurrent.futures
+
+    with _STARTERS_LOCK:
+        starter = _STARTERS.get(os.getpid())
+        if starter is None:
+            starter = _STARTERS[os.getpid()] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="coderl-zygote-starter")
+    return starter.submit(subprocess.Popen, *args, **kwargs).result()
+
+
 class Zygote:
     """A running zygote. Thread-safe: requests are serialised, children run concurrently."""
 
@@ -130,7 +153,7 @@ class Zygote:
         self._stderr = tempfile.TemporaryFile()
         try:
             cmd = self._command(child.fileno(), read_paths())
-            self._proc = subprocess.Popen(
+            self._proc = _popen_from_a_lasting_thread(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
                 pass_fds=(child.fileno(),), env=_zygote_env(), cwd="/", start_new_session=True,
             )
@@ -264,6 +287,36 @@ class Zygote:
         """Kill the child if it still runs and return its wait status and CPU seconds."""
         reply = self._request({"op": "wait", "pid": pid})
         return int(reply["status"]), float(reply["cpu"])
+
+    def host_pid(self, pid: int) -> int | None:
+        """The pid of child ``pid`` (a pid in the zygote's namespace) in this process's ``/proc``, or None where the
+        kernel cannot say (no ``pidfd_open`` before Linux 5.3, or no ``Pid:`` line in a pidfd's fdinfo). The zygote
+        sends a pidfd; the kernel shows its pid in the namespace of the ``/proc`` instance that is read."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                raise ZygoteError("the sandbox zygote is not running")
+            try:
+                sock.send(marshal.dumps({"op": "pidfd", "pid": pid}))
+                answer, fds, _, _ = socket.recv_fds(sock, 1 << 16, 1)
+            except OSError as exc:
+                raise ZygoteError(f"lost the sandbox zygote: {exc}") from None
+        if not answer:
+            raise ZygoteError(f"the sandbox zygote exited; {self._stderr_tail()}")
+        try:
+            if not fds or "error" in marshal.loads(answer):
+                return None
+            with open(f"/proc/self/fdinfo/{fds[0]}") as f:
+                for line in f:
+                    if line.startswith("Pid:"):
+                        found = int(line.split()[1])
+                        return found if found > 0 else None
+            return None
+        except (OSError, ValueError):
+            return None
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def ping(self) -> dict:
         return self._request({"op": "ping"})
