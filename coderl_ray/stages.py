@@ -121,9 +121,7 @@ def train_sft(cfg: PipelineConfig, gt_dir: Path, actor_in: Path, actor_out: Path
                       batch_size=cfg.sft.batch_size, lr=cfg.sft.lr, warmup_ratio=cfg.sft.warmup_ratio,
                       weight_decay=cfg.sft.weight_decay, seed=cfg.seed, report_every=25,
                       **train_options(cfg.train))
-    with roles_for(cfg, roles, storage) as r:
-        done = _train(r, "actor", "actor", _named(loop, storage, "sft"), {"train": ds}, actor_out,
-                      ("actor", version))
+    done = _train(cfg, roles, "actor", "actor", loop, {"train": ds}, actor_out, storage, "sft", ("actor", version))
     return {"steps": loop.steps, "rows": n, "train_s": done["train_s"]}
 
 
@@ -136,12 +134,22 @@ def _named(loop, storage: Path, name: str):
     return replace(loop, name=name, log_dir=log_dir, progress_bar=loop.progress_bar and sys.stderr.isatty())
 
 
-def _train(roles: Roles, trainer: str, slot: str, loop, datasets: dict, out: Path,
-           publish: tuple[str, int] | None = None) -> dict:
-    """A whole training run of ``loop`` on the persistent trainer ``trainer``'s ``slot`` (loaded from
-    ``loop.init_path`` unless it holds that model already), saved to ``out`` and optionally published."""
+def _train(cfg: PipelineConfig, roles: Roles | None, trainer: str, slot: str, loop, datasets: dict, out: Path,
+           storage: Path, name: str, publish: tuple[str, int] | None = None) -> dict:
+    """A whole training run of ``loop``, saved to ``out``: on the run's persistent trainer ``trainer`` (its ``slot``,
+    loaded from ``loop.init_path`` unless it holds that model already; optionally published), or, for a stage run
+    on its own (``roles`` None: a one-stage command), a Ray Train ``fit()`` of its own, which checkpoints every
+    ``train.checkpoint_every`` steps and resumes a rerun from the last checkpoint."""
+    import time
     from dataclasses import asdict
 
+    from coderl_ray.train.loop import fit, load_trained
+
+    loop = _named(loop, storage, name)
+    if roles is None:
+        start = time.perf_counter()
+        load_trained(fit(loop, datasets, **_scaling(cfg), storage_path=storage, name=name), out)
+        return {"train_s": round(time.perf_counter() - start, 2)}
     roles.ensure_slot(trainer, slot, loop, loop.init_path)
     result = roles.trainer(trainer).run({
         "op": "train", "slot": slot, "loop": asdict(loop), "data": datasets, "save": str(out),
@@ -209,9 +217,8 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
                       critic_pooling=cfg.critic.pooling, critic_pool_length=cfg.model.max_target_tokens,
                       critic_scale_input=cfg.critic.scale_head_input,
                       seed=cfg.seed, report_every=25, **train_options(cfg.train))
-    with roles_for(cfg, roles, storage) as r:
-        done = _train(r, "critic", slot, _named(loop, storage, name), {"train": ds.random_shuffle(seed=cfg.seed)},
-                      critic_out, (slot, version) if version is not None else None)
+    done = _train(cfg, roles, "critic", slot, loop, {"train": ds.random_shuffle(seed=cfg.seed)}, critic_out,
+                  storage, name, (slot, version) if version is not None else None)
     return {"steps": loop.steps, "rows": n, "train_s": done["train_s"]}
 
 
@@ -221,12 +228,11 @@ def train_critic_binary(cfg: PipelineConfig, buffer_root: Path, rounds: list[int
     """The binary critic (not passed / passed) that critic sampling reads when ``critic.inference_classes`` is 2:
     the last round's critic's backbone with a new 2-class head, trained on every round's buffer (and the ground
     truth); ``heldout``: its quality on the last evaluation's test programs."""
-    with roles_for(cfg, roles, storage) as r:
-        info = train_critic(cfg, buffer_root, rounds, gt_dir, last_critic, True, critic_out, storage, "critic_binary",
-                            n_classes=2, roles=r, version=0, slot="critic_binary")
-        if heldout_dir is not None and heldout_dir.is_dir():
-            info |= _quality_stats("heldout", score_quality(cfg, critic_out, heldout_dir, 2, roles=r,
-                                                            critic=ModelRef("critic_binary", str(critic_out), 0, 0)))
+    info = train_critic(cfg, buffer_root, rounds, gt_dir, last_critic, True, critic_out, storage, "critic_binary",
+                        n_classes=2, roles=roles, version=0, slot="critic_binary")
+    if heldout_dir is not None and heldout_dir.is_dir():
+        info |= _quality_stats("heldout", score_quality(cfg, critic_out, heldout_dir, 2, roles=roles,
+                                                        critic=ModelRef("critic_binary", str(critic_out), 0, 0)))
     return info
 
 
@@ -253,11 +259,11 @@ def train_repair(cfg: PipelineConfig, problems: list[dict[str, Any]], buffer_roo
     loop = LoopConfig(objective="sft", init_path=str(init), steps=_steps(rc.epochs, len(rows), rc.batch_size),
                       batch_size=rc.batch_size, lr=rc.lr, warmup_ratio=rc.warmup_ratio, seed=cfg.seed,
                       report_every=25, **train_options(cfg.train))
-    with roles_for(cfg, roles, storage) as r:
-        # A slot of its own in the actor's trainer, freed once saved: the actor's slot stays as it is.
-        _train(r, "actor", "repair", _named(loop, storage, name), {"train": ray.data.from_items(rows)}, repair_out)
-        r.trainer("actor").run({"op": "drop", "slot": "repair"})
-        r.slots.pop(("actor", "repair"), None)
+    # A slot of its own in the actor's trainer, freed once saved: the actor's slot stays as it is.
+    _train(cfg, roles, "actor", "repair", loop, {"train": ray.data.from_items(rows)}, repair_out, storage, name)
+    if roles is not None:
+        roles.trainer("actor").run({"op": "drop", "slot": "repair"})
+        roles.slots.pop(("actor", "repair"), None)
     return {"steps": loop.steps, "pairs": len(pairs), "problems": len({p["problem_id"] for p in pairs}),
             "outcomes": dict(Counter(p["outcome"] for p in pairs))}
 
@@ -303,9 +309,8 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     # Without a single program whose return differs from its baseline there is nothing for RL to learn from; the
     # round then falls back to its cross-entropy half rather than failing. (`rl.ce_only` asks for that on purpose.)
     datasets = {"train": rl, "ce": gt} if use_rl else {"train": gt}
-    with roles_for(cfg, roles, storage) as r:
-        done = _train(r, "actor", "actor", _named(loop, storage, name), datasets, actor_out,
-                      ("actor", version) if version is not None else None)
+    done = _train(cfg, roles, "actor", "actor", loop, datasets, actor_out, storage, name,
+                  ("actor", version) if version is not None else None)
     return {"steps": loop.steps, "rl_rows": n, "rl_used": use_rl, "train_s": done["train_s"]}
 
 
