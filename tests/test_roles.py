@@ -165,3 +165,41 @@ def test_a_part_folder_resumes_its_finished_parts_and_starts_over_when_the_plan_
     other.write(0, pa.table({"x": [1]}))
     changed = PartFolder(tmp_path / "round_0002", {"items": [["c"]]})  # other problems: nothing is reused
     assert changed.done_keys() == []
+
+
+def test_the_generator_role_samples_what_the_ray_data_rollout_sampled(ray_cluster, tmp_path):
+    """The staged loop's rollout moved from a Ray Data actor pool to the persistent generators: the same problems,
+    seed and round give the same programs, token for token (keyed sampling), plus behaviour log-probabilities that
+    are the RL step's log p of those tokens at the sampling temperature."""
+    from coderl_ray.config import RolloutConfig
+    from coderl_ray.models.actor import load_actor
+    from coderl_ray.roles.pool import RolePool
+    from coderl_ray.roles.weights import start_weight_store
+    from coderl_ray.roles.workers import GeneratorRole, ModelRef
+    from coderl_ray.rollout.stage import generate_samples, prompt_rows, sampling_params
+
+    actor = tiny_actor_dir(tmp_path)
+    problems = tiny_suite()[0][:6]
+    cfg = RolloutConfig(num_samples=2, max_new_tokens=16, batch_size_per_worker=3, cpus_per_worker=0.1)
+    params = sampling_params(cfg, 128)
+    old = generate_samples(problems, str(actor), cfg, params, round_=2, policy_version=1, seed=5).take_all()
+    pool = RolePool("generator", GeneratorRole, (start_weight_store(), 0), 1, {"num_cpus": 0.1})
+    new = pool.broadcast("generate", pa.Table.from_pylist(prompt_rows(problems)),
+                         ModelRef.of_folder("actor", actor), params, 2, 5, 0.6, 1)[0].to_pylist()
+    pool.shutdown()
+    key = ("sample_id", "token_ids", "code", "policy_version", "is_greedy", "prompt_ids")
+    assert sorted((tuple(r[k] for k in key) for r in old)) == sorted((tuple(r[k] for k in key) for r in new))
+    sampled = [r for r in new if not r["is_greedy"]]
+    want = _logprobs_at(load_actor(actor), pa.Table.from_pylist(sampled), 0.6)
+    for r, w in zip(sampled, want):
+        np.testing.assert_allclose(r["old_logprobs"], w, rtol=0, atol=1e-5)
+    assert all(r["old_logprobs"] == [] for r in new if r["is_greedy"])
+
+
+def _logprobs_at(model, table: pa.Table, temperature: float) -> list[np.ndarray]:
+    from coderl_ray.models.batching import program_batch, token_logprobs
+
+    rows = table.to_pylist()
+    with torch.no_grad():
+        logp = token_logprobs(model.eval(), program_batch(rows, 0, "cpu"), temperature).numpy()
+    return [logp[i, : len(r["token_ids"])] for i, r in enumerate(rows)]
