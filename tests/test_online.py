@@ -60,13 +60,14 @@ def _kill(pid: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_the_online_loop_survives_a_killed_generator_executor_scorer_and_trainer_with_every_row_once(
+def test_the_online_loop_survives_a_killed_generator_executor_scorer_trainer_and_driver_with_every_row_once(
         ray_cluster, tmp_path):
     from coderl_ray.config import load_config
     from coderl_ray.online import loop as online
-    from coderl_ray.pipeline import run_pipeline
+    from coderl_ray.pipeline import StageError, run_pipeline
 
     killed: dict[str, int] = {}
+    first_roles: list[dict] = []
 
     def kill_roles(event: str, info: dict) -> None:
         roles = info["roles"]
@@ -81,16 +82,23 @@ def test_the_online_loop_survives_a_killed_generator_executor_scorer_and_trainer
         elif event == "step" and info["step"] == 2 and "trainer" not in killed:
             killed["trainer"] = roles.trainer("actor").worker_pids()[0]
             _kill(killed["trainer"])
+        elif event == "step" and info["step"] == 6 and "driver" not in killed:
+            # The driver fails after round 1's checkpoint (step 4): the rerun resumes from what is stored.
+            killed["driver"] = 1
+            first_roles.append(roles.stats(1.0))
+            raise RuntimeError("the driver dies here")
 
     out = tmp_path / "run"
     cfg = load_config(MICRO, [f"output_dir={out}", "data.reference_problems=16", "rl.loop=online", "rl.rounds=2",
                               "rl.max_staleness=1", "cs.enabled=false", "train.max_failures=2"])
     online.HOOKS.append(kill_roles)
     try:
-        run_pipeline(cfg)
+        with pytest.raises(StageError, match="stage 'online' failed: RuntimeError: the driver dies here"):
+            run_pipeline(cfg)
+        run_pipeline(cfg)  # the same command again: it resumes the online stage
     finally:
         online.HOOKS.remove(kill_roles)
-    assert set(killed) == {"generator", "sandbox", "scorer", "trainer"}
+    assert set(killed) == {"generator", "sandbox", "scorer", "trainer", "driver"}
 
     state = json.loads((out / "state.json").read_text())
     info = state["stages"]["online"]["info"]
@@ -102,8 +110,8 @@ def test_the_online_loop_survives_a_killed_generator_executor_scorer_and_trainer
         ids = [row["sample_id"] for row in rows]
         assert len(ids) == len(set(ids)) == 24 * 3 and {row["round"] for row in rows} == {r}
         assert (out / "models" / f"actor_round_{r}" / "config.json").is_file()
-    # The report says what was retried and restarted.
-    roles = state["roles"]
+    # The first run's report said what was retried and restarted (the rerun's roles are new).
+    roles = first_roles[0]
     for role in ("generator", "sandbox", "scorer"):
         assert roles[role]["restarts"] >= 1, (role, roles[role])
     assert roles["actor_trainer"]["restarts"] >= 1, roles["actor_trainer"]

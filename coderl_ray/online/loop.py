@@ -195,21 +195,29 @@ class OnlineLoop:
         limits = limits_from_config(cfg.sandbox)
         problem_set, problem_ref = self.roles.problems(self.train)
         temperature = rl_logprob_temperature(cfg)
-        folders = {r: PartFolder(round_dir(self.buffer, r), {"online": True, "items": [
-            [p["problem_id"] for p in it["problems"]] for it in plan.items if it["round"] == r],
-            "params": repr(params), "seed": cfg.seed}) for r in range(1, plan.rounds + 1)}
         keys = {i: (it["round"], it["batch"]) for i, it in enumerate(plan.items)}
-        left = {r: sum(1 for it in plan.items if it["round"] == r) for r in folders}
+        left = {r: sum(1 for it in plan.items if it["round"] == r) for r in range(1, plan.rounds + 1)}
         n_items, per_problem = len(plan.items), params.num_samples + 1
         total_programs = sum(len(it["problems"]) for it in plan.items) * per_problem
-
-        # Items a killed run stored already: back into the window and the critic's pool.
-        for i, (r, b) in keys.items():
-            if folders[r].has(b):
-                self._arrive(i, _read_table(folders[r].tmp / folders[r].name(b)), stored=True)
-                left[r] -= 1
-        for r in folders:
-            if left[r] == 0 and folders[r].tmp.is_dir():
+        # Items a killed run stored already go back into the window and the critic's pool: a finished round's
+        # folder whole, an unfinished one's parts.
+        folders: dict[int, PartFolder] = {}
+        for r in left:
+            dest = round_dir(self.buffer, r)
+            if dest.is_dir():
+                for i, (rr, b) in keys.items():
+                    if rr == r:
+                        self._arrive(i, _read_table(dest / PartFolder.name(b)), stored=True)
+                left[r] = 0
+                continue
+            folders[r] = PartFolder(dest, {"online": True, "items": [
+                [p["problem_id"] for p in it["problems"]] for it in plan.items if it["round"] == r],
+                "params": repr(params), "seed": cfg.seed})
+            for i, (rr, b) in keys.items():
+                if rr == r and folders[r].has(b):
+                    self._arrive(i, _read_table(folders[r].tmp / folders[r].name(b)), stored=True)
+                    left[r] -= 1
+            if left[r] == 0:
                 folders[r].finish()
 
         def sink(item: Item, table: pa.Table) -> None:
