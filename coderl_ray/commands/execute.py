@@ -5,7 +5,7 @@
         --timeout 4 --num-workers 8
 
 Problems are canonical problem records, samples ``{problem_id, sample_id, code}`` (extra fields are ignored), results
-the result records of DESIGN.md, written in the samples' order as they stream out of the execution pool. Without
+the result records of docs/design.md, written in the samples' order as they stream out of the execution pool. Without
 ``--address`` (or ``$RAY_ADDRESS``) a running local cluster is used if there is one, else Ray starts in-process with
 ``--num-workers`` CPUs that all advertise the ``sandbox`` resource; ``--no-ray`` runs in this process instead.
 """
@@ -93,7 +93,7 @@ _RESULT_FIELDS = ("problem_id", "sample_id", "outcome", "passed_tests", "total_t
 
 
 def _result_record(row: dict[str, Any]) -> dict[str, Any]:
-    """DESIGN.md's result record from a result row (the fields of ExecutionResult.to_dict, in its order), built
+    """docs/design.md's result record from a result row (the fields of ExecutionResult.to_dict, in its order), built
     directly: dataclasses.asdict per row cost more than the rest of the driver's work per program."""
     record = {k: row[k] for k in _RESULT_FIELDS}
     record["outcome"] = Outcome(record["outcome"]).value

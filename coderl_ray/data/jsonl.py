@@ -95,5 +95,5 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def load_jsonl(path: str | Path) -> LoadedProblems:
-    """Canonical problem records (DESIGN.md) from a JSON Lines file, validated; errors name the file and line."""
+    """Canonical problem records (docs/design.md) from a JSON Lines file, validated; errors name the file and line."""
     return LoadedProblems(list(iter_problems(path)), source=str(path))

@@ -17,7 +17,7 @@ DIFFICULTIES = ("introductory", "interview", "competition")
 
 
 class ProblemError(ValueError):
-    """A problem record that does not follow DESIGN.md's canonical schema; the message says where and why."""
+    """A problem record that does not follow docs/design.md's canonical schema; the message says where and why."""
 
 
 def _fail(where: str, msg: str) -> None:

@@ -45,7 +45,7 @@ _TESTS_TYPE = pa.struct([
 
 
 def problem_row_schema(include_skipped: bool = False) -> pa.Schema:
-    """The Arrow schema of a problems dataset. Fields beyond DESIGN.md's canonical record are not carried."""
+    """The Arrow schema of a problems dataset. Fields beyond docs/design.md's canonical record are not carried."""
     fields = [
         ("problem_id", pa.string()), ("source", pa.string()), ("difficulty", pa.string()),
         ("question", pa.string()), ("starter_code", pa.string()), ("fn_name", pa.string()),
