@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from coderl_ray.config import SandboxConfig
-from coderl_ray.data.problems import ProblemError, read_problems
+from coderl_ray.data.problems import ProblemError, loads_line, read_problems
 from coderl_ray.progress import stage_bar
 from coderl_ray.records import ExecutionResult, Outcome
 
@@ -62,9 +62,10 @@ def _read_samples(path: str, problem_ids: set[str]) -> list[dict[str, Any]]:
                 continue
             where = f"{file}:{lineno}"
             try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ProblemError(f"{where}: bad JSON ({exc})") from None
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProblemError(f"{where}: not UTF-8 text ({exc})") from None
+            record = loads_line(line, where)
             if not isinstance(record, dict):
                 raise ProblemError(f"{where}: expected a JSON object")
             for key in ("problem_id", "sample_id", "code"):

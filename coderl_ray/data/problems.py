@@ -24,6 +24,35 @@ def _fail(where: str, msg: str) -> None:
     raise ProblemError(f"{where}: {msg}")
 
 
+def loads_line(line: str, where: str) -> Any:
+    """Parse one line of a JSON Lines file; ``where`` names the line (``"problems.jsonl:3"``).
+
+    A bad line raises :class:`ProblemError` that places the error in the line: json's own message counts the lines
+    of the text it was given, so a record cut short reads "line 2 column 1" (the newline that ends it) while the
+    file's line is another number.
+
+    >>> loads_line('{"a": 1 "b": 2}', "f.jsonl:3")
+    Traceback (most recent call last):
+    ...
+    coderl_ray.data.problems.ProblemError: f.jsonl:3: bad JSON at column 9 of that line (Expecting ',' delimiter): '{"a": 1 "b": 2}'
+    >>> loads_line('{"a": 1,', "f.jsonl:3")
+    Traceback (most recent call last):
+    ...
+    coderl_ray.data.problems.ProblemError: f.jsonl:3: bad JSON: the line ends before the record does (Expecting property name enclosed in double quotes)
+    """
+    text = line.rstrip("\r\n")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()):
+            raise ProblemError(f"{where}: bad JSON: the line ends before the record does ({exc.msg})") from None
+        # json's messages that end in "at" expect the position after them; here it comes first.
+        msg = exc.msg.removesuffix(" at").removesuffix(" starting")
+        near = text[max(0, exc.pos - 30):exc.pos + 10]
+        raise ProblemError(f"{where}: bad JSON at column {exc.pos + 1} of that line ({msg}): "
+                           f"{'...' if exc.pos > 30 else ''}{near!r}") from None
+
+
 def validate_tests(tests: Any, where: str, fn_name: str | None) -> None:
     if not isinstance(tests, dict):
         _fail(where, f"expected an object with a 'kind' field, got {type(tests).__name__}")
@@ -119,11 +148,7 @@ def iter_problems(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise ProblemError(f"{where}: not UTF-8 text ({exc})") from None
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ProblemError(f"{where}: bad JSON ({exc})") from None
-            problem = validate_problem(record, where)
+            problem = validate_problem(loads_line(line, where), where)
             if problem["problem_id"] in seen:
                 raise ProblemError(f"{where}: duplicate problem_id {problem['problem_id']!r}")
             seen.add(problem["problem_id"])
@@ -145,7 +170,7 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read any JSON Lines file; errors name the file and the line."""
+    """Read any JSON Lines file; errors (:class:`ProblemError`, a ``ValueError``) name the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -155,7 +180,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             if not raw.strip():
                 continue
             try:
-                out.append(json.loads(raw.decode("utf-8")))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path}:{lineno}: {exc}") from None
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProblemError(f"{path}:{lineno}: not UTF-8 text ({exc})") from None
+            out.append(loads_line(line, f"{path}:{lineno}"))
     return out
