@@ -129,6 +129,27 @@ def validate_problem(problem: Any, where: str = "problem") -> dict[str, Any]:
     }
 
 
+def examples_among_hidden_tests(problem: dict[str, Any]) -> bool:
+    """Whether the problem has example tests and every one of them is also a hidden test (same input and expected
+    output, or the same assert after the same setup code), as MBPP's first assert is by default.
+
+    >>> tests = {"kind": "stdio", "inputs": ["1\\n", "2\\n"], "outputs": ["1\\n", "4\\n"]}
+    >>> examples_among_hidden_tests({"tests": tests, "example_tests": {**tests, "inputs": ["2\\n"], "outputs": ["4\\n"]}})
+    True
+    >>> examples_among_hidden_tests({"tests": tests, "example_tests": {**tests, "inputs": ["2\\n"], "outputs": ["2\\n"]}})
+    False
+    """
+    hidden, examples = problem.get("tests") or {}, problem.get("example_tests") or {}
+    if not examples or examples.get("kind") != hidden.get("kind"):
+        return False
+    if examples["kind"] == "assert":
+        return (bool(examples.get("asserts")) and (examples.get("setup_code") or "") == (hidden.get("setup_code") or "")
+                and all(a in hidden.get("asserts", []) for a in examples["asserts"]))
+    cases = list(zip(hidden.get("inputs", []), hidden.get("outputs", [])))
+    shown = list(zip(examples.get("inputs", []), examples.get("outputs", [])))
+    return bool(shown) and all(case in cases for case in shown)
+
+
 def read_problems(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a canonical problems JSON Lines file. Errors name the file and the line."""
     return list(iter_problems(path))
