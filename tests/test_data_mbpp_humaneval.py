@@ -77,6 +77,9 @@ def test_mbpp_example_can_be_held_out_of_the_hidden_tests(mbpp_rows, tmp_path):
     assert p["tests"]["asserts"] == rows[0]["test_list"][1:] and len(p["tests"]["asserts"]) == 2
     assert p["example_tests"]["asserts"] == rows[0]["test_list"][:1]
     assert not any(a in p["question"] for a in p["tests"]["asserts"])
+    (p,) = load_mbpp([{**rows[0], "challenge_test_list": ["assert True"]}], include_challenge=True,
+                     hold_out_example=True)
+    assert p["tests"]["asserts"] == rows[0]["test_list"][1:] + ["assert True"]
     # A task whose asserts are all the example has no hidden test left: skipped and reported, not converted.
     one = load_mbpp([{**rows[0], "task_id": 5, "test_list": rows[0]["test_list"][:1]}], hold_out_example=True)
     assert list(one) == [] and [s.problem_id for s in one.skipped] == ["mbpp/5"]

@@ -106,6 +106,8 @@ def problem_from_row(row: Any, where: str, tests_in_prompt: str = "all",
     asserts = _string_list(row["test_list"], "test_list", where)
     if not asserts:
         raise ProblemError(f"{where}: 'test_list' is empty")
+    if include_challenge:
+        asserts += _string_list(row.get("challenge_test_list") or [], "challenge_test_list", where)
     hidden = asserts
     if hold_out_example:
         # Every copy: five MBPP tasks repeat an assert (37, 337, 508, 713, 862), their first one included.
@@ -113,8 +115,6 @@ def problem_from_row(row: Any, where: str, tests_in_prompt: str = "all",
         if not hidden:
             raise UnusableTests(f"{where}: every assert of 'test_list' is the example, so holding it out "
                                 "(hold_out_example) leaves no hidden test")
-    if include_challenge:
-        asserts += _string_list(row.get("challenge_test_list") or [], "challenge_test_list", where)
     if "test_imports" in row and "test_setup_code" not in row:
         setup = "\n".join(_string_list(row["test_imports"] or [], "test_imports", where))
     else:
