@@ -186,7 +186,8 @@ def test_readme_cluster_block_on_free_ports(tmp_path, home_state):
     block = readme_cluster_block().replace(
         "ray start --head", f"ray start --head --num-cpus=1 --port={gcs} --dashboard-port={dashboard} "
                             f"--dashboard-agent-listen-port={agent} --ray-client-server-port={client}", 1)
-    block = _with_job(block, "python -c 'import ray; ray.init(); print(\"job sees CPUs:\", ray.cluster_resources()[\"CPU\"])'")
+    block = _with_job(block, "python -c 'import ray; ray.init(); "
+                             "print(\"job sees CPUs:\", ray.cluster_resources()[\"CPU\"])'")
     temp = _private_ray_tmpdir()
     try:
         env = {**_shell(home), "RAY_TMPDIR": str(temp), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}"}
