@@ -77,14 +77,26 @@ start_node() {
     local name="$1"; shift
     command -v setsid >/dev/null || die "setsid (util-linux) is needed to keep nodes apart"
     mkdir -p "$NODES"
-    AGENT_PORT="$(free_port)"
-    # `exec` keeps the session leader's pid, which is the session id that every process of the node inherits.
-    setsid -w bash -c 'echo $$ > "$0"; exec "$@"' "$NODES/$name" \
-        "$RAY" start "$@" --temp-dir="$(temp_dir "$name")" --disable-usage-stats \
-        --object-store-memory=$((OBJECT_STORE_MB * 1024 * 1024)) \
-        --dashboard-agent-listen-port="$AGENT_PORT" >"$CLUSTER_DIR/$name.log" 2>&1 \
-        || { cat "$CLUSTER_DIR/$name.log" >&2; die "node $name failed to start (log: $CLUSTER_DIR/$name.log)"; }
-    echo "started $name"
+    local attempt
+    for attempt in 1 2 3; do
+        AGENT_PORT="$(free_port)"
+        # `exec` keeps the session leader's pid, which is the session id that every process of the node inherits.
+        if setsid -w bash -c 'echo $$ > "$0"; exec "$@"' "$NODES/$name" \
+                "$RAY" start "$@" --temp-dir="$(temp_dir "$name")" --disable-usage-stats \
+                --object-store-memory=$((OBJECT_STORE_MB * 1024 * 1024)) \
+                --dashboard-agent-listen-port="$AGENT_PORT" >"$CLUSTER_DIR/$name.log" 2>&1; then
+            echo "started $name"
+            return 0
+        fi
+        # `ray start` waits a fixed 30 s for the new raylet to register with the GCS and then gives up ("The current
+        # node timed out during startup"), which happened on 2026-12-04 to a sandbox node on a 2-core machine with a
+        # load average of 30-70. Anything else is not retried.
+        grep -q "timed out during startup" "$CLUSTER_DIR/$name.log" || break
+        stop_sessions "$(cat "$NODES/$name")"
+        echo "node $name: Ray gave up waiting for it to register (a loaded machine?); retrying" >&2
+    done
+    cat "$CLUSTER_DIR/$name.log" >&2
+    die "node $name failed to start (log: $CLUSTER_DIR/$name.log)"
 }
 
 # `ray start` returns before the node's dashboard agent is up, and the head hands every job submission to its own

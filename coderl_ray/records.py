@@ -1,6 +1,6 @@
 """The records that flow between stages, and the one outcome enum everything agrees on.
 
-DESIGN.md fixes three JSON Lines records: problems, samples and results. This module is the only place that knows
+docs/design.md fixes three JSON Lines records: problems, samples and results. This module is the only place that knows
 their fields, how an execution outcome maps to an APPS code and to CodeRL's reward, and which outcomes may become
 training labels. It imports neither Ray nor torch, so parsers, the sandbox and the metrics can all share it.
 """
@@ -92,7 +92,7 @@ def reward(outcome: Outcome | str) -> float:
 
 @dataclass
 class ExecutionResult:
-    """The result record of DESIGN.md: one program run against one problem's tests."""
+    """The result record of docs/design.md: one program run against one problem's tests."""
 
     problem_id: str
     sample_id: str

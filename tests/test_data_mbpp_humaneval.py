@@ -65,6 +65,57 @@ def test_mbpp_prompt_variants_and_hf_schemas(mbpp_rows, tmp_path):
     assert p["fn_name"] == "f" and p["question"].startswith("Find it.")
 
 
+def test_mbpp_example_can_be_held_out_of_the_hidden_tests(mbpp_rows, tmp_path):
+    from coderl_ray.cli import main
+
+    path, rows = mbpp_rows
+    # Default: the example (first assert) is also the first of the three hidden tests.
+    (p,) = load_mbpp([rows[0]])
+    assert p["example_tests"]["asserts"] == rows[0]["test_list"][:1] == p["tests"]["asserts"][:1]
+    # Held out: hidden = the other two; with tests_in_prompt="first" the question quotes the example only.
+    (p,) = load_mbpp([rows[0]], tests_in_prompt="first", hold_out_example=True)
+    assert p["tests"]["asserts"] == rows[0]["test_list"][1:] and len(p["tests"]["asserts"]) == 2
+    assert p["example_tests"]["asserts"] == rows[0]["test_list"][:1]
+    assert not any(a in p["question"] for a in p["tests"]["asserts"])
+    (p,) = load_mbpp([{**rows[0], "challenge_test_list": ["assert True"]}], include_challenge=True,
+                     hold_out_example=True)
+    assert p["tests"]["asserts"] == rows[0]["test_list"][1:] + ["assert True"]
+    # A task whose asserts are all the example has no hidden test left: skipped and reported, not converted.
+    one = load_mbpp([{**rows[0], "task_id": 5, "test_list": rows[0]["test_list"][:1]}], hold_out_example=True)
+    assert list(one) == [] and [s.problem_id for s in one.skipped] == ["mbpp/5"]
+    assert "leaves no hidden test" in one.skipped[0].reason
+
+    out = tmp_path / "mbpp_test.jsonl"
+    assert main(["convert", "mbpp", str(path), "--split", "test", "--tests-in-prompt", "first", "--hold-out-example",
+                 "--out", str(out)]) == 0
+    converted = {p["problem_id"]: p for p in map(json.loads, out.read_text().splitlines())}
+    assert all(p["example_tests"]["asserts"][0] not in p["tests"]["asserts"] for p in converted.values())
+    # Task ids 11-510, less mbpp/37 (its three asserts are one assert repeated). 337 repeats its first assert as
+    # its second, 508 as its third: one hidden test each; the other 497 tasks keep two.
+    assert len(converted) == 499 and "mbpp/37" not in converted
+    assert [len(converted[f"mbpp/{t}"]["tests"]["asserts"]) for t in (337, 508)] == [1, 1]
+    assert sum(len(p["tests"]["asserts"]) for p in converted.values()) == 2 * 497 + 2
+    with pytest.raises(ProblemError, match=r"mbpp.jsonl:37 \(mbpp/37\): every assert of 'test_list' is the example"):
+        load_mbpp(path, "test", hold_out_example=True, strict=True)
+
+
+def test_critic_sampling_report_says_when_examples_are_hidden_tests(mbpp_rows):
+    from coderl_ray.inference.metrics import diagnostics
+    from coderl_ray.inference.report import render_markdown
+
+    _, rows = mbpp_rows
+    shared, apart = load_mbpp(rows[10:14]), load_mbpp(rows[10:14], hold_out_example=True)  # mbpp/11-14
+    assert diagnostics(shared, [])["problems_with_examples_among_hidden_tests"] == 4
+    assert diagnostics(apart, [])["problems_with_examples_among_hidden_tests"] == 0
+
+    def report(problems):
+        return render_markdown({"budget": 2, "submissions": [1], "problems": len(problems), "strategies": {},
+                                "diagnostics": diagnostics(problems, [])}, "CS")
+
+    assert "4 problem(s) have example tests that are also hidden tests" in report(shared)
+    assert "--hold-out-example" in report(shared) and "also hidden tests" not in report(apart)
+
+
 def test_function_name_prefers_what_the_program_defines():
     assert function_name(["assert set(g(1)) == set([1])"], "def g(x): return [x]") == "g"
     assert function_name(["assert math.isclose(area(2), 4)"], "") == "area"

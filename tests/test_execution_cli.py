@@ -1,4 +1,4 @@
-"""``coderl-ray execute``: canonical problems and samples in, one DESIGN.md result record per sample out, in the
+"""``coderl-ray execute``: canonical problems and samples in, one docs/design.md result record per sample out, in the
 samples' order - in this process (``--no-ray``) and through the Ray execution pool."""
 
 from __future__ import annotations

@@ -1,14 +1,23 @@
-"""The README's cluster commands, verbatim, on a machine where the pipeline already ran locally.
+"""The README's cluster commands, verbatim, on a machine where Ray already ran.
 
-A user's sequence: a local run (``make demo``: Ray in-process), then ``ray start --head``, then ``ray job submit
+A user's sequence: a local run (``make demo``, or any plain ``ray.init()``: a notebook), then the README's block:
+``export RAY_AUTH_MODE=token``, ``ray get-auth-token --generate > /dev/null``, ``ray start --head``, ``ray job submit
 --working-dir . --runtime-env cluster/runtime_env.yaml -- python jobs/pipeline.py ...``, in a shell where nothing
-Ray-related is set. With Ray 2.60 a plain local ``ray.init()`` leaves ``~/.ray/auth_token`` behind, after which the
-head turns token authentication on and ``ray job submit`` (which sends the token only when ``RAY_AUTH_MODE=token``
-is set) is rejected; coderl_ray's local runs leave no token (``coderl_ray.ray_runtime.use_run_token``).
+Ray-related is set. With Ray 2.60 a plain local ``ray.init()`` leaves ``~/.ray/auth_token`` behind, after which a
+bare ``ray start --head`` turns token authentication on and a bare ``ray job submit`` (which sends the token only
+when ``RAY_AUTH_MODE=token`` is set) is rejected; the README's first two lines make head and client agree whether or
+not a token exists (docs/cluster.md). coderl_ray's own local runs leave no token
+(``coderl_ray.ray_runtime.use_run_token``).
+
+The tests read the block from README.md, so that what they run is what the README prints. Every head here keeps
+Ray's temporary files (and the record of the running head) under a ``RAY_TMPDIR`` of its own, so that no other Ray
+user of the machine finds it, and is stopped by its process session, never with ``ray stop`` (which would end every
+Ray process on the machine).
 """
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -98,14 +107,19 @@ def _local_run(home: Path, tmp: Path) -> None:
     assert json.loads((tmp / "results.jsonl").read_text())["outcome"] == "passed"
 
 
-def test_a_plain_local_ray_init_leaves_a_token_and_a_coderl_run_does_not(tmp_path):
-    """Ray's behaviour that breaks the README's sequence, and ours, each in a fresh home."""
-    plain = tmp_path / "plain"
-    plain.mkdir()
+def _plain_ray_init(home: Path) -> None:
+    """What a notebook or script does on the machine: a plain local ``ray.init()``."""
     script = "import ray; ray.init(address='local', num_cpus=1, include_dashboard=False); ray.shutdown()"
-    init = subprocess.run([sys.executable, "-c", script], env=_shell(plain), cwd=plain,
+    init = subprocess.run([sys.executable, "-c", script], env=_shell(home), cwd=home,
                           capture_output=True, text=True, timeout=300)
     assert init.returncode == 0, init.stderr[-3000:]
+
+
+def test_a_plain_local_ray_init_leaves_a_token_and_a_coderl_run_does_not(tmp_path):
+    """Ray's behaviour that breaks a bare `ray start --head` + `ray job submit`, and ours, each in a fresh home."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _plain_ray_init(plain)
     assert (plain / ".ray" / "auth_token").is_file()
 
     ours = tmp_path / "ours"
@@ -113,6 +127,76 @@ def test_a_plain_local_ray_init_leaves_a_token_and_a_coderl_run_does_not(tmp_pat
     _local_run(ours, ours)
     assert not (ours / ".ray").exists()
 
+
+def readme_cluster_block() -> str:
+    """The README's bash block that starts a head and submits the pipeline, as printed."""
+    blocks = [b for b in re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+              if "ray start --head" in b]
+    assert len(blocks) == 1, f"README.md should have one bash block with `ray start --head`, found {len(blocks)}"
+    assert re.search(r"^ray job submit .* -- python jobs/pipeline\.py .*$", blocks[0], re.M), blocks[0]
+    return blocks[0]
+
+
+def _with_job(block: str, entrypoint: str) -> str:
+    """The block with the job's entry point (what follows `--` on the `ray job submit` line) replaced."""
+    return re.sub(r"^(ray job submit .* -- ).*$", lambda m: m.group(1) + entrypoint, block, count=1, flags=re.M)
+
+
+def _private_ray_tmpdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # Ray's socket paths must stay short
+
+
+def _run_block(block: str, env: dict[str, str], timeout: int) -> tuple[int, str]:
+    """Run the block in bash (stopping at the first failing command) in a process session of its own, then end
+    every process of that session: the head's daemons, which `ray start` leaves running."""
+    run = subprocess.Popen(["bash", "-e", "-c", block], env=env, cwd=ROOT, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        out, _ = run.communicate()
+    finally:
+        _stop_session(run.pid)
+    return run.returncode, out
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.parametrize("home_state", ["no token", "a plain ray.init() ran"])
+@pytest.mark.timeout(900)
+def test_readme_cluster_block_on_free_ports(tmp_path, home_state):
+    """The README's block with a one-line job, on free ports (so that it runs beside other Ray instances), from a
+    home with no Ray token and from one where a plain `ray.init()` left one."""
+    home = tmp_path / "home"
+    home.mkdir()
+    if home_state != "no token":
+        _plain_ray_init(home)
+    assert (home / ".ray" / "auth_token").is_file() == (home_state != "no token")
+    gcs, dashboard, agent, client = _free_ports(4)
+    block = readme_cluster_block().replace(
+        "ray start --head", f"ray start --head --num-cpus=1 --port={gcs} --dashboard-port={dashboard} "
+                            f"--dashboard-agent-listen-port={agent} --ray-client-server-port={client}", 1)
+    block = _with_job(block, "python -c 'import ray; ray.init(); "
+                             "print(\"job sees CPUs:\", ray.cluster_resources()[\"CPU\"])'")
+    temp = _private_ray_tmpdir()
+    try:
+        env = {**_shell(home), "RAY_TMPDIR": str(temp), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}"}
+        code, out = _run_block(block, env, timeout=800)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert code == 0 and "job sees CPUs: 1.0" in out and "succeeded" in out, out[-6000:]
+    assert "AuthenticationError" not in out, out[-6000:]
+    assert (home / ".ray" / "auth_token").is_file()  # the README's second line made one when there was none
 
 
 def _with_dead_head_recorded(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
@@ -153,7 +237,8 @@ AGENT_PORT = 52365
 def test_readme_cluster_commands_work_verbatim_after_a_local_run(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    _local_run(home, tmp_path)
+    _plain_ray_init(home)  # e.g. a notebook: leaves ~/.ray/auth_token
+    _local_run(home, tmp_path)  # `make demo`
     if _port_taken(6379) or _port_taken(8265):
         pytest.skip("the README's `ray start --head` uses ports 6379 and 8265, and another process holds one here")
     deadline = time.time() + 30  # the local run's Ray has exited; its agent may take a moment to let go
@@ -165,37 +250,21 @@ def test_readme_cluster_commands_work_verbatim_after_a_local_run(tmp_path):
                     "would fail with 'No available agent' (docs/cluster.md). `make test` runs this test in a pytest "
                     "process of its own")
 
-    shell = _shell(home)
-    start = subprocess.Popen([str(BIN / "ray"), "start", "--head"], env=shell, cwd=ROOT, start_new_session=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_dir = tmp_path / "job-out"
+    # The README's job on the micro config; critic sampling (cs.enabled) is left out here: it adds minutes and
+    # no cluster plumbing that the rounds do not already go through (tests/test_pipeline.py runs it).
+    block = _with_job(readme_cluster_block(), "python jobs/pipeline.py --config tests/configs/micro.yaml "
+                                              f"output_dir={out_dir} cs.enabled=false")
+    temp = _private_ray_tmpdir()
     try:
-        out, _ = start.communicate(timeout=300)
-        assert start.returncode == 0, out
-        out_dir = tmp_path / "job-out"
-        # The README's job on the micro config; critic sampling (cs.enabled) is left out here: it adds minutes and
-        # no cluster plumbing that the rounds do not already go through (tests/test_pipeline.py runs it).
-        submit = subprocess.run(
-            ["ray", "job", "submit", "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
-             "python", "jobs/pipeline.py", "--config", "tests/configs/micro.yaml", f"output_dir={out_dir}",
-             "cs.enabled=false"],
-            env=shell, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+        code, out = _run_block(block, {**_shell(home), "RAY_TMPDIR": str(temp)}, timeout=1500)
     finally:
-        _stop_session(start.pid)
-        _forget_head()
-    log = submit.stdout[-6000:] + submit.stderr[-4000:]
-    assert submit.returncode == 0 and "succeeded" in log.lower(), log
+        shutil.rmtree(temp, ignore_errors=True)
+    log = out[-10000:]
+    assert code == 0 and "succeeded" in out.lower(), log
     state = json.loads((out_dir / "state.json").read_text())["stages"]
     assert "eval/round_1" in state and "round_1/rl" in state
     assert (out_dir / "report" / "summary.md").is_file()
     assert (out_dir / "models" / "actor_round_1" / "config.json").is_file()
     # What `ray job logs` shows: the pipeline's own lines, not Ray Data's plans and progress.
-    assert "==> round_1/rollout" in submit.stdout and "Execution plan of Dataset" not in submit.stdout, log
-
-
-def _forget_head() -> None:
-    """`ray start` recorded the head in /tmp/ray/ray_current_cluster; `ray stop` would remove it, but is not run."""
-    recorded = Path("/tmp/ray/ray_current_cluster")
-    if recorded.is_file():
-        host_port = recorded.read_text().strip()
-        if host_port.endswith(":6379"):
-            recorded.unlink(missing_ok=True)
+    assert "==> round_1/rollout" in out and "Execution plan of Dataset" not in out, log

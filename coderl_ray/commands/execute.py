@@ -5,7 +5,7 @@
         --timeout 4 --num-workers 8
 
 Problems are canonical problem records, samples ``{problem_id, sample_id, code}`` (extra fields are ignored), results
-the result records of DESIGN.md, written in the samples' order as they stream out of the execution pool. Without
+the result records of docs/design.md, written in the samples' order as they stream out of the execution pool. Without
 ``--address`` (or ``$RAY_ADDRESS``) a running local cluster is used if there is one, else Ray starts in-process with
 ``--num-workers`` CPUs that all advertise the ``sandbox`` resource; ``--no-ray`` runs in this process instead.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from coderl_ray.config import SandboxConfig
-from coderl_ray.data.problems import ProblemError, read_problems
+from coderl_ray.data.problems import ProblemError, loads_line, read_problems
 from coderl_ray.progress import stage_bar
 from coderl_ray.records import ExecutionResult, Outcome
 
@@ -63,9 +63,10 @@ def _read_samples(path: str, problem_ids: set[str]) -> list[dict[str, Any]]:
                 continue
             where = f"{file}:{lineno}"
             try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ProblemError(f"{where}: bad JSON ({exc})") from None
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProblemError(f"{where}: not UTF-8 text ({exc})") from None
+            record = loads_line(line, where)
             if not isinstance(record, dict):
                 raise ProblemError(f"{where}: expected a JSON object")
             for key in ("problem_id", "sample_id", "code"):
@@ -94,7 +95,7 @@ _RESULT_FIELDS = ("problem_id", "sample_id", "outcome", "passed_tests", "total_t
 
 
 def _result_record(row: dict[str, Any]) -> dict[str, Any]:
-    """DESIGN.md's result record from a result row (the fields of ExecutionResult.to_dict, in its order), built
+    """docs/design.md's result record from a result row (the fields of ExecutionResult.to_dict, in its order), built
     directly: dataclasses.asdict per row cost more than the rest of the driver's work per program."""
     record = {k: row[k] for k in _RESULT_FIELDS}
     record["outcome"] = Outcome(record["outcome"]).value

@@ -2,7 +2,7 @@
 
 CodeRL filters and ranks candidate programs by running them on these *example* tests (the hidden tests stay hidden
 until evaluation). Its notebook extracted them from APPS statements by looking for the "Example", "Input"/"Output"
-and "Sample Input" sections; this module does the same, for the three test kinds of DESIGN.md:
+and "Sample Input" sections; this module does the same, for the three test kinds of docs/design.md:
 
 - ``stdio``: the sample input / sample output blocks of Codeforces, AtCoder, CodeChef and Kattis statements, in
   their APPS renderings (``-----Examples-----`` sections with ``Input``/``Output`` lines, ``-----Sample Input 1-----``
@@ -54,7 +54,7 @@ _CONSTANTS = {"true": True, "false": False, "null": None, "none": None, "True": 
 
 def extract_example_tests(question: str, kind: str = "stdio", fn_name: str | None = None,
                           max_examples: int = 10) -> dict[str, Any] | None:
-    """Example tests quoted in ``question``, as a ``tests`` object of ``kind`` (DESIGN.md), or ``None``.
+    """Example tests quoted in ``question``, as a ``tests`` object of ``kind`` (docs/design.md), or ``None``.
 
     ``fn_name`` is needed for ``call`` and helps ``assert`` (it tells which calls in the prose are examples).
 

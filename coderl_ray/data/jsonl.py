@@ -8,13 +8,12 @@ problem files (the ``coderl-ray convert`` output) are read with :func:`load_json
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from coderl_ray.data.loaded import LoadedProblems
-from coderl_ray.data.problems import ProblemError, iter_problems
+from coderl_ray.data.problems import ProblemError, iter_problems, loads_line
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
@@ -56,10 +55,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise ProblemError(f"{where}: not UTF-8 text ({exc})") from None
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ProblemError(f"{where}: bad JSON ({exc})") from None
+            record = loads_line(line, where)
             if not isinstance(record, dict):
                 raise ProblemError(f"{where}: expected a JSON object, got {type(record).__name__}")
             yield where, record
@@ -95,5 +91,5 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def load_jsonl(path: str | Path) -> LoadedProblems:
-    """Canonical problem records (DESIGN.md) from a JSON Lines file, validated; errors name the file and line."""
+    """Canonical problem records (docs/design.md) from a JSON Lines file, validated; errors name the file and line."""
     return LoadedProblems(list(iter_problems(path)), source=str(path))

@@ -8,7 +8,12 @@ JSON Lines / Parquet files, or an iterable of row dicts.
 Splits are defined by task id, as in the paper: ``prompt`` 1-10 (few-shot examples), ``test`` 11-510,
 ``validation`` 511-600, ``train`` 601-974. The question is the usual MBPP prompt: the description followed by the
 test asserts ("Your code should pass these tests:"), because the asserts are what fix the function's name and
-signature. The example tests are the first assert (the one a filter may run before the hidden tests).
+signature. The example tests are the first assert (the one a filter may run before the hidden tests), which by
+default is also the first hidden test. That is common practice (MBPP's evaluation runs every assert of
+``test_list``, and work that filters or ranks programs by an example test takes the first of them), under which a
+program kept by the filter has already passed one of its three hidden tests. ``hold_out_example=True`` keeps it
+out of the hidden tests instead: they are then the other asserts (a task without another is skipped and reported),
+and with ``tests_in_prompt="first"`` the question quotes only the example, so that no hidden test is shown.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from coderl_ray.data.apps import UnusableTests
 from coderl_ray.data.examples import quiet_parse
 from coderl_ray.data.jsonl import iter_records
-from coderl_ray.data.loaded import LoadedProblems
+from coderl_ray.data.loaded import LoadedProblems, SkippedProblem
 from coderl_ray.data.problems import ProblemError, validate_problem
 
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
@@ -82,7 +88,7 @@ def _string_list(value: Any, name: str, where: str) -> list[str]:
 
 
 def problem_from_row(row: Any, where: str, tests_in_prompt: str = "all",
-                     include_challenge: bool = False) -> dict[str, Any]:
+                     include_challenge: bool = False, hold_out_example: bool = False) -> dict[str, Any]:
     """One MBPP row (original or Hugging Face schema) -> canonical record. Errors name ``where`` and the task."""
     if not isinstance(row, dict):
         raise ProblemError(f"{where}: expected an object, got {type(row).__name__}")
@@ -102,6 +108,13 @@ def problem_from_row(row: Any, where: str, tests_in_prompt: str = "all",
         raise ProblemError(f"{where}: 'test_list' is empty")
     if include_challenge:
         asserts += _string_list(row.get("challenge_test_list") or [], "challenge_test_list", where)
+    hidden = asserts
+    if hold_out_example:
+        # Every copy: five MBPP tasks repeat an assert (37, 337, 508, 713, 862), their first one included.
+        hidden = [a for a in asserts if a != asserts[0]]
+        if not hidden:
+            raise UnusableTests(f"{where}: every assert of 'test_list' is the example, so holding it out "
+                                "(hold_out_example) leaves no hidden test")
     if "test_imports" in row and "test_setup_code" not in row:
         setup = "\n".join(_string_list(row["test_imports"] or [], "test_imports", where))
     else:
@@ -118,18 +131,21 @@ def problem_from_row(row: Any, where: str, tests_in_prompt: str = "all",
         "question": _question(text, asserts[:len(row["test_list"])], tests_in_prompt),
         "starter_code": "",
         "fn_name": function_name(asserts, code),
-        "tests": {"kind": "assert", "setup_code": setup, "asserts": asserts},
+        "tests": {"kind": "assert", "setup_code": setup, "asserts": hidden},
         "example_tests": {"kind": "assert", "setup_code": setup, "asserts": asserts[:1]},
         "solutions": [code],
     }, where)
 
 
 def load_mbpp(path: str | Path | Iterable[dict[str, Any]], split: str | None = None, *,
-              tests_in_prompt: str = "all", include_challenge: bool = False) -> LoadedProblems:
+              tests_in_prompt: str = "all", include_challenge: bool = False,
+              hold_out_example: bool = False, strict: bool = False) -> LoadedProblems:
     """MBPP problems, optionally one standard split (``prompt``, ``test``, ``validation``, ``train``).
 
     ``tests_in_prompt`` chooses how many asserts the question quotes (``all``, ``first``, ``none``);
-    ``include_challenge`` adds ``challenge_test_list`` to the hidden tests.
+    ``include_challenge`` adds ``challenge_test_list`` to the hidden tests; ``hold_out_example`` removes the example
+    (the first assert) from them (see the module's docstring); ``strict`` raises on a task left without hidden tests
+    instead of skipping it.
     """
     if split is not None and split not in SPLITS:
         raise ProblemError(f"unknown MBPP split {split!r} (expected one of {', '.join(SPLITS)})")
@@ -144,7 +160,14 @@ def load_mbpp(path: str | Path | Iterable[dict[str, Any]], split: str | None = N
     out = LoadedProblems(source=source)
     seen: set[str] = set()
     for where, row in pairs:
-        problem = problem_from_row(row, where, tests_in_prompt, include_challenge)
+        try:
+            problem = problem_from_row(row, where, tests_in_prompt, include_challenge, hold_out_example)
+        except UnusableTests as exc:
+            if strict:
+                raise
+            if split is None or split_of(row["task_id"]) == split:
+                out.skipped.append(SkippedProblem(f"mbpp/{row['task_id']}", where, str(exc)))
+            continue
         if split is not None and split_of(row["task_id"]) != split:
             continue
         if problem["problem_id"] in seen:

@@ -17,11 +17,39 @@ DIFFICULTIES = ("introductory", "interview", "competition")
 
 
 class ProblemError(ValueError):
-    """A problem record that does not follow DESIGN.md's canonical schema; the message says where and why."""
+    """A problem record that does not follow docs/design.md's canonical schema; the message says where and why."""
 
 
 def _fail(where: str, msg: str) -> None:
     raise ProblemError(f"{where}: {msg}")
+
+
+def loads_line(line: str, where: str) -> Any:
+    """Parse one line of a JSON Lines file; ``where`` names the line (``"problems.jsonl:3"``).
+
+    A bad line raises :class:`ProblemError` that places the error in the line: json's own message counts the lines
+    of the text it was given, so a record cut short reads "line 2 column 1" (the newline that ends it) while the
+    file's line is another number.
+
+    >>> for line in ('{"a": 1 "b": 2}', '{"a": 1,'):
+    ...     try:
+    ...         loads_line(line, "f.jsonl:3")
+    ...     except ProblemError as exc:
+    ...         print(exc)
+    f.jsonl:3: bad JSON at column 9 of that line (Expecting ',' delimiter): '{"a": 1 "b": 2}'
+    f.jsonl:3: bad JSON: the line ends before the record does (Expecting property name enclosed in double quotes)
+    """
+    text = line.rstrip("\r\n")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()):
+            raise ProblemError(f"{where}: bad JSON: the line ends before the record does ({exc.msg})") from None
+        # json's messages that end in "at" expect the position after them; here it comes first.
+        msg = exc.msg.removesuffix(" at").removesuffix(" starting")
+        near = text[max(0, exc.pos - 30):exc.pos + 10]
+        raise ProblemError(f"{where}: bad JSON at column {exc.pos + 1} of that line ({msg}): "
+                           f"{'...' if exc.pos > 30 else ''}{near!r}") from None
 
 
 def validate_tests(tests: Any, where: str, fn_name: str | None) -> None:
@@ -100,6 +128,27 @@ def validate_problem(problem: Any, where: str = "problem") -> dict[str, Any]:
     }
 
 
+def examples_among_hidden_tests(problem: dict[str, Any]) -> bool:
+    """Whether the problem has example tests and every one of them is also a hidden test (same input and expected
+    output, or the same assert after the same setup code), as MBPP's first assert is by default.
+
+    >>> tests = {"kind": "stdio", "inputs": ["1\\n", "2\\n"], "outputs": ["1\\n", "4\\n"]}
+    >>> [examples_among_hidden_tests({"tests": tests, "example_tests": {**tests, "inputs": ["2\\n"], "outputs": [y]}})
+    ...  for y in ("4\\n", "2\\n")]
+    [True, False]
+    """
+    hidden, examples = problem.get("tests") or {}, problem.get("example_tests") or {}
+    if not examples or examples.get("kind") != hidden.get("kind"):
+        return False
+    if examples["kind"] == "assert":
+        same_setup = (examples.get("setup_code") or "") == (hidden.get("setup_code") or "")
+        return same_setup and bool(examples.get("asserts")) and all(a in hidden.get("asserts", [])
+                                                                     for a in examples["asserts"])
+    cases = list(zip(hidden.get("inputs", []), hidden.get("outputs", [])))
+    shown = list(zip(examples.get("inputs", []), examples.get("outputs", [])))
+    return bool(shown) and all(case in cases for case in shown)
+
+
 def read_problems(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a canonical problems JSON Lines file. Errors name the file and the line."""
     return list(iter_problems(path))
@@ -119,11 +168,7 @@ def iter_problems(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise ProblemError(f"{where}: not UTF-8 text ({exc})") from None
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ProblemError(f"{where}: bad JSON ({exc})") from None
-            problem = validate_problem(record, where)
+            problem = validate_problem(loads_line(line, where), where)
             if problem["problem_id"] in seen:
                 raise ProblemError(f"{where}: duplicate problem_id {problem['problem_id']!r}")
             seen.add(problem["problem_id"])
@@ -145,7 +190,7 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read any JSON Lines file; errors name the file and the line."""
+    """Read any JSON Lines file; errors (:class:`ProblemError`, a ``ValueError``) name the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -155,7 +200,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             if not raw.strip():
                 continue
             try:
-                out.append(json.loads(raw.decode("utf-8")))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path}:{lineno}: {exc}") from None
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProblemError(f"{path}:{lineno}: not UTF-8 text ({exc})") from None
+            out.append(loads_line(line, f"{path}:{lineno}"))
     return out

@@ -22,7 +22,6 @@ Nothing here runs at import time and Ray is imported only inside functions, so t
 from __future__ import annotations
 
 import gzip
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ import pyarrow as pa
 
 from coderl_ray.data import apps as apps_mod
 from coderl_ray.data.jsonl import JSONL_SUFFIXES, PARQUET_SUFFIXES
-from coderl_ray.data.problems import ProblemError, validate_problem
+from coderl_ray.data.problems import ProblemError, loads_line, validate_problem
 from coderl_ray.records import problem_to_row
 
 FORMATS = ("auto", "canonical", "apps")
@@ -45,7 +44,7 @@ _TESTS_TYPE = pa.struct([
 
 
 def problem_row_schema(include_skipped: bool = False) -> pa.Schema:
-    """The Arrow schema of a problems dataset. Fields beyond DESIGN.md's canonical record are not carried."""
+    """The Arrow schema of a problems dataset. Fields beyond docs/design.md's canonical record are not carried."""
     fields = [
         ("problem_id", pa.string()), ("source", pa.string()), ("difficulty", pa.string()),
         ("question", pa.string()), ("starter_code", pa.string()), ("fn_name", pa.string()),
@@ -160,10 +159,7 @@ def rows_from_lines(lines: Iterator[tuple[int, bytes]], path: str, fmt: str, spl
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ProblemError(f"{where}: not UTF-8 text ({exc})") from None
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProblemError(f"{where}: bad JSON ({exc})") from None
+        record = loads_line(text, where)
         row = convert_record(record, fmt, where, split, with_examples, include_skipped)
         if row is None:
             continue

@@ -151,7 +151,7 @@ def n_at_k(correct: Sequence[bool], filtered: Sequence[bool], n: int, k: int,
 # --- result records ------------------------------------------------------------------------------------------------
 
 def validate_result(record: Any, where: str) -> dict[str, Any]:
-    """Check one result record (DESIGN.md) and return it with ``outcome`` as a plain string."""
+    """Check one result record (docs/design.md) and return it with ``outcome`` as a plain string."""
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a result object, got {type(record).__name__}")
     for key in ("problem_id", "sample_id"):

@@ -1,4 +1,4 @@
-"""Reading result records (DESIGN.md) from JSON Lines or Parquet, checked record by record."""
+"""Reading result records (docs/design.md) from JSON Lines or Parquet, checked record by record."""
 
 from __future__ import annotations
 

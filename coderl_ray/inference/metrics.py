@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from coderl_ray.data.problems import examples_among_hidden_tests
 from coderl_ray.eval.metrics import NO_DIFFICULTY, has_verdict, n_at_k, passes_filter
 from coderl_ray.inference.procedure import ORIGINS, PASSED, SAMPLE, has_example_tests
 
@@ -133,4 +134,5 @@ def diagnostics(problems: Sequence[dict[str, Any]], programs: Sequence[dict[str,
             plans[f"pass_{cs_pass}"][next(o for o in (*ORIGINS[1:], SAMPLE) if o in origins)] += 1
     return {"by_origin": {o: dict(stats[o]) for o in ORIGINS},
             "problems_by_plan": {k: dict(v) for k, v in sorted(plans.items())},
-            "problems_without_example_tests": sum(not has_example_tests(p) for p in problems)}
+            "problems_without_example_tests": sum(not has_example_tests(p) for p in problems),
+            "problems_with_examples_among_hidden_tests": sum(map(examples_among_hidden_tests, problems))}

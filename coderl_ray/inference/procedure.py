@@ -1,6 +1,6 @@
 """Critic sampling's procedure as pure functions (no Ray, no torch): what each pass generates, and what is submitted.
 
-Per problem, within a budget of generated programs (CodeRL Sec. 3.3, DESIGN.md step 7):
+Per problem, within a budget of generated programs (CodeRL Sec. 3.3, docs/design.md step 7):
 
 1. pass 0 samples ``first_samples`` programs plainly; the programs run on the problem's example tests and the critic
    scores them (:mod:`coderl_ray.inference.stage` does both);

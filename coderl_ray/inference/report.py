@@ -26,6 +26,11 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
     none = diag["problems_without_example_tests"]
     if none:
         lines += [f"{none} problem(s) have no example tests: their programs are ranked by the critic alone.", ""]
+    shared = diag.get("problems_with_examples_among_hidden_tests", 0)
+    if shared:
+        lines += [f"{shared} problem(s) have example tests that are also hidden tests (common practice: MBPP's first "
+                  f"assert is both), so a program the filter keeps has already passed part of its hidden tests; "
+                  f"`coderl-ray convert mbpp --hold-out-example` keeps MBPP's example apart (docs/data.md).", ""]
     lines += ["| strategy | group | problems | " + " | ".join(keys) + " |", "|" + "---|" * (3 + len(keys))]
     for name, groups in metrics["strategies"].items():
         for group, g in groups.items():
