@@ -306,8 +306,12 @@ class RLConfig:
     # publishing its weights after every step (docs/training.md, "The online loop"). Both run on persistent roles.
     loop: Literal["staged", "online"] = "staged"
     # Online loop: generation runs at most this many actor versions (RL steps) ahead of training, and a step trains
-    # only on programs sampled by a policy at most this many versions old; older ones are dropped and counted.
-    max_staleness: int = 4
+    # only on programs sampled by a policy at most this many versions old; older ones are dropped and counted. It
+    # must cover a few work items' worth of steps (rl.steps_per_round x rollout.batch_size_per_worker /
+    # problems per round; 4.8 in the demo), or generation cannot run ahead of training and rows age out after one
+    # or two steps. The staged loop's equivalent is rl.steps_per_round (a round trains that many steps on samples
+    # of the round's first policy).
+    max_staleness: int = 8
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
