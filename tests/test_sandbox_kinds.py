@@ -358,7 +358,9 @@ def test_module_level_execute_uses_a_shared_warm_sandbox():
     box = default_sandbox()
     zygotes = box.zygote_pids()
     assert execute(ADD, ADD_OK, "b").outcome is Outcome.PASSED
-    assert default_sandbox() is box and box.zygote_pids() == zygotes and len(zygotes) == 1
+    # The second program ran in a zygote already warm: none started for it (earlier tests of the session may have
+    # started others in the shared sandbox, for other limits, so their number is not checked).
+    assert default_sandbox() is box and box.zygote_pids() == zygotes and zygotes
 
 
 def test_programs_see_the_same_random_sequence_in_every_zygote():
