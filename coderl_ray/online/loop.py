@@ -54,9 +54,6 @@ class OnlinePlan:
     critic_steps: int
     critic_round_ends: list[int] = field(default_factory=list)  # critic steps done at the end of each round
 
-    def round_of_step(self, step: int, steps_per_round: int) -> int:
-        return step // steps_per_round
-
 
 def make_plan(cfg: PipelineConfig, train: list[dict[str, Any]], gt_rows: int) -> OnlinePlan:
     """The staged loop's problems and step counts: round ``r`` samples ``round_problems(..., r)`` in batches of

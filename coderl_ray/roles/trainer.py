@@ -38,7 +38,7 @@ import asyncio
 import threading
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -551,7 +551,3 @@ class TrainerGroup:
             ray.get(self.channel.put.remote({"op": "stop"}))
             self._thread.join(timeout=60)
 
-
-def replaced(loop, **changes):
-    """A LoopConfig as the plain dict a command carries."""
-    return asdict(replace(loop, **changes))
