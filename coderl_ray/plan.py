@@ -1,17 +1,29 @@
-"""Pre-flight check: what each stage of a pipeline config asks Ray for, and whether it fits in GPU memory.
+"""Pre-flight check: what the run's roles ask Ray for all run long, whether they get it, and whether they fit in GPU
+memory, alone and together.
 
     coderl-ray plan --config configs/codet5-large.yaml
 
-For every stage the pipeline runs for the config (:func:`coderl_ray.registry.pipeline_stages`: data, init, eval,
-sft, rollout, critic, score, rl, critic_binary, repair, cs; each entry names its builder here, ``plan_<stage>``) the
-plan lists the pools and the resources each requests (the registry's :class:`~coderl_ray.registry.Pool` s, what
-:mod:`coderl_ray.stages` requests) and an estimate of the peak memory of one worker, item by item, against the memory
-of its GPU share (``plan.gpu_memory_gb`` x the pool's GPUs per worker; one GPU per Ray Train worker) less
-``plan.headroom``. A stage that does not fit names the keys that would make it fit (and, for the row budgets, the
-largest value that does). Two more checks: a GPU config (some pool asks for a GPU) whose model stage would run on
-CPU (a key left at its CPU default, e.g. ``cs.critic_gpus_per_worker``), and, with ``plan.cluster_gpus``, pools that
-run at once (a critic sampling pass: generators and critic scorers) but cannot all get their GPU shares. The
-pipeline runs the plan before any work.
+A run starts each role once and keeps it to the end (docs/architecture.md, "Roles"): generators, sandbox executors,
+the actor and the critic trainer, critic scorers. So the plan is about the roles together:
+
+* **Roles** (:func:`coderl_ray.registry.run_roles`, in the order the run starts them): what each requests (the
+  registry's :class:`~coderl_ray.registry.Pool`, exactly what :class:`coderl_ray.roles.setup.Roles` asks Ray for)
+  and the memory each worker holds: its largest stage's peak (:class:`RoleEstimate` says why).
+* **GPUs** (``plan.cluster_gpus`` > 0): the roles' GPU shares placed on that many GPUs as Ray places them
+  (:func:`coderl_ray.registry.place_gpus`: one node, the run's start order, best fit for fractions). A role that
+  finds no room is an error (it would wait forever, and the run with it); so is a GPU whose roles hold more memory
+  together than ``plan.gpu_memory_gb`` less ``plan.headroom`` (Ray books shares, it does not split memory), naming
+  the keys that would make them fit. Without ``plan.cluster_gpus`` each worker must fit in its own share of a GPU,
+  which then holds wherever Ray puts it.
+* **CPUs** (``plan.cluster_cpus`` > 0, one machine): the roles' CPU reservations, one CPU for Ray Data's tasks and
+  what is left for sandbox executors; a warning when a cluster of that size could not start them.
+* **Stages** (:func:`coderl_ray.registry.pipeline_stages`; each names its builder here, ``plan_<stage>``): an
+  estimate of the peak memory of one worker per stage, item by item, against the GPU (or, without
+  ``plan.cluster_gpus``, the worker's share of it). A stage that does not fit names the keys that would make it fit
+  (and, for the row budgets, the largest value that does).
+
+One more check: a GPU config (some role asks for a GPU) whose role holding a model would run on CPU (a key left at
+its CPU default, e.g. ``cs.critic_gpus_per_worker``). The pipeline runs the plan before any work.
 
 The estimates are arithmetic on the model's shape and the configured sizes, worst case (every row at the configured
 maximum lengths): no model is loaded and nothing is allocated.
@@ -28,15 +40,22 @@ maximum lengths): no model is loaded and nothing is allocated.
 * **Generation** (per generator): weights in the inference dtype, self- and cross-attention caches of the rows of
   one decoder call (``rollout.max_rows_per_generate``; the static decoder keeps two call shapes alive), encoder
   states, and the per-step logits and sampling temporaries.
-* **Scoring / old log-probabilities**: a forward pass of ``rollout.score_batch_size`` rows (critic sampling's
-  scorers: ``cs.critic_batch_size``), with the vocabulary's log-softmax for the actor.
+* **Behaviour log-probabilities** (``rl.clip_ratio`` > 0): after sampling, a generator scores its programs in
+  passes of ``BEHAVIOUR_LOGPROB_ROWS`` rows (a forward with the vocabulary's log-softmax) beside what generation
+  keeps (weights, the static decoder's workspaces).
+* **Scoring**: a critic scorer's forward pass of ``rollout.score_batch_size`` rows (critic sampling:
+  ``cs.critic_batch_size``; the online loop: one generated item).
+* **Held models**: a trainer keeps its other slot (the actor while the repair model trains, the round's critic
+  while the binary one trains) and a scorer the round's critic beside the binary one.
 * **Critic sampling**: a generator decodes units of up to ``rollout.batch_size_per_worker`` rows, one prompt each,
   and holds the repair model beside the actor (``repair.enabled``); seq2seq rows with a seed go through
   ``generate`` even with the static decoder, so the larger of the two decoders' estimates counts.
 
-What it leaves out: the CUDA context and NCCL buffers (~1 GB, inside ``plan.headroom``), fragmentation of the
-caching allocator (also headroom), ``torch.compile``'s workspace, and host memory. How close the estimates come to
-measured peaks is recorded in docs/benchmarks.md ("Memory: plan against measurement").
+What it leaves out: the CUDA context and NCCL buffers (~1 GB per process, inside ``plan.headroom``; on a shared GPU
+each role has its own), fragmentation of the caching allocator (also headroom; a role whose calls change shape may
+keep both shapes' blocks cached, and no other process can use them), ``torch.compile``'s workspace, and host
+memory. How close the estimates come to measured peaks is recorded in docs/benchmarks.md ("Memory: plan against
+measurement").
 """
 
 from __future__ import annotations
@@ -575,8 +594,13 @@ def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: 
         if fit_rows:
             fixes.append(f"train.max_tokens_per_micro_batch={fit_rows * (S + T)} ({fit_rows} row(s) of {S} + {T} "
                          "tokens)")
-        if not t.gradient_checkpointing and peak(shape_for(rows, True)) <= budget:
-            fixes.append("train.gradient_checkpointing=true")
+        if not t.gradient_checkpointing:
+            ckpt_rows = _largest(lambda r: peak(shape_for(r, True)) <= budget, rows)
+            if ckpt_rows == rows:
+                fixes.append("train.gradient_checkpointing=true")
+            elif ckpt_rows > fit_rows:
+                fixes.append(f"train.gradient_checkpointing=true with train.max_tokens_per_micro_batch="
+                             f"{ckpt_rows * (S + T)} ({ckpt_rows} row(s))")
         if t.parallel == "ddp" and t.num_workers > 1 and peak(shape_for(1, True, "fsdp")) <= budget:
             fixes.append("train.parallel=fsdp")
         return fixes + _share_fix(cfg, pool.gpu_key) + ["model.max_source_tokens / model.max_target_tokens",
@@ -866,22 +890,28 @@ def _gpu_loads(cfg: PipelineConfig, roles: list[RoleEstimate]) -> tuple[list[Gpu
         load = group[0]
         if load.fits:
             continue
-        fixes: list[str] = []
-        counts = Counter(k for k, _ in load.members)
-        for key, k in counts.items():
+        ways: list[str] = []
+        for key, k in Counter(key for key, _ in load.members).items():
             role = by_key[key]
+            # What this role may hold if the others stay as they are (k workers of it on this GPU share the rest).
             room = (load.budget - (load.memory - k * role.memory)) / k
-            for st in role.stages:
-                if st.peak > room and st.refit is not None:
-                    fixes += [f for f in st.refit(room) if "=" in f and f not in fixes]
+            over = [st for st in role.stages if st.peak > room and st.refit is not None]
+            if room <= 0 or not over:
+                continue
+            per_stage = []
+            for st in over:
+                fixes = [f for f in st.refit(room) if "=" in f] or st.refit(room)[:1]
+                per_stage.append(f"{st.stage}: {', '.join(fixes)}")
+            ways.append(f"{key} within {room / GiB:.1f} GiB ({'; '.join(per_stage)})")
         shares = " + ".join(f"{s:g}" for _, s in load.members)
         which = f"GPU {load.index} holds" if len(group) == 1 else \
             f"GPUs {load.index}-{group[-1].index} each hold"
         errors.append(f"{which} {load.describe()} ({shares} of a GPU) for the whole run: ~{load.memory / GiB:.1f} "
                       f"GiB together, over the {load.budget / GiB:.1f} GiB of plan.gpu_memory_gb="
-                      f"{cfg.plan.gpu_memory_gb:g} less headroom; change: "
-                      + "; ".join(fixes + [f"the GPU shares ({_SHARE_KEYS}) or worker counts, to put fewer roles "
-                                           "on one GPU", "plan.gpu_memory_gb (if the GPUs have more memory)"]))
+                      f"{cfg.plan.gpu_memory_gb:g} less headroom; to fit, change "
+                      + "".join(f"{w}; or " for w in ways)
+                      + f"the GPU shares ({_SHARE_KEYS}) or worker counts, to put fewer roles on one GPU; or "
+                      "plan.gpu_memory_gb (if the GPUs have more memory)")
     return loads, errors
 
 
@@ -901,15 +931,16 @@ def _cpu_report(cfg: PipelineConfig, roles: list[RoleEstimate]) -> tuple[str, st
     if s.max_tasks_in_flight:
         line += f"{left:g} left for the {s.max_tasks_in_flight} sandbox executors' {executors:g}"
     else:
+        units = max(0, int(left // s.cpus_per_task))
         line += f"{left:g} left for sandbox executors ({s.cpus_per_task:g} CPU each, one per unit of " \
-                f"'{s.resource or 'CPU'}': a one-machine cluster should advertise {max(0, int(left // s.cpus_per_task))})"
+                f"'{s.resource or 'CPU'}': a one-machine cluster should advertise {units})"
     if left >= executors:
         return line, None
     return line, (f"on a one-machine Ray cluster of plan.cluster_cpus={cores} CPUs the roles ({fixed:g} CPUs), Ray "
-                  f"Data (1) and the sandbox executors ({executors:g}) would wait for CPUs; lower train.cpus_per_worker, "
-                  "rollout.cpus_per_worker, cs.critic_cpus_per_worker or sandbox.cpus_per_task. (An in-process Ray, "
-                  f"ray_address=local, advertises {local_cpus(cfg, cores):g} logical CPUs instead and the roles share "
-                  "the cores.)")
+                  f"Data (1) and the sandbox executors ({executors:g}) would wait for CPUs; lower "
+                  "train.cpus_per_worker, rollout.cpus_per_worker, cs.critic_cpus_per_worker or "
+                  f"sandbox.cpus_per_task. (An in-process Ray, ray_address=local, advertises "
+                  f"{local_cpus(cfg, cores):g} logical CPUs instead and the roles share the cores.)")
 
 
 def _device_errors(cfg: PipelineConfig) -> list[str]:
