@@ -169,7 +169,8 @@ class RolloutConfig:
     # holding its own attention caches (evaluation at 200 samples x 16 prompts is 3,200 rows). 0 = the whole batch
     # at once. Samples do not depend on it (keyed sampling); `coderl-ray plan` shows the memory it implies.
     max_rows_per_generate: int = 512
-    # Rows per call of the critic scorer and of the RL stage's old-log-probability pass (same pool resources).
+    # Rows per call of the critic scorers scoring a round's programs, and of the old-log-probability pass a one-stage
+    # RL command runs on programs scored without them (the pipeline's generators record them while sampling).
     score_batch_size: int = 64
     num_workers: int = 1  # generators: a pool of Ray actors held for the whole run
     cpus_per_worker: float = 1.0
