@@ -6,16 +6,19 @@ Each :class:`StageSpec` names
 * ``functions``: what runs it, by name in :mod:`coderl_ray.stages` (the first is the stage's entry point);
 * ``runs``: whether the pipeline runs it for a config (``rl.rounds``, ``critic.inference_classes``, ``repair.enabled``,
   ``cs.enabled``);
-* ``resources``: what it asks Ray for, as :class:`Pool` s (workers x CPUs / GPUs / custom resources per worker, the
-  model each worker holds, and which pools run at the same time), computed from the config; the helpers
-  (:func:`generator_pool`, :func:`sandbox_pool`, ...) are what :mod:`coderl_ray.stages` should pass to Ray;
+* ``resources``: the run's roles it uses, as :class:`Pool` s (workers x CPUs / GPUs / custom resources per worker,
+  the model each worker holds, and which run at the same time), computed from the config, in the order it starts
+  them; the helpers (:func:`generator_pool`, :func:`sandbox_pool`, :func:`scorer_pool`, :func:`train_workers`) are
+  exactly what :class:`coderl_ray.roles.setup.Roles` asks Ray for;
 * ``plan``: its memory estimate, a builder in :mod:`coderl_ray.plan` by name (``plan_<stage>``);
 * ``commands`` and ``jobs``: the ``coderl-ray`` subcommands (:data:`coderl_ray.cli.COMMANDS`) and the ``jobs/*.py``
   files that run it on its own (two where a user chains two commands, e.g. ``generate --sampling eval --execute``
   then ``evaluate``).
 
-:data:`STAGES` lists them in pipeline order. Nothing here imports Ray, torch or the stages: reading the registry is
-free (``coderl-ray plan`` reads it without a cluster). ``tests/test_registry.py`` checks that every entry's functions,
+:data:`STAGES` lists them in pipeline order; :func:`run_roles` gives the roles a run starts (each held to the end),
+in the order it starts them, and :func:`place_gpus` where Ray puts their GPU shares. Nothing here imports Ray
+(except :meth:`Pool.scaling_config`, when called), torch or the stages: reading the registry is free
+(``coderl-ray plan`` reads it without a cluster). ``tests/test_registry.py`` checks that every entry's functions,
 plan builder, commands and job files exist, and that :mod:`coderl_ray.pipeline` runs exactly these stages.
 """
 
