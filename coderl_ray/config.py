@@ -93,6 +93,11 @@ class TrainConfig:
     # CPUs each worker reserves; fractions are allowed: on one machine the persistent roles hold their reservations
     # all run long while the staged loop uses them one stage at a time (docs/architecture.md, "Roles").
     cpus_per_worker: float = 1.0
+    # With use_gpu: the share of a GPU each worker reserves, of both trainers. Below 1, roles share a GPU (Ray books
+    # the shares; memory is not partitioned: `coderl-ray plan` adds up what the roles on each GPU hold). With more
+    # than one worker it must exceed 0.5, so that Ray never puts two ranks of one trainer on one GPU (NCCL refuses:
+    # "Duplicate GPU detected", ray-project/ray#48012).
+    gpus_per_worker: float = 1.0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPU (fp32 master weights and optimizer)
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
@@ -124,6 +129,14 @@ class TrainConfig:
         if self.parallel == "fsdp" and self.num_workers == 1:
             raise ConfigError("train.parallel=fsdp with train.num_workers=1 shards nothing (one worker holds every "
                               "shard); use ddp, or more workers")
+        if not 0 < self.gpus_per_worker <= 1:
+            raise ConfigError(f"train.gpus_per_worker must lie in (0, 1] (a worker trains on one GPU, or a share of "
+                              f"one), got {self.gpus_per_worker}")
+        if self.use_gpu and self.num_workers > 1 and self.gpus_per_worker <= 0.5:
+            raise ConfigError(f"train.gpus_per_worker={self.gpus_per_worker:g} with train.num_workers="
+                              f"{self.num_workers}: Ray may put two workers of one trainer on the same GPU, and "
+                              "NCCL refuses two ranks on one GPU (\"Duplicate GPU detected\"); use more than 0.5, or "
+                              "one worker")
         if self.precision == "bf16" and not self.use_gpu:
             raise ConfigError("train.precision=bf16 autocasts on GPU only; set train.use_gpu=true or precision=fp32")
 
@@ -156,11 +169,12 @@ class RolloutConfig:
     # holding its own attention caches (evaluation at 200 samples x 16 prompts is 3,200 rows). 0 = the whole batch
     # at once. Samples do not depend on it (keyed sampling); `coderl-ray plan` shows the memory it implies.
     max_rows_per_generate: int = 512
-    # Rows per call of the critic scorer and of the RL stage's old-log-probability pass (same pool resources).
+    # Rows per call of the critic scorers scoring a round's programs, and of the old-log-probability pass a one-stage
+    # RL command runs on programs scored without them (the pipeline's generators record them while sampling).
     score_batch_size: int = 64
-    num_workers: int = 1  # size of the Ray Data actor pool of generators
+    num_workers: int = 1  # generators: a pool of Ray actors held for the whole run
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float = 0.0  # share of a GPU each generator reserves (it computes on one device)
     # "hf": model.generate; "static": static caches, encoder once per prompt, early stop (models/decoding.py).
     decoder: Literal["hf", "static"] = "hf"
     compile: bool = False  # static decoder only: torch.compile the decode step, replayed as a CUDA graph on GPU
@@ -179,6 +193,9 @@ class RolloutConfig:
             raise ConfigError("rollout.max_rows_per_generate must be >= 0 (0 = the whole batch in one call)")
         if self.score_batch_size < 1:
             raise ConfigError("rollout.score_batch_size must be >= 1")
+        if not 0 <= self.gpus_per_worker <= 1:
+            raise ConfigError(f"rollout.gpus_per_worker must lie in [0, 1] (a generator computes on one GPU), got "
+                              f"{self.gpus_per_worker}")
 
 
 @dataclass
@@ -348,13 +365,18 @@ class PlanConfig:
     # caching allocator's fragmentation, torch.compile's workspaces.
     headroom: float = 0.1
     check: bool = True  # the pipeline stops before any work when a stage does not fit; false = warn and run
-    # GPUs in the cluster. > 0: the plan checks that the pools a stage runs at once (a critic sampling pass:
-    # generators and critic scorers) get their GPU shares, packed as Ray packs fractions; 0 = not checked.
+    # GPUs in the cluster (0 = unknown). > 0: the plan places the run's roles, which all hold their GPU shares for
+    # the whole run, on these GPUs as Ray would (one node, in the order the run starts them), fails a role that
+    # would find no room, and checks the memory of the roles that share each GPU against gpu_memory_gb. 0: each
+    # role must fit in its own share of a GPU (which holds wherever Ray puts it).
     cluster_gpus: int = 0
+    # CPUs of the machine, for a one-machine run (0 = unknown, not checked): the plan reports whether the roles'
+    # CPU reservations, one CPU for Ray Data's tasks and a sandbox executor fit.
+    cluster_cpus: int = 0
 
     def __post_init__(self) -> None:
-        if self.cluster_gpus < 0:
-            raise ConfigError("plan.cluster_gpus must be >= 0 (0 = not checked)")
+        if self.cluster_gpus < 0 or self.cluster_cpus < 0:
+            raise ConfigError("plan.cluster_gpus and plan.cluster_cpus must be >= 0 (0 = unknown, not checked)")
         if self.gpu_memory_gb <= 0:
             raise ConfigError("plan.gpu_memory_gb must be > 0 (the memory of one GPU in GiB)")
         if not 0 <= self.headroom < 1:
@@ -384,6 +406,8 @@ class CSConfig:
     submissions: list[int] = field(default_factory=lambda: [1, 5])  # n of n@k: programs submitted per problem
     baseline: bool = True  # pipeline: also plain sampling at the same budget (random / filter / filter+critic rows)
     critic_batch_size: int = 64  # programs per critic forward pass
+    # The critic scorers: one pool held for the whole run, which also scores the RL rounds' programs (at
+    # rollout.score_batch_size rows per call) and the online loop's.
     critic_num_workers: int = 1
     critic_cpus_per_worker: float = 1.0
     critic_gpus_per_worker: float = 0.0
@@ -406,6 +430,9 @@ class CSConfig:
             raise ConfigError("cs.temperature must be > 0 and cs.top_p in (0, 1]")
         if self.critic_num_workers < 1 or self.critic_batch_size < 1:
             raise ConfigError("cs.critic_num_workers and cs.critic_batch_size must be >= 1")
+        if not 0 <= self.critic_gpus_per_worker <= 1:
+            raise ConfigError(f"cs.critic_gpus_per_worker must lie in [0, 1] (a scorer computes on one GPU), got "
+                              f"{self.critic_gpus_per_worker}")
 
 
 @dataclass

@@ -1,17 +1,29 @@
-"""Pre-flight check: what each stage of a pipeline config asks Ray for, and whether it fits in GPU memory.
+"""Pre-flight check: what the run's roles ask Ray for all run long, whether they get it, and whether they fit in GPU
+memory, alone and together.
 
     coderl-ray plan --config configs/codet5-large.yaml
 
-For every stage the pipeline runs for the config (:func:`coderl_ray.registry.pipeline_stages`: data, init, eval,
-sft, rollout, critic, score, rl, critic_binary, repair, cs; each entry names its builder here, ``plan_<stage>``) the
-plan lists the pools and the resources each requests (the registry's :class:`~coderl_ray.registry.Pool` s, what
-:mod:`coderl_ray.stages` requests) and an estimate of the peak memory of one worker, item by item, against the memory
-of its GPU share (``plan.gpu_memory_gb`` x the pool's GPUs per worker; one GPU per Ray Train worker) less
-``plan.headroom``. A stage that does not fit names the keys that would make it fit (and, for the row budgets, the
-largest value that does). Two more checks: a GPU config (some pool asks for a GPU) whose model stage would run on
-CPU (a key left at its CPU default, e.g. ``cs.critic_gpus_per_worker``), and, with ``plan.cluster_gpus``, pools that
-run at once (a critic sampling pass: generators and critic scorers) but cannot all get their GPU shares. The
-pipeline runs the plan before any work.
+A run starts each role once and keeps it to the end (docs/architecture.md, "Roles"): generators, sandbox executors,
+the actor and the critic trainer, critic scorers. So the plan is about the roles together:
+
+* **Roles** (:func:`coderl_ray.registry.run_roles`, in the order the run starts them): what each requests (the
+  registry's :class:`~coderl_ray.registry.Pool`, exactly what :class:`coderl_ray.roles.setup.Roles` asks Ray for)
+  and the memory each worker holds: its largest stage's peak (:class:`RoleEstimate` says why).
+* **GPUs** (``plan.cluster_gpus`` > 0): the roles' GPU shares placed on that many GPUs as Ray places them
+  (:func:`coderl_ray.registry.place_gpus`: one node, the run's start order, best fit for fractions). A role that
+  finds no room is an error (it would wait forever, and the run with it); so is a GPU whose roles hold more memory
+  together than ``plan.gpu_memory_gb`` less ``plan.headroom`` (Ray books shares, it does not split memory), naming
+  the keys that would make them fit. Without ``plan.cluster_gpus`` each worker must fit in its own share of a GPU,
+  which then holds wherever Ray puts it.
+* **CPUs** (``plan.cluster_cpus`` > 0, one machine): the roles' CPU reservations, one CPU for Ray Data's tasks and
+  what is left for sandbox executors; a warning when a cluster of that size could not start them.
+* **Stages** (:func:`coderl_ray.registry.pipeline_stages`; each names its builder here, ``plan_<stage>``): an
+  estimate of the peak memory of one worker per stage, item by item, against the GPU (or, without
+  ``plan.cluster_gpus``, the worker's share of it). A stage that does not fit names the keys that would make it fit
+  (and, for the row budgets, the largest value that does).
+
+One more check: a GPU config (some role asks for a GPU) whose role holding a model would run on CPU (a key left at
+its CPU default, e.g. ``cs.critic_gpus_per_worker``). The pipeline runs the plan before any work.
 
 The estimates are arithmetic on the model's shape and the configured sizes, worst case (every row at the configured
 maximum lengths): no model is loaded and nothing is allocated.
@@ -28,26 +40,35 @@ maximum lengths): no model is loaded and nothing is allocated.
 * **Generation** (per generator): weights in the inference dtype, self- and cross-attention caches of the rows of
   one decoder call (``rollout.max_rows_per_generate``; the static decoder keeps two call shapes alive), encoder
   states, and the per-step logits and sampling temporaries.
-* **Scoring / old log-probabilities**: a forward pass of ``rollout.score_batch_size`` rows (critic sampling's
-  scorers: ``cs.critic_batch_size``), with the vocabulary's log-softmax for the actor.
+* **Behaviour log-probabilities** (``rl.clip_ratio`` > 0): after sampling, a generator scores its programs in
+  passes of ``BEHAVIOUR_LOGPROB_ROWS`` rows (a forward with the vocabulary's log-softmax) beside what generation
+  keeps (weights, the static decoder's workspaces).
+* **Scoring**: a critic scorer's forward pass of ``rollout.score_batch_size`` rows (critic sampling:
+  ``cs.critic_batch_size``; the online loop: one generated item).
+* **Held models**: a trainer keeps its other slot (the actor while the repair model trains, the round's critic
+  while the binary one trains) and a scorer the round's critic beside the binary one.
 * **Critic sampling**: a generator decodes units of up to ``rollout.batch_size_per_worker`` rows, one prompt each,
   and holds the repair model beside the actor (``repair.enabled``); seq2seq rows with a seed go through
   ``generate`` even with the static decoder, so the larger of the two decoders' estimates counts.
 
-What it leaves out: the CUDA context and NCCL buffers (~1 GB, inside ``plan.headroom``), fragmentation of the
-caching allocator (also headroom), ``torch.compile``'s workspace, and host memory. How close the estimates come to
-measured peaks is recorded in docs/benchmarks.md ("Memory: plan against measurement").
+What it leaves out: the CUDA context and NCCL buffers (~1 GB per process, inside ``plan.headroom``; on a shared GPU
+each role has its own), fragmentation of the caching allocator (also headroom; a role whose calls change shape may
+keep both shapes' blocks cached, and no other process can use them), ``torch.compile``'s workspace, and host
+memory. How close the estimates come to measured peaks is recorded in docs/benchmarks.md ("Memory: plan against
+measurement").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from coderl_ray import registry
 from coderl_ray.config import ConfigError, ModelConfig, PipelineConfig
-from coderl_ray.registry import Pool, cs_scorer_pool, rollout_forward_pool, trainer_pool
+from coderl_ray.registry import Pool, scorer_pool, trainer_pool
 
 GiB = 2**30
 STATIC_PROMPT_BUCKET = 64  # StaticDecoder pads prompts to a multiple of this (its pad_prompts_to default)
@@ -397,12 +418,16 @@ def forward_memory(s: ModelShape, *, rows: int, prompt_tokens: int, program_toke
 @dataclass
 class StageEstimate:
     stage: str
-    workers: str  # what the stage's pools request, e.g. "Ray Train workers (ddp): 8 x {CPU: 8, GPU: 1} (actor)"
+    workers: str  # what the stage's pools request, e.g. "generators: 8 x {CPU: 4, GPU: 0.75} (actor)"
     device: str  # "GPU" or "CPU"
-    budget: float | None  # bytes one worker may use on its GPU share (None on CPU: not checked)
+    budget: float | None  # bytes one worker may use (see _on; None on CPU: not checked)
     items: list[tuple[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fixes: list[str] = field(default_factory=list)  # keys (with a value where one can be computed) that would fit
+    role: str = ""  # the run's role (registry.ROLES) whose worker this is
+    # The keys (with values) that would bring the peak under a given budget: the per-GPU check asks it for the room
+    # the other roles on a GPU leave.
+    refit: Callable[[float], list[str]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def peak(self) -> float:
@@ -414,11 +439,53 @@ class StageEstimate:
 
 
 @dataclass
+class RoleEstimate:
+    """One role of the run (:func:`coderl_ray.registry.run_roles`) and the memory each of its workers holds.
+
+    Every role is a process that lives for the whole run, and PyTorch's caching allocator keeps what a process
+    reserved at its peak (nothing here calls ``torch.cuda.empty_cache``, and a process never frees another's cache),
+    so a worker holds its largest stage's peak from then on: ``memory`` is the largest peak of its ``stages``."""
+
+    pool: Pool
+    stages: list[StageEstimate]
+
+    @property
+    def memory(self) -> float:
+        return max((s.peak for s in self.stages), default=0.0)
+
+    @property
+    def peak_stage(self) -> str:
+        return max(self.stages, key=lambda s: s.peak).stage if self.stages else ""
+
+
+@dataclass
+class GpuLoad:
+    """What one GPU holds once every role is placed: (role key, share) per worker, and their memory summed."""
+
+    index: int
+    members: list[tuple[str, float]]
+    memory: float
+    budget: float
+
+    @property
+    def fits(self) -> bool:
+        return self.memory <= self.budget
+
+    def describe(self) -> str:
+        counts = Counter(key for key, _ in self.members)
+        return " + ".join(f"{n} x {key}" if n > 1 else key for key, n in counts.items()) or "nothing"
+
+
+@dataclass
 class Plan:
     stages: list[StageEstimate]
     warnings: list[str]
-    # Problems other than memory: a model stage on CPU in a GPU config, pools that cannot all get their GPUs.
+    # Problems other than a stage's memory: a model role on CPU in a GPU config, a role that finds no GPU, a GPU
+    # whose roles together do not fit.
     errors: list[str] = field(default_factory=list)
+    roles: list[RoleEstimate] = field(default_factory=list)
+    gpus: list[GpuLoad] = field(default_factory=list)  # with plan.cluster_gpus: every GPU, as Ray would fill it
+    cpus: str = ""  # with plan.cluster_cpus: what the roles reserve against it
 
     @property
     def failing(self) -> list[StageEstimate]:
@@ -443,8 +510,17 @@ def _budget(cfg: PipelineConfig, share: float) -> float:
 
 
 def _on(cfg: PipelineConfig, pool: Pool) -> tuple[str, float | None]:
-    """(device, memory budget of one worker) of a pool."""
-    return ("GPU", _budget(cfg, pool.gpus)) if pool.gpus > 0 else ("CPU", None)
+    """(device, memory budget of one worker) of a pool. Without ``plan.cluster_gpus`` a worker must fit in its
+    own share of a GPU: then the roles fit wherever Ray puts them (shares on a GPU sum to at most 1). With it, a
+    worker may use the whole GPU, and :func:`_gpu_loads` checks what the roles Ray puts on each GPU hold together."""
+    if pool.gpus <= 0:
+        return "CPU", None
+    return "GPU", _budget(cfg, 1.0 if cfg.plan.cluster_gpus else pool.gpus)
+
+
+def _share_fix(cfg: PipelineConfig, key: str) -> list[str]:
+    # A larger share is more memory only while each role must fit in its share (no plan.cluster_gpus).
+    return [] if cfg.plan.cluster_gpus else [f"{key} (a larger GPU share)"]
 
 
 def _requests(pools: list[Pool]) -> str:
@@ -472,14 +548,30 @@ def _largest(fits, upper: int) -> int:
     return lo
 
 
+def _finish(est: StageEstimate, refit: Callable[[float], list[str]]) -> StageEstimate:
+    est.refit = refit
+    if est.budget is not None and not est.fits:
+        est.fixes = refit(est.budget)
+    return est
+
+
+def _held_slot(name: str, shape: ModelShape, cfg: PipelineConfig) -> tuple[str, float]:
+    """A trained model a trainer keeps in another slot meanwhile: fp32 weights and its gradients, which stay in
+    DDP's buckets (``gradient_as_bucket_view``) or on the parameters after the last step (sharded under FSDP)."""
+    w = cfg.train.num_workers if cfg.train.parallel == "fsdp" else 1
+    return f"{name} slot, held meanwhile (fp32 weights and gradients)", 8 * shape.params / w
+
+
 def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: int, T: int,
-                 objective: str, pool: Pool, batch_key: str, S: int | None = None) -> StageEstimate:
+                 objective: str, pool: Pool, batch_key: str, S: int | None = None,
+                 extra: list[tuple[str, float]] = ()) -> StageEstimate:
     t = cfg.train
     S = _round_up(cfg.model.max_source_tokens if S is None else S, t.pad_to_multiple_of)
     T = _round_up(T, t.pad_to_multiple_of)
     gpu = t.use_gpu
     device, budget = _on(cfg, pool)
-    est = StageEstimate(name, _requests([pool]), device, budget)
+    est = StageEstimate(name, _requests([pool]), device, budget, role=pool.key)
+    held = sum(b for _, b in extra)
 
     def shape_for(rows: int, ckpt: bool = t.gradient_checkpointing, parallel: str = t.parallel,
                   workers: int = t.num_workers) -> TrainShape:
@@ -488,24 +580,33 @@ def _train_stage(cfg: PipelineConfig, name: str, shape: ModelShape, batch_size: 
 
     rows = _train_rows(cfg, batch_size, S, T)
     est.items, other = training_memory(shape, shape_for(rows))
+    est.items += list(extra)
     est.notes.append(f"{rows} row(s) per micro-batch of {S} + {T} tokens ({batch_key}={batch_size}; {shape.name}, "
                      f"{shape.params / 1e6:,.0f}M parameters, {shape.attn} attention); activations "
                      f"{'without' if t.gradient_checkpointing else 'with'} checkpointing: {other / GiB:.1f} GiB")
-    if est.budget is not None and not est.fits:
-        def peak(ts: TrainShape) -> float:
-            return sum(b for _, b in training_memory(shape, ts)[0])
 
-        fit_rows = _largest(lambda r: peak(shape_for(r)) <= est.budget, rows)
+    def refit(budget: float) -> list[str]:
+        def peak(ts: TrainShape) -> float:
+            return sum(b for _, b in training_memory(shape, ts)[0]) + held
+
+        fixes = []
+        fit_rows = _largest(lambda r: peak(shape_for(r)) <= budget, rows)
         if fit_rows:
-            est.fixes.append(f"train.max_tokens_per_micro_batch={fit_rows * (S + T)} ({fit_rows} row(s) of "
-                             f"{S} + {T} tokens)")
-        if not t.gradient_checkpointing and peak(shape_for(rows, True)) <= est.budget:
-            est.fixes.append("train.gradient_checkpointing=true")
-        if t.parallel == "ddp" and t.num_workers > 1 and peak(shape_for(1, True, "fsdp")) <= est.budget:
-            est.fixes.append("train.parallel=fsdp")
-        est.fixes += ["model.max_source_tokens / model.max_target_tokens", "plan.gpu_memory_gb (if the GPUs have "
-                      "more memory)"]
-    return est
+            fixes.append(f"train.max_tokens_per_micro_batch={fit_rows * (S + T)} ({fit_rows} row(s) of {S} + {T} "
+                         "tokens)")
+        if not t.gradient_checkpointing:
+            ckpt_rows = _largest(lambda r: peak(shape_for(r, True)) <= budget, rows)
+            if ckpt_rows == rows:
+                fixes.append("train.gradient_checkpointing=true")
+            elif ckpt_rows > fit_rows:
+                fixes.append(f"train.gradient_checkpointing=true with train.max_tokens_per_micro_batch="
+                             f"{ckpt_rows * (S + T)} ({ckpt_rows} row(s))")
+        if t.parallel == "ddp" and t.num_workers > 1 and peak(shape_for(1, True, "fsdp")) <= budget:
+            fixes.append("train.parallel=fsdp")
+        return fixes + _share_fix(cfg, pool.gpu_key) + ["model.max_source_tokens / model.max_target_tokens",
+                                                        "plan.gpu_memory_gb (if the GPUs have more memory)"]
+
+    return _finish(est, refit)
 
 
 def _generation_stage(cfg: PipelineConfig, name: str, shape: ModelShape, pools: list[Pool], prompts: int,
@@ -516,7 +617,7 @@ def _generation_stage(cfg: PipelineConfig, name: str, shape: ModelShape, pools: 
     r = cfg.rollout
     decoder = decoder or r.decoder
     device, budget = _on(cfg, pools[0])
-    est = StageEstimate(name, _requests(pools), device, budget)
+    est = StageEstimate(name, _requests(pools), device, budget, role=pools[0].key)
 
     def items(max_rows: int):
         found, largest = generation_memory(shape, prompts=prompts, samples=samples, greedy=greedy,
@@ -528,36 +629,87 @@ def _generation_stage(cfg: PipelineConfig, name: str, shape: ModelShape, pools: 
     est.notes.append(f"{prompts} prompts x {samples} samples{' + greedy' if greedy else ''} per batch, largest "
                      f"decoder call {largest} rows of {cfg.model.max_source_tokens} + {r.max_new_tokens} tokens "
                      f"({decoder} decoder)")
-    if est.budget is not None and not est.fits:
-        fit = _largest(lambda n: sum(b for _, b in items(n)[0]) <= est.budget, largest)
+
+    def refit(budget: float) -> list[str]:
+        fixes = []
+        fit = _largest(lambda n: sum(b for _, b in items(n)[0]) <= budget, largest)
         if fit:
             # The largest call that budget allows is what to configure (any value up to `fit` chunks alike).
-            est.fixes.append(f"rollout.max_rows_per_generate={items(fit)[1]}")
-        est.fixes += ["rollout.max_new_tokens", "rollout.gpus_per_worker (a larger GPU share)",
-                      "plan.gpu_memory_gb (if the GPUs have more memory)"]
-    return est
+            fixes.append(f"rollout.max_rows_per_generate={items(fit)[1]}")
+        return fixes + ["rollout.max_new_tokens"] + _share_fix(cfg, "rollout.gpus_per_worker") + [
+            "plan.gpu_memory_gb (if the GPUs have more memory)"]
+
+    return _finish(est, refit)
 
 
 def _forward_stage(cfg: PipelineConfig, name: str, shape: ModelShape, logprobs: bool, pool: Pool, rows: int,
-                   rows_key: str, share_key: str) -> StageEstimate:
+                   rows_key: str, extra: list[tuple[str, float]] = (),
+                   rows_fix: Callable[[int], str] | None = None) -> StageEstimate:
+    """One no-grad forward of ``rows`` rows on a worker of ``pool``; ``rows_fix(n)``: the setting that makes a
+    call ``n`` rows (default ``rows_key=n``)."""
     r = cfg.rollout
     device, budget = _on(cfg, pool)
-    est = StageEstimate(name, _requests([pool]), device, budget)
+    est = StageEstimate(name, _requests([pool]), device, budget, role=pool.key)
     autocast = device == "GPU" and cfg.train.precision == "bf16"
     T = max(r.max_new_tokens, cfg.model.max_target_tokens)
 
     def items(n: int):
         return forward_memory(shape, rows=n, prompt_tokens=cfg.model.max_source_tokens, program_tokens=T,
-                              autocast=autocast, logprobs=logprobs)
+                              autocast=autocast, logprobs=logprobs) + list(extra)
 
     est.items = items(rows)
     est.notes.append(f"{rows} rows of {cfg.model.max_source_tokens} + {T} tokens ({rows_key}; {shape.name})")
-    if est.budget is not None and not est.fits:
-        fit = _largest(lambda n: sum(b for _, b in items(n)) <= est.budget, rows)
-        if fit:
-            est.fixes.append(f"{rows_key}={fit}")
-        est.fixes += [f"{share_key} (a larger GPU share)", "plan.gpu_memory_gb"]
-    return est
+
+    def refit(budget: float) -> list[str]:
+        fit = _largest(lambda n: sum(b for _, b in items(n)) <= budget, rows)
+        fixes = [rows_fix(fit) if rows_fix else f"{rows_key}={fit}"] if fit else []
+        return fixes + _share_fix(cfg, pool.gpu_key) + ["plan.gpu_memory_gb"]
+
+    return _finish(est, refit)
+
+
+# Rows per teacher-forced pass when a generator records behaviour log-probabilities: the `chunk` of
+# coderl_ray/roles/workers.behaviour_logprobs (tests/test_plan.py holds the two equal).
+BEHAVIOUR_LOGPROB_ROWS = 64
+
+
+def _behaviour_logprob_stage(cfg: PipelineConfig, name: str, shape: ModelShape, pools: list[Pool], prompts: int,
+                             samples: int) -> StageEstimate:
+    """A generator after sampling a batch: the log-probabilities of its programs under the sampling policy
+    (``rl.clip_ratio`` > 0: the trust region's reference point), one forward of ``BEHAVIOUR_LOGPROB_ROWS`` rows at
+    a time in the generator's own dtype, beside what generation keeps (weights; the static decoder's workspaces)."""
+    r = cfg.rollout
+    device, budget = _on(cfg, pools[0])
+    est = StageEstimate(name, _requests(pools[:1]), device, budget, role=pools[0].key)
+    forward = forward_memory(shape, rows=BEHAVIOUR_LOGPROB_ROWS, prompt_tokens=cfg.model.max_source_tokens,
+                             program_tokens=r.max_new_tokens, autocast=device == "GPU", logprobs=True)
+    # The generator's weights are counted with generation's (bf16 on GPU), not a scorer's fp32 + autocast copies.
+    forward = [(n, b) for n, b in forward if not n.startswith(("weights", "autocast"))]
+
+    def items(max_rows: int) -> tuple[list[tuple[str, float]], int]:
+        found, largest = generation_memory(shape, prompts=prompts, samples=samples, greedy=True, max_rows=max_rows,
+                                     prompt_tokens=cfg.model.max_source_tokens, new_tokens=r.max_new_tokens,
+                                     bf16=device == "GPU", decoder=r.decoder)
+        # What generation keeps: the weights, and the static decoder's workspaces (generate()'s caches are gone).
+        kept = [(n, b) for n, b in found if n.startswith("weights") or (r.decoder == "static" and not
+                                                                        n.startswith("largest transient"))]
+        return kept + forward, largest
+
+    est.items = items(r.max_rows_per_generate)[0]
+    est.notes.append(f"{BEHAVIOUR_LOGPROB_ROWS} rows of {cfg.model.max_source_tokens} + {r.max_new_tokens} tokens "
+                     "per pass (rl.clip_ratio > 0: the RL step's trust-region reference, recorded while sampling)")
+
+    def refit(budget: float) -> list[str]:
+        fixes = []
+        if r.decoder == "static":
+            rows = prompts * samples
+            fit = _largest(lambda n: sum(b for _, b in items(n)[0]) <= budget, rows)
+            if fit:
+                fixes.append(f"rollout.max_rows_per_generate={items(fit)[1]}")
+        return fixes + ["rollout.max_new_tokens", "rl.clip_ratio=0 (no trust region: nothing recorded)"] \
+            + _share_fix(cfg, "rollout.gpus_per_worker") + ["plan.gpu_memory_gb"]
+
+    return _finish(est, refit)
 
 
 def _driver_stage(name: str, note: str, items: list[tuple[str, float]] = ()) -> StageEstimate:
@@ -569,6 +721,10 @@ def _driver_stage(name: str, note: str, items: list[tuple[str, float]] = ()) -> 
 
 def _program_tokens(cfg: PipelineConfig) -> int:
     return max(cfg.model.max_target_tokens, cfg.rollout.max_new_tokens)
+
+
+def _trust_region(cfg: PipelineConfig) -> bool:
+    return cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only
 
 
 def plan_data(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
@@ -590,10 +746,17 @@ def plan_sft(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
 
 
 def plan_rollout(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    """Sampling, and with a trust region the behaviour log-probabilities the generators record meanwhile (the RL
+    stage reads them: no old-log-probability pass of its own in a pipeline)."""
     if shapes.actor is None:
         return []
-    return [_generation_stage(cfg, "rollout", shapes.actor, registry.stage("rollout").resources(cfg),
-                              cfg.rollout.batch_size_per_worker, cfg.rollout.num_samples, True)]
+    pools = registry.stage("rollout").resources(cfg)
+    gen = _generation_stage(cfg, "rollout", shapes.actor, pools, cfg.rollout.batch_size_per_worker,
+                            cfg.rollout.num_samples, True)
+    if not _trust_region(cfg):
+        return [gen]
+    return [gen, _behaviour_logprob_stage(cfg, "rollout/behaviour logprobs", shapes.actor, pools,
+                                          cfg.rollout.batch_size_per_worker, cfg.rollout.num_samples)]
 
 
 def plan_critic(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
@@ -606,33 +769,30 @@ def plan_critic(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
 def plan_score(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     if shapes.critic is None:
         return []
-    return [_forward_stage(cfg, "score", shapes.critic, False, rollout_forward_pool(cfg, "critic scorers", "critic"),
-                           cfg.rollout.score_batch_size, "rollout.score_batch_size", "rollout.gpus_per_worker")]
+    return [_forward_stage(cfg, "score", shapes.critic, False, scorer_pool(cfg), cfg.rollout.score_batch_size,
+                           "rollout.score_batch_size")]
 
 
 def plan_rl(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     if shapes.actor is None:
         return []
-    out = [_train_stage(cfg, "rl", shapes.actor, cfg.rl.batch_size, _program_tokens(cfg), "actor",
-                        trainer_pool(cfg, "actor"), "rl.batch_size")]
-    if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only:
-        out.append(_forward_stage(cfg, "rl/old_logprobs", shapes.actor, True,
-                                  rollout_forward_pool(cfg, "old log-probability pass", "actor"),
-                                  cfg.rollout.score_batch_size, "rollout.score_batch_size",
-                                  "rollout.gpus_per_worker"))
-    return out
+    return [_train_stage(cfg, "rl", shapes.actor, cfg.rl.batch_size, _program_tokens(cfg), "actor",
+                         trainer_pool(cfg, "actor"), "rl.batch_size")]
 
 
 def plan_online(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
-    """The online loop runs the rounds' four stages at once (rl.loop=online): each is estimated as in the staged
-    loop, under the online stage's name."""
-    from dataclasses import replace
-
-    parts = [*plan_rollout(cfg, shapes), *plan_critic(cfg, shapes), *plan_score(cfg, shapes),
-             *plan_rl(cfg, shapes)]
-    # Behaviour log-probabilities are recorded by the generators, so the RL stage's old-log-probability pool is
-    # not part of the online loop.
-    return [replace(e, stage=f"online/{e.stage}") for e in parts if not e.stage.startswith("rl/old_logprobs")]
+    """The online loop runs the rounds' four stages at once (rl.loop=online): generation (with behaviour
+    log-probabilities), critic training and RL as in the staged loop; the critic scorers score each generated item
+    whole, in one call (``rollout.batch_size_per_worker`` problems x ``rollout.num_samples`` + 1 programs)."""
+    parts = [*plan_rollout(cfg, shapes), *plan_critic(cfg, shapes), *plan_rl(cfg, shapes)]
+    if shapes.critic is not None:
+        r = cfg.rollout
+        per_problem = r.num_samples + 1
+        parts.append(_forward_stage(
+            cfg, "score", shapes.critic, False, scorer_pool(cfg), r.batch_size_per_worker * per_problem,
+            f"one item: rollout.batch_size_per_worker={r.batch_size_per_worker} x {per_problem} programs",
+            rows_fix=lambda n: f"rollout.batch_size_per_worker={max(1, n // per_problem)}"))
+    return [replace(e, stage=f"online/{e.stage}") for e in parts]
 
 
 def plan_eval(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
@@ -643,24 +803,28 @@ def plan_eval(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
 
 
 def plan_critic_binary(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
-    """The last critic's backbone with a new 2-class head, trained on every round, then scored on held-out
-    programs by the RL scorers' pool."""
+    """The last critic's backbone with a new 2-class head, trained on every round in a slot of its own (the
+    round's critic stays in its slot), then scored on held-out programs by the critic scorers, which hold the
+    round's critic too."""
     if shapes.critic is None:
         return []
+    held = [_held_slot("critic", shapes.critic, cfg)]
+    kept = [("the round's critic, held meanwhile (fp32 weights)", 4 * shapes.critic.params)]
     return [_train_stage(cfg, "critic_binary", shapes.critic, cfg.critic.batch_size, _program_tokens(cfg), "critic",
-                         trainer_pool(cfg, "critic"), "critic.batch_size"),
-            _forward_stage(cfg, "critic_binary/heldout", shapes.critic, False,
-                           rollout_forward_pool(cfg, "critic scorers", "critic", 1), cfg.rollout.score_batch_size,
-                           "rollout.score_batch_size", "rollout.gpus_per_worker")]
+                         trainer_pool(cfg, "critic", "critic_binary"), "critic.batch_size", extra=held),
+            _forward_stage(cfg, "critic_binary/heldout", shapes.critic, False, scorer_pool(cfg, "critic_binary", 1),
+                           cfg.rollout.score_batch_size, "rollout.score_batch_size", extra=kept)]
 
 
 def plan_repair(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     """Cross-entropy on (repair prompt, passing program) pairs: the prompt (problem, failed program, error) is cut
-    to ``model.max_source_tokens``, the target to ``model.max_target_tokens``."""
+    to ``model.max_source_tokens``, the target to ``model.max_target_tokens``; in a slot of the actor's trainer,
+    whose actor slot stays loaded meanwhile."""
     if shapes.repair is None:
         return []
+    held = [_held_slot("actor", shapes.actor, cfg)] if shapes.actor is not None else []
     return [_train_stage(cfg, "repair", shapes.repair, cfg.repair.batch_size, cfg.model.max_target_tokens, "actor",
-                         trainer_pool(cfg, "repair model"), "repair.batch_size")]
+                         trainer_pool(cfg, "actor", "repair model"), "repair.batch_size", extra=held)]
 
 
 def plan_cs(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
@@ -685,31 +849,113 @@ def plan_cs(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
                                  extra) for d in decoders), key=lambda e: e.peak)
     out = [gen]
     if shapes.critic is not None:
-        out.append(_forward_stage(cfg, "cs/critic scorers", shapes.critic, False, cs_scorer_pool(cfg),
-                                  cfg.cs.critic_batch_size, "cs.critic_batch_size", "cs.critic_gpus_per_worker"))
+        binary = cfg.critic.inference_classes == 2
+        kept = [("the round's critic, held meanwhile (fp32 weights)", 4 * shapes.critic.params)] if binary else []
+        out.append(_forward_stage(cfg, "cs/critic scorers", shapes.critic, False,
+                                  scorer_pool(cfg, "critic_binary" if binary else "critic"), cfg.cs.critic_batch_size,
+                                  "cs.critic_batch_size", extra=kept))
     return out
 
 
-def _device_errors(cfg: PipelineConfig) -> list[str]:
-    """A model stage on CPU in a GPU config; pools of one phase that cannot all get their GPUs at once."""
+# --- the roles together: GPUs, memory per GPU, CPUs ---------------------------------------------------------------
+
+
+_SHARE_KEYS = "train.gpus_per_worker, rollout.gpus_per_worker, cs.critic_gpus_per_worker"
+
+
+def _gpu_loads(cfg: PipelineConfig, roles: list[RoleEstimate]) -> tuple[list[GpuLoad], list[str]]:
+    """Every GPU of ``plan.cluster_gpus`` once the roles are placed as Ray places them, in the order the run starts
+    them (:func:`coderl_ray.registry.place_gpus`), and the errors: a role that finds no room, a GPU whose roles
+    together hold more than ``plan.gpu_memory_gb`` less headroom (with the keys that would make them fit)."""
+    n = cfg.plan.cluster_gpus
+    pools = [r.pool for r in roles]
+    requests = registry.gpu_requests(pools)
+    if not n or not requests:
+        return [], []
+    by_key = {r.pool.key: r for r in roles}
+    placement = registry.place_gpus(requests, n)
+    budget = _budget(cfg, 1.0)
+    loads = [GpuLoad(i, members, sum(by_key[k].memory for k, _ in members), budget)
+             for i, members in enumerate(placement.gpus)]
     errors = []
+    if placement.blocked:
+        key, share = placement.blocked
+        order = ", then ".join(f"{p.role} ({p.workers} x {p.gpus:g})" for p in pools if p.gpus > 0)
+        taken = "; ".join(f"GPU {g.index}: {g.describe()} ({placement.used(g.index):g})" for g in loads)
+        errors.append(f"the roles cannot all get their GPUs on plan.cluster_gpus={n}: started in the run's order "
+                      f"({order}) and placed as Ray places them (a fraction on the GPU it fills most), a worker of "
+                      f"{by_key[key].pool.role} finds no GPU with {share:g} free ({taken}) and would wait forever; "
+                      f"change the GPU shares ({_SHARE_KEYS}) or worker counts, or plan.cluster_gpus")
+    for group in _same_gpus(loads):
+        load = group[0]
+        if load.fits:
+            continue
+        ways: list[str] = []
+        for key, k in Counter(key for key, _ in load.members).items():
+            role = by_key[key]
+            # What this role may hold if the others stay as they are (k workers of it on this GPU share the rest).
+            room = (load.budget - (load.memory - k * role.memory)) / k
+            over = [st for st in role.stages if st.peak > room and st.refit is not None]
+            if room <= 0 or not over:
+                continue
+            per_stage = []
+            for st in over:
+                fixes = [f for f in st.refit(room) if "=" in f] or st.refit(room)[:1]
+                per_stage.append(f"{st.stage}: {', '.join(fixes)}")
+            ways.append(f"{key} within {room / GiB:.1f} GiB ({'; '.join(per_stage)})")
+        shares = " + ".join(f"{s:g}" for _, s in load.members)
+        which = f"GPU {load.index} holds" if len(group) == 1 else \
+            f"GPUs {load.index}-{group[-1].index} each hold"
+        errors.append(f"{which} {load.describe()} ({shares} of a GPU) for the whole run: ~{load.memory / GiB:.1f} "
+                      f"GiB together, over the {load.budget / GiB:.1f} GiB of plan.gpu_memory_gb="
+                      f"{cfg.plan.gpu_memory_gb:g} less headroom; to fit, change "
+                      + "".join(f"{w}; or " for w in ways)
+                      + f"the GPU shares ({_SHARE_KEYS}) or worker counts, to put fewer roles on one GPU; or "
+                      "plan.gpu_memory_gb (if the GPUs have more memory)")
+    return loads, errors
+
+
+def _cpu_report(cfg: PipelineConfig, roles: list[RoleEstimate]) -> tuple[str, str | None]:
+    """(what the roles reserve against ``plan.cluster_cpus``, a warning when a run cannot be scheduled there)."""
+    from coderl_ray.roles.setup import local_cpus
+
+    cores, s = cfg.plan.cluster_cpus, cfg.sandbox
+    if not cores:
+        return "", None
+    pools = [r.pool for r in roles]
+    fixed = registry.role_cpus(pools)
+    executors = s.max_tasks_in_flight * s.cpus_per_task if s.max_tasks_in_flight else s.cpus_per_task
+    left = cores - fixed - 1
+    parts = " + ".join(f"{p.key} {p.workers * p.cpus:g}" for p in pools if p.key != "sandbox")
+    line = f"roles {fixed:g} ({parts}) + Ray Data 1 of plan.cluster_cpus={cores}: "
+    if s.max_tasks_in_flight:
+        line += f"{left:g} left for the {s.max_tasks_in_flight} sandbox executors' {executors:g}"
+    else:
+        units = max(0, int(left // s.cpus_per_task))
+        line += f"{left:g} left for sandbox executors ({s.cpus_per_task:g} CPU each, one per unit of " \
+                f"'{s.resource or 'CPU'}': a one-machine cluster should advertise {units})"
+    if left >= executors:
+        return line, None
+    return line, (f"on a one-machine Ray cluster of plan.cluster_cpus={cores} CPUs the roles ({fixed:g} CPUs), Ray "
+                  f"Data (1) and the sandbox executors ({executors:g}) would wait for CPUs; lower "
+                  "train.cpus_per_worker, rollout.cpus_per_worker, cs.critic_cpus_per_worker or "
+                  f"sandbox.cpus_per_task. (An in-process Ray, ray_address=local, advertises "
+                  f"{local_cpus(cfg, cores):g} logical CPUs instead and the roles share the cores.)")
+
+
+def _device_errors(cfg: PipelineConfig) -> list[str]:
+    """A role that holds a model on CPU in a GPU config."""
     cpu = registry.cpu_model_pools(cfg)
-    if cpu:
-        named = "; ".join(f"{stage} ({pool.role}, {pool.gpu_key})" for stage, pool in cpu)
-        errors.append(f"a GPU config runs model stages on CPU: {named}; give them a GPU share")
-    if cfg.plan.cluster_gpus:
-        for stage, phase, pools, total in registry.gpu_phases(cfg):
-            shares = [p.gpus for p in pools for _ in range(p.workers)]
-            if not registry.pack_gpus(shares, cfg.plan.cluster_gpus):
-                errors.append(f"{stage}: {_requests(pools)} run at once and ask for {total:g} GPU(s), which "
-                              f"do not fit on plan.cluster_gpus={cfg.plan.cluster_gpus} (fractional shares packed "
-                              "per GPU, as Ray places them): lower their GPU shares or worker counts")
-    return errors
+    if not cpu:
+        return []
+    named = "; ".join(f"{pool.role} ({pool.model}; {pool.gpu_key})" for pool in cpu)
+    return [f"a GPU config runs models on CPU: {named}; give them a GPU share"]
 
 
 def make_plan(cfg: PipelineConfig) -> Plan:
     """The plan of ``cfg``: the estimates of every stage the pipeline runs (:func:`coderl_ray.registry.
-    pipeline_stages`), in pipeline order (pure: reads configs, allocates nothing)."""
+    pipeline_stages`), in pipeline order, and the run's roles, which hold their resources all at once: each with its
+    largest stage's memory, placed on ``plan.cluster_gpus`` GPUs (pure: reads configs, allocates nothing)."""
     warnings: list[str] = []
     actor, where = model_shape(cfg.model.name_or_path, cfg.model)
     if actor is None:
@@ -727,11 +973,40 @@ def make_plan(cfg: PipelineConfig) -> Plan:
     stages: list[StageEstimate] = []
     for spec in registry.pipeline_stages(cfg):
         stages += globals()[spec.plan](cfg, shapes)
-    return Plan(stages, warnings, _device_errors(cfg))
+    roles = [RoleEstimate(p, [s for s in stages if s.role == p.key]) for p in registry.run_roles(cfg)]
+    gpus, gpu_errors = _gpu_loads(cfg, roles)
+    cpus, cpu_warning = _cpu_report(cfg, roles)
+    return Plan(stages, warnings + ([cpu_warning] if cpu_warning else []), _device_errors(cfg) + gpu_errors, roles,
+                gpus, cpus)
 
 
 def _size(n: float) -> str:
     return f"{n / GiB:8.2f} GiB" if n >= GiB / 10 else f"{n / 2**20:8.1f} MiB"
+
+
+def _same_gpus(loads: list[GpuLoad]) -> list[list[GpuLoad]]:
+    """Consecutive GPUs that hold the same roles, grouped (the display and the errors name them once)."""
+    groups: list[list[GpuLoad]] = []
+    for g in loads:
+        if groups and groups[-1][0].members == g.members:
+            groups[-1].append(g)
+        else:
+            groups.append([g])
+    return groups
+
+
+def _gpu_lines(plan: Plan) -> list[str]:
+    lines = []
+    for group in _same_gpus(plan.gpus):
+        g = group[0]
+        which = f"GPU {g.index}" if len(group) == 1 else f"GPUs {g.index}-{group[-1].index}"
+        if not g.members:
+            lines.append(f"  {which:9s} free")
+            continue
+        used = sum(s for _, s in g.members)
+        lines.append(f"  {which:9s} {g.describe()} ({used:g} of a GPU): {'fits' if g.fits else 'DOES NOT FIT'}: "
+                     f"{g.memory / GiB:.1f} of {g.budget / GiB:.1f} GiB")
+    return lines
 
 
 def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
@@ -741,6 +1016,19 @@ def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
         lines.append(f"  warning: {w}")
     for e in plan.errors:
         lines.append(f"  ERROR: {e}")
+    lines.append("\nRoles, in the order the run starts them; each holds its resources to the end of the run, and each "
+                 "worker its largest stage's memory:")
+    for r in plan.roles:
+        memory = f"~{_size(r.memory).strip()} per worker (peak: {r.peak_stage})" if r.stages else "no model"
+        lines.append(f"  {r.pool.describe()}: {memory}")
+    if plan.gpus:
+        lines.append(f"GPUs (plan.cluster_gpus={cfg.plan.cluster_gpus}), as Ray fills them:")
+        lines += _gpu_lines(plan)
+    elif any(r.pool.gpus for r in plan.roles):
+        lines.append("GPUs: plan.cluster_gpus is 0 (unknown): each worker must fit in its own share of a GPU")
+    if plan.cpus:
+        lines.append(f"CPUs: {plan.cpus}")
+    lines.append("\nStages, one at a time (the online loop: its four parts at once):")
     for st in plan.stages:
         verdict = f"on CPU, not checked: ~{_size(st.peak).strip()} per worker" if st.budget is None else \
             f"{'fits' if st.fits else 'DOES NOT FIT'}: {st.peak / GiB:.1f} of {st.budget / GiB:.1f} GiB"
@@ -756,8 +1044,8 @@ def format_plan(cfg: PipelineConfig, plan: Plan) -> str:
 
 
 def plan_problems(cfg: PipelineConfig, plan: Plan) -> list[str]:
-    """One line per problem of the plan: a stage that does not fit, a model stage on CPU in a GPU config, pools
-    that cannot get their GPUs at once."""
+    """One line per problem of the plan: a stage that does not fit, a model role on CPU in a GPU config, a role
+    that finds no GPU, a GPU whose roles together do not fit."""
     bad = plan.failing
     out = list(plan.errors)
     if bad:
@@ -770,8 +1058,8 @@ def plan_problems(cfg: PipelineConfig, plan: Plan) -> list[str]:
 
 def check_plan(cfg: PipelineConfig, echo=print) -> Plan:
     """Make the plan and raise :class:`PlanError` (naming the stages and keys) when a stage does not fit, a GPU
-    config runs a model stage on CPU, or a stage's pools cannot get their GPUs at once, unless ``plan.check`` is
-    off (then it only warns)."""
+    config runs a model on CPU, a role cannot get its GPU share, or the roles on a GPU together do not fit, unless
+    ``plan.check`` is off (then it only warns)."""
     plan = make_plan(cfg)
     for w in plan.warnings:
         echo(f"plan: warning: {w}")

@@ -6,37 +6,41 @@ Each :class:`StageSpec` names
 * ``functions``: what runs it, by name in :mod:`coderl_ray.stages` (the first is the stage's entry point);
 * ``runs``: whether the pipeline runs it for a config (``rl.rounds``, ``critic.inference_classes``, ``repair.enabled``,
   ``cs.enabled``);
-* ``resources``: what it asks Ray for, as :class:`Pool` s (workers x CPUs / GPUs / custom resources per worker, the
-  model each worker holds, and which pools run at the same time), computed from the config; the helpers
-  (:func:`generator_pool`, :func:`sandbox_pool`, ...) are what :mod:`coderl_ray.stages` should pass to Ray;
+* ``resources``: the run's roles it uses, as :class:`Pool` s (workers x CPUs / GPUs / custom resources per worker,
+  the model each worker holds, and which run at the same time), computed from the config, in the order it starts
+  them; the helpers (:func:`generator_pool`, :func:`sandbox_pool`, :func:`scorer_pool`, :func:`train_workers`) are
+  exactly what :class:`coderl_ray.roles.setup.Roles` asks Ray for;
 * ``plan``: its memory estimate, a builder in :mod:`coderl_ray.plan` by name (``plan_<stage>``);
 * ``commands`` and ``jobs``: the ``coderl-ray`` subcommands (:data:`coderl_ray.cli.COMMANDS`) and the ``jobs/*.py``
   files that run it on its own (two where a user chains two commands, e.g. ``generate --sampling eval --execute``
   then ``evaluate``).
 
-:data:`STAGES` lists them in pipeline order. Nothing here imports Ray, torch or the stages: reading the registry is
-free (``coderl-ray plan`` reads it without a cluster). ``tests/test_registry.py`` checks that every entry's functions,
+:data:`STAGES` lists them in pipeline order; :func:`run_roles` gives the roles a run starts (each held to the end),
+in the order it starts them, and :func:`place_gpus` where Ray puts their GPU shares. Nothing here imports Ray
+(except :meth:`Pool.scaling_config`, when called), torch or the stages: reading the registry is free
+(``coderl-ray plan`` reads it without a cluster). ``tests/test_registry.py`` checks that every entry's functions,
 plan builder, commands and job files exist, and that :mod:`coderl_ray.pipeline` runs exactly these stages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from coderl_ray.config import PipelineConfig
+from coderl_ray.config import PipelineConfig, TrainConfig
 
 
 @dataclass(frozen=True)
 class Pool:
-    """One group of Ray workers a stage requests.
+    """One group of Ray workers a stage requests: one of the run's persistent roles (``key``).
 
     ``workers``: how many (0 = one per unit of the first custom resource in the cluster: the sandbox pool's
     default); ``cpus`` / ``gpus`` / ``resources``: per worker; ``model``: what each worker holds (``""`` = no
     model); ``phase``: pools of the same phase of a stage run at the same time, phases one after the other;
-    ``trainer``: a Ray Train worker group (``ScalingConfig``) rather than a Ray Data actor pool; ``gpu_key``: the
-    config key that sets its GPU share.
+    ``trainer``: a Ray Train worker group (``ScalingConfig``) rather than a pool of Ray actors; ``gpu_key``: the
+    config key that sets its GPU share; ``key``: the role (:data:`ROLES`), as :class:`coderl_ray.roles.setup.Roles`
+    names it.
     """
 
     role: str
@@ -48,6 +52,7 @@ class Pool:
     phase: int = 0
     trainer: bool = False
     gpu_key: str = ""
+    key: str = ""
 
     def describe(self) -> str:
         """e.g. ``generators: 8 x {CPU: 4, GPU: 1} (actor)``."""
@@ -57,66 +62,78 @@ class Pool:
             f"one per unit of '{self.resources[0][0] if self.resources else 'CPU'}' in the cluster"
         return f"{self.role}: {size} x {{{', '.join(res)}}}" + (f" ({self.model})" if self.model else "")
 
-    def map_batches_kwargs(self) -> dict[str, Any]:
-        """What ``Dataset.map_batches`` takes for a pool of ``workers`` actors (imports Ray when called). The sandbox
-        pool (``workers`` 0: sized from the cluster) is built by :func:`coderl_ray.execution.execute_samples`."""
-        import ray
-
-        if self.workers < 1:
-            raise ValueError(f"{self.role}: a pool sized from the cluster (workers=0) has no fixed actor pool; "
-                             "coderl_ray.execution sizes it")
-
-        kwargs: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=self.workers), "num_cpus": self.cpus,
-                                  "num_gpus": self.gpus}
+    def ray_options(self) -> dict[str, Any]:
+        """What each actor of a role pool asks Ray for (``RolePool``'s options): exactly this pool's request."""
+        options: dict[str, Any] = {"num_cpus": self.cpus, "num_gpus": self.gpus}
         if self.resources:
-            kwargs["resources"] = dict(self.resources)
-        return kwargs
+            options["resources"] = dict(self.resources)
+        return options
+
+    def scaling_config(self):
+        """A trainer's ``ray.train.ScalingConfig`` (imports Ray when called): ``workers`` workers of ``cpus`` CPUs
+        and, on GPU, ``gpus`` of a GPU each (Ray Train accepts a fraction: ``resources_per_worker={"GPU": 0.5}``)."""
+        import ray.train
+
+        per_worker: dict[str, float] = {"CPU": self.cpus, **dict(self.resources)}
+        if self.gpus:
+            per_worker["GPU"] = self.gpus
+        return ray.train.ScalingConfig(num_workers=self.workers, use_gpu=self.gpus > 0,
+                                       resources_per_worker=per_worker)
 
 
-# --- the pools, as the stages request them ----------------------------------------------------------------------
+# The persistent roles of a run (coderl_ray/roles/setup.py:Roles), each started once and held to the end.
+ROLES = ("generator", "sandbox", "actor_trainer", "critic_trainer", "scorer")
+
+
+# --- the pools, as the roles request them -----------------------------------------------------------------------
 
 
 def generator_pool(cfg: PipelineConfig, model: str = "actor", phase: int = 0) -> Pool:
     r = cfg.rollout
     return Pool("generators", r.num_workers, r.cpus_per_worker, r.gpus_per_worker, model=model, phase=phase,
-                gpu_key="rollout.gpus_per_worker")
+                gpu_key="rollout.gpus_per_worker", key="generator")
 
 
-def sandbox_pool(cfg: PipelineConfig, phase: int = 0) -> Pool:
+def sandbox_pool(cfg: PipelineConfig, phase: int = 0, resource: str | None = None) -> Pool:
+    """``resource``: the custom resource executors ask for, when not ``sandbox.resource`` (Roles passes what
+    :func:`coderl_ray.execution.stage.execution_resource` found in the running cluster)."""
     s = cfg.sandbox
+    resource = s.resource if resource is None else resource
     return Pool("sandbox executors", s.max_tasks_in_flight, s.cpus_per_task,
-                resources=((s.resource, 1.0),) if s.resource else (), phase=phase)
+                resources=((resource, 1.0),) if resource else (), phase=phase, key="sandbox")
 
 
-def rollout_forward_pool(cfg: PipelineConfig, role: str, model: str, phase: int = 0) -> Pool:
-    """RL scoring's critic scorers and the old-log-probability pass: the generators' resources (``rollout.*``)."""
-    r = cfg.rollout
-    return Pool(role, r.num_workers, r.cpus_per_worker, r.gpus_per_worker, model=model, phase=phase,
-                gpu_key="rollout.gpus_per_worker")
-
-
-def cs_scorer_pool(cfg: PipelineConfig, phase: int = 0) -> Pool:
+def scorer_pool(cfg: PipelineConfig, model: str = "critic", phase: int = 0) -> Pool:
+    """The critic scorers: RL scoring, the held-out quality checks, critic sampling and the online loop."""
     c = cfg.cs
     return Pool("critic scorers", c.critic_num_workers, c.critic_cpus_per_worker, c.critic_gpus_per_worker,
-                model="critic", phase=phase, gpu_key="cs.critic_gpus_per_worker")
+                model=model, phase=phase, gpu_key="cs.critic_gpus_per_worker", key="scorer")
 
 
-def trainer_pool(cfg: PipelineConfig, model: str, phase: int = 0) -> Pool:
-    t = cfg.train
-    return Pool(f"Ray Train workers ({t.parallel})", t.num_workers, t.cpus_per_worker, 1.0 if t.use_gpu else 0.0,
-                model=model, phase=phase, trainer=True, gpu_key="train.use_gpu")
+def train_workers(t: TrainConfig, trainer: str, model: str = "", phase: int = 0) -> Pool:
+    """The Ray Train workers of the ``trainer`` ("actor" or "critic") trainer: both trainers are sized by
+    ``train.*`` (docs/training.md, "Running on GPUs", says why one set of keys)."""
+    gpus = t.gpus_per_worker if t.use_gpu else 0.0
+    return Pool(f"{trainer} trainer (Ray Train, {t.parallel})", t.num_workers, t.cpus_per_worker, gpus,
+                model=model or trainer, phase=phase, trainer=True,
+                gpu_key="train.gpus_per_worker" if t.use_gpu else "train.use_gpu", key=f"{trainer}_trainer")
 
 
-def _rl_pools(cfg: PipelineConfig) -> list[Pool]:
-    trust_region = cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only
-    pools = [rollout_forward_pool(cfg, "old log-probability pass", "actor")] if trust_region else []
-    return pools + [trainer_pool(cfg, "actor", phase=len(pools))]
+def trainer_pool(cfg: PipelineConfig, trainer: str, model: str = "", phase: int = 0) -> Pool:
+    return train_workers(cfg.train, trainer, model, phase)
+
+
+def all_roles(cfg: PipelineConfig) -> list[Pool]:
+    """Every role a run may start, as it asks Ray for it (what an in-process Ray must advertise room for)."""
+    return [generator_pool(cfg), sandbox_pool(cfg), trainer_pool(cfg, "actor"), trainer_pool(cfg, "critic"),
+            scorer_pool(cfg)]
 
 
 def _cs_pools(cfg: PipelineConfig) -> list[Pool]:
     model = "actor + repair model" if cfg.repair.enabled else "actor"
+    critic = "critic_binary" if cfg.critic.inference_classes == 2 else "critic"
     # Each pass streams generation, the example tests and scoring at once; the hidden-test judgement follows.
-    return [generator_pool(cfg, model), sandbox_pool(cfg), cs_scorer_pool(cfg), sandbox_pool(cfg, phase=1)]
+    return [generator_pool(cfg, model), sandbox_pool(cfg), scorer_pool(cfg, critic), sandbox_pool(cfg, phase=1)]
 
 
 # --- the stages -------------------------------------------------------------------------------------------------
@@ -135,9 +152,10 @@ def _online(cfg: PipelineConfig) -> bool:
 
 
 def _online_pools(cfg: PipelineConfig) -> list[Pool]:
-    """Everything at once: generators, sandbox executors, critic scorers and both trainers."""
-    return [generator_pool(cfg), sandbox_pool(cfg), rollout_forward_pool(cfg, "critic scorers", "critic"),
-            trainer_pool(cfg, "actor"), trainer_pool(cfg, "critic")]
+    """Everything at once: generators, sandbox executors, critic scorers and both trainers (in the order the online
+    loop starts them: it reads the pools' numbers, starting the scorers, before it starts the critic trainer)."""
+    return [generator_pool(cfg), sandbox_pool(cfg), scorer_pool(cfg), trainer_pool(cfg, "actor"),
+            trainer_pool(cfg, "critic")]
 
 
 @dataclass(frozen=True)
@@ -174,20 +192,20 @@ STAGES: tuple[StageSpec, ...] = (
               ("train-critic",), ("jobs/train_critic.py",),
               "coderl-ray train-critic --buffer B --rounds 1,2 --from-actor A | --from-critic C --out DIR",
               ("round_<r>/critic",)),
-    StageSpec("score", ("score_round",), _rounds,
-              lambda cfg: [rollout_forward_pool(cfg, "critic scorers", "critic")], "plan_score",
+    StageSpec("score", ("score_round",), _rounds, lambda cfg: [scorer_pool(cfg)], "plan_score",
               ("score",), ("jobs/score.py",), "coderl-ray score --samples ROUND --critic C --out DIR",
               ("round_<r>/score",)),
-    StageSpec("rl", ("train_rl",), _rounds, _rl_pools, "plan_rl", ("train-actor",), ("jobs/train_actor.py",),
+    StageSpec("rl", ("train_rl",), _rounds, lambda cfg: [trainer_pool(cfg, "actor")], "plan_rl", ("train-actor",),
+              ("jobs/train_actor.py",),
               "coderl-ray train-actor --mode rl --actor A --scored S --out DIR", ("round_<r>/rl",)),
     StageSpec("online", ("online_rounds",), _online, _online_pools, "plan_online", ("pipeline",),
               ("jobs/pipeline.py",), "coderl-ray pipeline --config C rl.loop=online"),
     StageSpec("critic_binary", ("train_critic_binary",), lambda cfg: cfg.critic.inference_classes == 2,
-              lambda cfg: [trainer_pool(cfg, "critic"), rollout_forward_pool(cfg, "critic scorers", "critic", 1)],
+              lambda cfg: [trainer_pool(cfg, "critic", "critic_binary"), scorer_pool(cfg, "critic_binary", 1)],
               "plan_critic_binary", ("train-critic",), ("jobs/train_critic.py",),
               "coderl-ray train-critic --binary --buffer B --rounds 1,2 --from-critic C --out DIR"),
     StageSpec("repair", ("train_repair",), lambda cfg: cfg.repair.enabled,
-              lambda cfg: [trainer_pool(cfg, "repair model")], "plan_repair", ("train-repair",),
+              lambda cfg: [trainer_pool(cfg, "actor", "repair model")], "plan_repair", ("train-repair",),
               ("jobs/train_repair.py",), "coderl-ray train-repair --buffer B --actor A --out DIR"),
     StageSpec("cs", ("critic_sampling",), lambda cfg: cfg.cs.enabled and cfg.rl.rounds > 0, _cs_pools, "plan_cs",
               ("critic-sample",), ("jobs/critic_sample.py",),
@@ -209,47 +227,89 @@ def pipeline_stages(cfg: PipelineConfig) -> list[StageSpec]:
     return [s for s in STAGES if s.runs(cfg)]
 
 
+def run_roles(cfg: PipelineConfig) -> list[Pool]:
+    """The roles the pipeline starts for ``cfg``, in the order it starts them (the first stage that uses each),
+    each with every model it holds over the run. All of them hold their resources from their start to the end."""
+    first: dict[str, Pool] = {}
+    models: dict[str, list[str]] = {}
+    for s in pipeline_stages(cfg):
+        for p in s.resources(cfg):
+            first.setdefault(p.key, p)
+            held = models.setdefault(p.key, [])
+            held += [m for m in p.model.split(" + ") if m and m not in held]
+    return [replace(p, model=" + ".join(models[key]), phase=0) for key, p in first.items()]
+
+
 def uses_gpus(cfg: PipelineConfig) -> bool:
-    """A GPU config: some stage of the pipeline asks for a GPU."""
-    return any(p.gpus > 0 for s in pipeline_stages(cfg) for p in s.resources(cfg))
+    """A GPU config: some role of the pipeline asks for a GPU."""
+    return any(p.gpus > 0 for p in run_roles(cfg))
 
 
-def cpu_model_pools(cfg: PipelineConfig) -> list[tuple[str, Pool]]:
-    """(stage, pool) of every pool that holds a model on CPU while another stage of ``cfg`` asks for a GPU: almost
-    always a key left at its CPU default (e.g. ``cs.critic_gpus_per_worker``), which would run a model stage on one
-    CPU per worker."""
+def cpu_model_pools(cfg: PipelineConfig) -> list[Pool]:
+    """Every role that holds a model on CPU while another role of ``cfg`` asks for a GPU: almost always a key left
+    at its CPU default (e.g. ``cs.critic_gpus_per_worker``), which would run a model on one CPU per worker."""
     if not uses_gpus(cfg):
         return []
-    return [(s.name, p) for s in pipeline_stages(cfg) for p in s.resources(cfg) if p.model and p.gpus == 0]
+    return [p for p in run_roles(cfg) if p.model and p.gpus == 0]
 
 
-def pack_gpus(shares: list[float], gpus: int) -> bool:
-    """Whether workers asking for ``shares`` of a GPU each fit on ``gpus`` GPUs, as Ray places them: a share of 1
-    or more takes whole GPUs, fractions share one GPU while they sum to at most 1 (first fit, largest first)."""
-    free = [1.0] * gpus
-    for share in sorted(shares, reverse=True):
-        if share >= 1:
-            whole = int(-(-share // 1))
-            empty = [i for i, f in enumerate(free) if f >= 1.0]
-            if len(empty) < whole:
-                return False
-            for i in empty[:whole]:
-                free[i] = 0.0
+# Ray counts resources in fixed point, 1/10000 of a unit (ray/common/scheduling/fixed_point.h): shares are compared
+# in those units, so that 0.1 + 0.2 + 0.7 fills a GPU exactly, as it does for Ray.
+_UNITS = 10_000
+
+
+@dataclass
+class Placement:
+    """Where Ray puts GPU requests made one after the other: ``gpus[i]`` lists the (label, share) it gave GPU i;
+    ``blocked`` is the first request that found no room (it would wait forever, and with it the run), with
+    everything after it left out."""
+
+    gpus: list[list[tuple[str, float]]]
+    blocked: tuple[str, float] | None = None
+
+    def used(self, i: int) -> float:
+        return sum(share for _, share in self.gpus[i])
+
+
+def place_gpus(requests: list[tuple[str, float]], gpus: int) -> Placement:
+    """Place ``requests`` ((label, share of a GPU) in the order they are made) on ``gpus`` GPUs of one node as Ray
+    does (``NodeResourceInstanceSet::TryAllocate`` in src/ray/common/scheduling/resource_instance_set.cc): a whole
+    number of GPUs takes that many fully free GPUs, lowest index first; a fraction goes to the GPU it fills most
+    (best fit: the least room left after it, lowest index on a tie). So fractions pile onto the GPU already in use:
+    three 0.3 requests share GPU 0 while GPU 1 stays empty, and a whole GPU asked for later may then be missing.
+
+    >>> place_gpus([("a", 0.3), ("b", 0.3), ("c", 0.3)], 2).gpus
+    [[('a', 0.3), ('b', 0.3), ('c', 0.3)], []]
+    """
+    free = [_UNITS] * gpus
+    out: list[list[tuple[str, float]]] = [[] for _ in range(gpus)]
+    for label, share in requests:
+        units = round(share * _UNITS)
+        if units <= 0:
             continue
-        slot = next((i for i, f in enumerate(free) if f + 1e-9 >= share), None)
-        if slot is None:
-            return False
-        free[slot] -= share
-    return True
+        if units >= _UNITS:
+            whole = [i for i, f in enumerate(free) if f == _UNITS][: units // _UNITS]
+            if len(whole) < units // _UNITS:
+                return Placement(out, (label, share))
+            for i in whole:
+                free[i] = 0
+                out[i].append((label, 1.0))
+            continue
+        fits = [i for i, f in enumerate(free) if f >= units]
+        if not fits:
+            return Placement(out, (label, share))
+        best = min(fits, key=lambda i: (free[i] - units, i))
+        free[best] -= units
+        out[best].append((label, share))
+    return Placement(out)
 
 
-def gpu_phases(cfg: PipelineConfig) -> list[tuple[str, int, list[Pool], float]]:
-    """(stage, phase, pools, GPUs they ask for together) of every phase of the pipeline that asks for a GPU."""
-    out = []
-    for s in pipeline_stages(cfg):
-        pools = s.resources(cfg)
-        for phase in sorted({p.phase for p in pools}):
-            members = [p for p in pools if p.phase == phase and p.gpus > 0]
-            if members:
-                out.append((s.name, phase, members, sum(p.workers * p.gpus for p in members)))
-    return out
+def gpu_requests(roles: list[Pool]) -> list[tuple[str, float]]:
+    """One (role key, share) per worker that asks for a GPU, in the roles' order (a Ray Train group reserves its
+    workers' bundles one after the other, as a pool starts its actors)."""
+    return [(p.key, p.gpus) for p in roles if p.gpus > 0 for _ in range(p.workers)]
+
+
+def role_cpus(roles: list[Pool]) -> float:
+    """CPUs the roles with a fixed size reserve all run long (the sandbox pool, sized from the cluster, apart)."""
+    return sum(p.workers * p.cpus for p in roles if p.key != "sandbox")

@@ -151,3 +151,24 @@ def test_every_stage_job_shows_its_submit_line_and_runs_its_command(job):
     assert "ray job submit --working-dir . " in doc and f"python jobs/{job}.py" in doc
     help_ = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0 and "usage: coderl-ray" in help_.stdout, help_.stderr[-2000:]
+
+
+# --- the shipped GPU configs on these clusters -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["small-gpu.yaml", "codet5-large.yaml"])
+def test_the_roles_ray_puts_on_a_gpu_fit_a_kuberay_gpu_pod(config):
+    """A KubeRay GPU pod is one GPU and a few CPUs: the roles Ray puts on a GPU (as `coderl-ray plan` places them)
+    must ask for no more CPUs than the pod has, or a role waits forever for CPUs beside a free GPU share."""
+    from coderl_ray import registry
+    from coderl_ray.config import load_config
+
+    pod = _containers(_load("kuberay/raycluster.yaml")["spec"]["workerGroupSpecs"][0])[0]["resources"]["limits"]
+    assert pod["nvidia.com/gpu"] == "1"
+    cfg = load_config(ROOT / "configs" / config)
+    roles = registry.run_roles(cfg)
+    placement = registry.place_gpus(registry.gpu_requests(roles), cfg.plan.cluster_gpus)
+    assert placement.blocked is None
+    cpus = {p.key: p.cpus for p in roles}
+    for gpu in placement.gpus:
+        assert sum(cpus[key] for key, _ in gpu) <= int(pod["cpu"]), (config, gpu)

@@ -1,5 +1,6 @@
 """`coderl-ray plan`: resources and peak memory per stage, on every shipped config, against measured memory."""
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from coderl_ray.plan import GiB, PlanError, TrainShape, check_plan, make_plan, m
 from tests.conftest import ROOT
 
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "tests" / "configs" / "micro.yaml"]
-STAGES = ["data", "init", "eval", "sft", "rollout", "critic", "score", "rl", "rl/old_logprobs", "cs",
+STAGES = ["data", "init", "eval", "sft", "rollout", "rollout/behaviour logprobs", "critic", "score", "rl", "cs",
           "cs/critic scorers"]
 
 
@@ -23,6 +24,8 @@ def test_plan_runs_on_every_shipped_config_and_each_fits(config, capsys):
     for stage in STAGES:
         assert f"\n{stage} " in out
     assert "DOES NOT FIT" not in out and "warning" not in out  # every model's shape is known offline
+    for role in ("generators", "sandbox executors", "actor trainer", "critic trainer", "critic scorers"):
+        assert f"\n  {role}" in out.split("\nStages")[0]
 
 
 def test_paper_config_needs_chunked_evaluation(capsys):
@@ -47,9 +50,11 @@ def test_paper_config_needs_chunked_evaluation(capsys):
 
 def test_a_small_gpu_names_the_training_keys():
     cfg = load_config(ROOT / "configs" / "codet5-large.yaml", ["plan.gpu_memory_gb=16"])
-    # At 16 GiB not even one row of 640 + 512 tokens fits next to CodeT5-large's 11 GiB of weights, gradients
-    # and AdamW state without activation checkpointing.
-    with pytest.raises(PlanError, match=r"sft needs ~.*train\.gradient_checkpointing=true"):
+    # At 16 GiB (14.4 usable) not even one row of 640 + 512 tokens fits next to CodeT5-large's 11 GiB of weights,
+    # gradients and AdamW state (and 1.4 GiB of autocast copies) without activation checkpointing; with it, a few
+    # rows do, though not the 7 of the configured token budget.
+    with pytest.raises(PlanError, match=r"sft needs ~.*train\.gradient_checkpointing=true with "
+                                        r"train\.max_tokens_per_micro_batch="):
         check_plan(cfg, echo=lambda _: None)
     warned = []
     check_plan(replace(cfg, plan=replace(cfg.plan, check=False)), echo=warned.append)
@@ -65,6 +70,118 @@ def test_the_pipeline_runs_the_plan_before_any_work(tmp_path):
     with pytest.raises(PlanError, match="rollout.max_rows_per_generate"):
         run_pipeline(cfg)
     assert not out.exists()  # nothing written, Ray not started
+
+
+# --- the roles together -------------------------------------------------------------------------------------------
+
+
+def _peaks(plan) -> dict[str, float]:
+    return {s.stage: s.peak for s in plan.stages}
+
+
+def test_the_roles_sharing_one_gpu_add_up():
+    """configs/small-gpu.yaml: every role on its one GPU, each holding its largest stage's peak all run long."""
+    cfg = load_config(ROOT / "configs" / "small-gpu.yaml")
+    plan = make_plan(cfg)
+    p = _peaks(plan)
+    generator = max(p["eval"], p["rollout"], p["rollout/behaviour logprobs"], p["cs"])
+    actor, critic, scorer = max(p["sft"], p["rl"]), p["critic"], max(p["score"], p["cs/critic scorers"])
+    (gpu,) = plan.gpus
+    # Placed in the order the run starts them: 0.35 + 0.25 + 0.25 + 0.15 = the whole GPU.
+    assert gpu.members == [("generator", 0.35), ("actor_trainer", 0.25), ("critic_trainer", 0.25), ("scorer", 0.15)]
+    assert gpu.memory == generator + actor + critic + scorer
+    # 79 GiB less 10% headroom = 71.1 GiB
+    assert gpu.budget == 79 * 0.9 * GiB and gpu.fits and not plan.errors
+    assert [r.memory for r in plan.roles if r.pool.gpus] == [generator, actor, critic, scorer]
+    # Each stage alone may use the whole GPU: the check that matters is the sum.
+    assert all(s.budget == gpu.budget for s in plan.stages if s.device == "GPU")
+
+
+def test_roles_that_do_not_fit_together_name_values_that_do():
+    """On a 40 GiB card (36 GiB usable) the four roles' ~43 GiB do not fit. Each role's changes are computed for the
+    room the other three leave it: the generator's (a smaller decoder call for evaluation, and no behaviour
+    log-probabilities: 64 rows of logits over CodeT5's 32,100 tokens alone take ~7 GiB) make the GPU fit."""
+    config = ROOT / "configs" / "small-gpu.yaml"
+    cfg = load_config(config, ["plan.gpu_memory_gb=40"])
+    plan = make_plan(cfg)
+    (gpu,) = plan.gpus
+    assert not gpu.fits and all(s.fits for s in plan.stages)  # every stage alone fits
+    with pytest.raises(PlanError, match=r"GPU 0 holds generator \+ actor_trainer \+ critic_trainer \+ scorer "
+                                        r"\(0\.35 \+ 0\.25 \+ 0\.25 \+ 0\.15 of a GPU\)"):
+        check_plan(cfg, echo=lambda _: None)
+    room = gpu.budget - (gpu.memory - plan.roles[0].memory)
+    generator = re.search(r"generator within ([\d.]+) GiB \((.*?)\); or", plan.errors[0])
+    assert float(generator.group(1)) == round(room / GiB, 1)
+    fixes = re.findall(r"(rollout\.max_rows_per_generate=\d+|rl\.clip_ratio=0)", generator.group(2))
+    assert len(fixes) == 2
+    fixed = make_plan(load_config(config, ["plan.gpu_memory_gb=40", *fixes]))
+    assert fixed.roles[0].memory <= room and fixed.gpus[0].fits and not fixed.errors
+
+
+def test_without_cluster_gpus_each_worker_must_fit_its_share():
+    """Where Ray puts the roles is unknown, so each worker is held to its own share: an actor trainer at 0.25 of a
+    40 GiB card has 0.25 x 40 x 0.9 = 9 GiB, less than SFT's ~11.4."""
+    cfg = load_config(ROOT / "configs" / "small-gpu.yaml", ["plan.cluster_gpus=0", "plan.gpu_memory_gb=40"])
+    plan = make_plan(cfg)
+    sft = next(s for s in plan.stages if s.stage == "sft")
+    assert plan.gpus == [] and sft.budget == 0.25 * 40 * 0.9 * GiB and not sft.fits
+    assert "train.gpus_per_worker (a larger GPU share)" in sft.fixes
+
+
+def test_the_cpus_of_one_machine_by_hand():
+    config = ROOT / "configs" / "small-gpu.yaml"
+    plan = make_plan(load_config(config))
+    # 16 CPUs - generator 1 - 2 trainers x 2 - scorer 1 - Ray Data 1 = 9 for sandbox executors
+    assert plan.cpus.startswith("roles 6 (generator 1 + actor_trainer 2 + critic_trainer 2 + scorer 1) + Ray Data 1")
+    assert "9 left for sandbox executors" in plan.cpus and not plan.warnings
+    # 10 executors of 1 CPU do not fit in those 9: a warning (an in-process Ray advertises 6 + 16 + 1 = 23 CPUs)
+    crowded = make_plan(load_config(config, ["sandbox.max_tasks_in_flight=10"]))
+    assert any("would wait for CPUs" in w and "advertises 23 logical CPUs" in w for w in crowded.warnings)
+    assert make_plan(load_config(config, ["plan.cluster_cpus=0"])).cpus == ""
+
+
+def test_generators_record_behaviour_logprobs_in_passes_of_the_plans_rows():
+    import inspect
+
+    from coderl_ray.plan import BEHAVIOUR_LOGPROB_ROWS
+    from coderl_ray.roles.workers import behaviour_logprobs
+
+    assert f"chunk = {BEHAVIOUR_LOGPROB_ROWS}\n" in inspect.getsource(behaviour_logprobs)
+    cfg = load_config(ROOT / "configs" / "codet5-large.yaml")
+    plan = make_plan(cfg)
+    p = _peaks(plan)
+    lp = next(s for s in plan.stages if s.stage == "rollout/behaviour logprobs")
+    items = dict(lp.items)
+    # CodeT5-large, 64 rows x (512 + 1) positions x 32,100 tokens x (2 bytes bf16 + 8 fp32 and log-softmax)
+    assert items["logits: bf16, fp32, log-softmax"] == 64 * 513 * 32100 * 10
+    # beside what the static decoder keeps from sampling (weights and two workspaces), not its transients
+    rollout = next(s for s in plan.stages if s.stage == "rollout")
+    assert p["rollout/behaviour logprobs"] - items["logits: bf16, fp32, log-softmax"] - \
+        items["activations, one layer at a time"] == p["rollout"] - dict(rollout.items)["largest transient: encoder pass"]
+    # no trust region, nothing recorded
+    assert "rollout/behaviour logprobs" not in _peaks(make_plan(load_config(ROOT / "configs" / "codet5-large.yaml",
+                                                                              ["rl.clip_ratio=0"])))
+
+
+def test_online_scorers_score_a_whole_item():
+    cfg = load_config(ROOT / "configs" / "codet5-large.yaml", ["rl.loop=online"])
+    score = next(s for s in make_plan(cfg).stages if s.stage == "online/score")
+    # rollout.batch_size_per_worker 16 problems x (20 samples + 1 greedy) = 336 rows in one call
+    assert score.notes[0].startswith("336 rows of 600 + 512 tokens")
+
+
+def test_a_trainer_share_of_one_gpu_per_rank():
+    from coderl_ray.config import ConfigError
+
+    # Two ranks at 0.5 could land on one GPU (best fit fills GPU 0 first): NCCL refuses two ranks on one GPU.
+    with pytest.raises(ConfigError, match="Duplicate GPU detected"):
+        load_config(None, ["train.use_gpu=true", "train.num_workers=2", "train.gpus_per_worker=0.5"])
+    load_config(None, ["train.use_gpu=true", "train.num_workers=2", "train.gpus_per_worker=0.6"])
+    load_config(None, ["train.use_gpu=true", "train.num_workers=1", "train.gpus_per_worker=0.2"])
+    for bad in ("train.gpus_per_worker=0", "train.gpus_per_worker=1.5", "rollout.gpus_per_worker=2",
+                "cs.critic_gpus_per_worker=-0.1"):
+        with pytest.raises(ConfigError, match="must lie in"):
+            load_config(None, [bad])
 
 
 @pytest.mark.parametrize("name,published", [

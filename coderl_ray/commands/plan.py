@@ -1,12 +1,17 @@
-"""``coderl-ray plan --config C [key=value ...]``: what each stage will request and whether it fits in GPU memory.
+"""``coderl-ray plan --config C [key=value ...]``: what the run's roles request all run long, whether they get their
+GPUs and fit in GPU memory together, and each stage's memory.
 
     coderl-ray plan --config configs/codet5-large.yaml
     coderl-ray plan --config configs/codet5-large.yaml plan.gpu_memory_gb=40 rollout.max_rows_per_generate=128
+    coderl-ray plan --config configs/small-gpu.yaml rl.loop=online
 
-Prints, per stage of the pipeline (coderl_ray/registry.py), the Ray resources it requests and its estimated peak
-memory item by item; exits 1, naming the keys to change, when a stage does not fit in ``plan.gpu_memory_gb`` (see
-coderl_ray/plan.py for what is counted), when a GPU config would run a model stage on CPU, or when pools that run
-at once need more than ``plan.cluster_gpus`` GPUs.
+Prints the roles (coderl_ray/registry.py: generators, sandbox executors, the actor and the critic trainer, critic
+scorers), in the order the run starts them, each with what it asks Ray for and the memory each worker holds (its
+largest stage's peak); with ``plan.cluster_gpus``, every GPU as Ray would fill it and the memory its roles hold
+together; with ``plan.cluster_cpus``, the CPUs the roles reserve; then, per stage, its estimated peak memory item by
+item. Exits 1, naming the keys to change, when a stage does not fit, when a GPU config would run a model on CPU,
+when a role would find no GPU share left (it would wait forever), or when the roles on a GPU do not fit in
+``plan.gpu_memory_gb`` together (see coderl_ray/plan.py for what is counted).
 Reads configs and model configs only: no Ray, no GPU, nothing downloaded.
 """
 

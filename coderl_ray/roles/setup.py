@@ -6,16 +6,17 @@
         ...
 
 Each pool or trainer starts the first time a stage asks for it and lives until :meth:`Roles.close`: a pipeline that
-evaluates, rolls out, scores and trains twice per round starts each of them once. Resources are declared here, where
-the roles are wired (STYLE: never in decorators):
+evaluates, rolls out, scores and trains twice per round starts each of them once. What each role asks Ray for is
+the registry's (:mod:`coderl_ray.registry`: ``generator_pool``, ``sandbox_pool``, ``scorer_pool``,
+``train_workers``), which ``coderl-ray plan`` reads too, so the plan checks exactly what is requested here:
 
 ========================  ======================================================================================
 generators                ``rollout.num_workers`` x (``rollout.cpus_per_worker`` CPUs, ``rollout.gpus_per_worker``)
 sandbox executors         up to one per unit of ``sandbox.resource`` (``sandbox.max_tasks_in_flight``), each
                           ``sandbox.cpus_per_task`` CPUs and one unit of the resource
 critic scorers            ``cs.critic_num_workers`` x (``cs.critic_cpus_per_worker``, ``cs.critic_gpus_per_worker``)
-actor / critic trainers   ``train.num_workers`` Ray Train workers each (``train.cpus_per_worker``, one GPU each
-                          with ``train.use_gpu``)
+actor / critic trainers   ``train.num_workers`` Ray Train workers each (``train.cpus_per_worker``, and with
+                          ``train.use_gpu`` ``train.gpus_per_worker`` of a GPU each)
 ========================  ======================================================================================
 
 A stage called without ``roles`` (a one-stage command, a benchmark) gets roles of its own for its duration
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from coderl_ray.config import PipelineConfig
+from coderl_ray.registry import generator_pool, sandbox_pool, scorer_pool
 
 
 def local_cpus(cfg: PipelineConfig, cores: int) -> float:
@@ -45,9 +47,9 @@ def local_cpus(cfg: PipelineConfig, cores: int) -> float:
     >>> local_cpus(PipelineConfig(), 2)
     7.0
     """
-    t, r, c, s = cfg.train, cfg.rollout, cfg.cs, cfg.sandbox
-    roles = 2 * t.num_workers * t.cpus_per_worker + r.num_workers * r.cpus_per_worker \
-        + c.critic_num_workers * c.critic_cpus_per_worker + cores * s.cpus_per_task
+    from coderl_ray.registry import all_roles, role_cpus
+
+    roles = role_cpus(all_roles(cfg)) + cores * cfg.sandbox.cpus_per_task
     return float(max(cores, roles + 1))
 
 
@@ -84,10 +86,9 @@ class Roles:
         from coderl_ray.roles.pool import RolePool
         from coderl_ray.roles.workers import GeneratorRole
 
-        r = self.cfg.rollout
+        pool = generator_pool(self.cfg)
         return self._pool("generator", lambda: RolePool(
-            "generator", GeneratorRole, (self.store, self.cfg.seed), r.num_workers,
-            {"num_cpus": r.cpus_per_worker, "num_gpus": r.gpus_per_worker}))
+            "generator", GeneratorRole, (self.store, self.cfg.seed), pool.workers, pool.ray_options()))
 
     @property
     def executors(self):
@@ -96,11 +97,10 @@ class Roles:
         from coderl_ray.roles.workers import ExecutorRole
 
         s = dataclasses.replace(self.cfg.sandbox, resource=execution_resource(self.cfg.sandbox))
-        options: dict[str, Any] = {"num_cpus": s.cpus_per_task}
-        if s.resource:
-            options["resources"] = {s.resource: 1}
+        pool = sandbox_pool(self.cfg, resource=s.resource)
+        # Sized from the cluster (one per unit of the resource) unless sandbox.max_tasks_in_flight says.
         return self._pool("sandbox", lambda: RolePool(
-            "sandbox", ExecutorRole, (s.tier,), pool_size(s), options,
+            "sandbox", ExecutorRole, (s.tier,), pool_size(s), pool.ray_options(),
             max_in_flight_per_actor=s.tasks_in_flight_per_worker))
 
     @property
@@ -108,10 +108,9 @@ class Roles:
         from coderl_ray.roles.pool import RolePool
         from coderl_ray.roles.workers import ScorerRole
 
-        c = self.cfg.cs
+        pool = scorer_pool(self.cfg)
         return self._pool("scorer", lambda: RolePool(
-            "scorer", ScorerRole, (self.store, self.cfg.train.precision), c.critic_num_workers,
-            {"num_cpus": c.critic_cpus_per_worker, "num_gpus": c.critic_gpus_per_worker}))
+            "scorer", ScorerRole, (self.store, self.cfg.train.precision), pool.workers, pool.ray_options()))
 
     def problems(self, problems) -> tuple[str, list]:
         """A problem set for the executors: its name (from its problem ids) and a one-element list holding its

@@ -456,7 +456,7 @@ def _restore_point(worker: _Worker, cmd: dict) -> dict | None:
 class TrainerGroup:
     """The driver's handle on a persistent trainer: one Ray Train ``fit()`` in a background thread, and the channel.
 
-    ``scaling``: the run's :class:`~coderl_ray.config.TrainConfig` (workers, GPUs, CPUs per worker, failures).
+    ``scaling``: the run's :class:`~coderl_ray.config.TrainConfig` (workers, GPU share, CPUs per worker, failures).
     """
 
     def __init__(self, name: str, scaling, storage_path: str | Path, store, torch_threads: int = 0):
@@ -465,6 +465,7 @@ class TrainerGroup:
         from ray.train.torch import TorchTrainer
 
         from coderl_ray.ray_runtime import train_logging_config
+        from coderl_ray.registry import train_workers
 
         self.name = name
         self.channel = ray.remote(TrainerChannel).options(num_cpus=0, max_concurrency=64).remote()
@@ -474,8 +475,9 @@ class TrainerGroup:
             serve_per_worker,
             train_loop_config={"channel": self.channel, "store": store, "name": name,
                                "torch_threads": torch_threads},
-            scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                                   resources_per_worker={"CPU": scaling.cpus_per_worker}),
+            # What the registry says this trainer requests (coderl-ray plan reads the same): train.num_workers
+            # workers, each train.cpus_per_worker CPUs and with use_gpu train.gpus_per_worker of a GPU.
+            scaling_config=train_workers(scaling, name).scaling_config(),
             run_config=ray.train.RunConfig(name=f"{name}_trainer_{int(time.time())}", storage_path=str(storage_path),
                                            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
                                            logging_config=train_logging_config()),
