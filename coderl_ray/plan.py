@@ -41,10 +41,10 @@ maximum lengths): no model is loaded and nothing is allocated.
   one decoder call (``rollout.max_rows_per_generate``; the static decoder keeps two call shapes alive), encoder
   states, and the per-step logits and sampling temporaries.
 * **Behaviour log-probabilities** (``rl.clip_ratio`` > 0): after sampling, a generator scores its programs in
-  passes of ``BEHAVIOUR_LOGPROB_ROWS`` rows (a forward with the vocabulary's log-softmax) beside what generation
+  passes of ``rollout.score_batch_size`` rows (a forward with the vocabulary's log-softmax) beside what generation
   keeps (weights, the static decoder's workspaces).
 * **Scoring**: a critic scorer's forward pass of ``rollout.score_batch_size`` rows (critic sampling:
-  ``cs.critic_batch_size``; the online loop: one generated item).
+  ``cs.critic_batch_size``).
 * **Held models**: a trainer keeps its other slot (the actor while the repair model trains, the round's critic
   while the binary one trains) and a scorer the round's critic beside the binary one.
 * **Critic sampling**: a generator decodes units of up to ``rollout.batch_size_per_worker`` rows, one prompt each,
@@ -668,20 +668,15 @@ def _forward_stage(cfg: PipelineConfig, name: str, shape: ModelShape, logprobs: 
     return _finish(est, refit)
 
 
-# Rows per teacher-forced pass when a generator records behaviour log-probabilities: the `chunk` of
-# coderl_ray/roles/workers.behaviour_logprobs (tests/test_plan.py holds the two equal).
-BEHAVIOUR_LOGPROB_ROWS = 64
-
-
 def _behaviour_logprob_stage(cfg: PipelineConfig, name: str, shape: ModelShape, pools: list[Pool], prompts: int,
                              samples: int) -> StageEstimate:
     """A generator after sampling a batch: the log-probabilities of its programs under the sampling policy
-    (``rl.clip_ratio`` > 0: the trust region's reference point), one forward of ``BEHAVIOUR_LOGPROB_ROWS`` rows at
+    (``rl.clip_ratio`` > 0: the trust region's reference point), one forward of ``rollout.score_batch_size`` rows at
     a time in the generator's own dtype, beside what generation keeps (weights; the static decoder's workspaces)."""
     r = cfg.rollout
     device, budget = _on(cfg, pools[0])
     est = StageEstimate(name, _requests(pools[:1]), device, budget, role=pools[0].key)
-    forward = forward_memory(shape, rows=BEHAVIOUR_LOGPROB_ROWS, prompt_tokens=cfg.model.max_source_tokens,
+    forward = forward_memory(shape, rows=r.score_batch_size, prompt_tokens=cfg.model.max_source_tokens,
                              program_tokens=r.max_new_tokens, autocast=device == "GPU", logprobs=True)
     # The generator's weights are counted with generation's (bf16 on GPU), not a scorer's fp32 + autocast copies.
     forward = [(n, b) for n, b in forward if not n.startswith(("weights", "autocast"))]
@@ -696,8 +691,9 @@ def _behaviour_logprob_stage(cfg: PipelineConfig, name: str, shape: ModelShape, 
         return kept + forward, largest
 
     est.items = items(r.max_rows_per_generate)[0]
-    est.notes.append(f"{BEHAVIOUR_LOGPROB_ROWS} rows of {cfg.model.max_source_tokens} + {r.max_new_tokens} tokens "
-                     "per pass (rl.clip_ratio > 0: the RL step's trust-region reference, recorded while sampling)")
+    est.notes.append(f"{r.score_batch_size} rows of {cfg.model.max_source_tokens} + {r.max_new_tokens} tokens "
+                     "per pass (rollout.score_batch_size; rl.clip_ratio > 0: the RL step's trust-region reference, "
+                     "recorded while sampling)")
 
     def refit(budget: float) -> list[str]:
         fixes = []
@@ -782,16 +778,9 @@ def plan_rl(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
 
 def plan_online(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     """The online loop runs the rounds' four stages at once (rl.loop=online): generation (with behaviour
-    log-probabilities), critic training and RL as in the staged loop; the critic scorers score each generated item
-    whole, in one call (``rollout.batch_size_per_worker`` problems x ``rollout.num_samples`` + 1 programs)."""
-    parts = [*plan_rollout(cfg, shapes), *plan_critic(cfg, shapes), *plan_rl(cfg, shapes)]
-    if shapes.critic is not None:
-        r = cfg.rollout
-        per_problem = r.num_samples + 1
-        parts.append(_forward_stage(
-            cfg, "score", shapes.critic, False, scorer_pool(cfg), r.batch_size_per_worker * per_problem,
-            f"one item: rollout.batch_size_per_worker={r.batch_size_per_worker} x {per_problem} programs",
-            rows_fix=lambda n: f"rollout.batch_size_per_worker={max(1, n // per_problem)}"))
+    log-probabilities), critic training, scoring and RL as in the staged loop (the scorers take a generated item in
+    calls of ``rollout.score_batch_size`` rows, as the score stage does)."""
+    parts = [*plan_rollout(cfg, shapes), *plan_critic(cfg, shapes), *plan_score(cfg, shapes), *plan_rl(cfg, shapes)]
     return [replace(e, stage=f"online/{e.stage}") for e in parts]
 
 

@@ -235,7 +235,8 @@ class OnlineLoop:
                               item.meta["version"])),
             Hop(self.roles.executors, "execute", lambda item: (problem_set, problem_ref, limits),
                 rows=cfg.sandbox.batch_size),
-            Hop(self.roles.scorers, "score", lambda item: (critic.at(self.critic_published),)),
+            Hop(self.roles.scorers, "score", lambda item: (critic.at(self.critic_published),),
+                rows=cfg.rollout.score_batch_size),
         ], sink)
         pending = [i for i in range(n_items) if i not in self.arrived]
         actor_t, critic_t = self.roles.trainer("actor"), self.roles.trainer("critic")

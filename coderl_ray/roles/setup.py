@@ -88,7 +88,8 @@ class Roles:
 
         pool = generator_pool(self.cfg)
         return self._pool("generator", lambda: RolePool(
-            "generator", GeneratorRole, (self.store, self.cfg.seed), pool.workers, pool.ray_options()))
+            "generator", GeneratorRole, (self.store, self.cfg.seed, self.cfg.rollout.score_batch_size), pool.workers,
+            pool.ray_options()))
 
     @property
     def executors(self):

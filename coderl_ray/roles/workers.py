@@ -84,10 +84,10 @@ def _module_of(core):
 class GeneratorRole(Role):
     """Samples programs with the actor (and, for critic sampling, the repair model)."""
 
-    def __init__(self, store, seed: int, warm: ModelRef | None = None):
+    def __init__(self, store, seed: int, logprob_rows: int = 64, warm: ModelRef | None = None):
         from coderl_ray.rollout.generator import ProgramGenerator
 
-        self.seed = seed
+        self.seed, self.logprob_rows = seed, logprob_rows
         self.models = _Models(store, lambda folder: ProgramGenerator(folder, seed=seed))
         if warm is not None:
             self.models.get(warm)  # load at start-up, not on the first call
@@ -105,7 +105,8 @@ class GeneratorRole(Role):
         version = model.version if policy_version is None else policy_version
         table = samples_table(generator, prompts.to_pylist(), params, round_, version)
         if logprob_temperature is not None:
-            table = table.append_column("old_logprobs", behaviour_logprobs(generator, table, logprob_temperature))
+            table = table.append_column("old_logprobs", behaviour_logprobs(generator, table, logprob_temperature,
+                                                                            rows=self.logprob_rows))
         return table
 
 
@@ -130,26 +131,28 @@ class GeneratorRole(Role):
     def logprobs(self, table: pa.Table, model: ModelRef, temperature: float = 1.0) -> pa.Array:
         """log p(w_t) of every row's program tokens (``prompt_ids``, ``token_ids``) under ``model``: what the
         weight-publication tests compare with the trainer's own."""
-        return behaviour_logprobs(self.models.get(model), table, temperature, sampled_only=False)
+        return behaviour_logprobs(self.models.get(model), table, temperature, sampled_only=False,
+                                  rows=self.logprob_rows)
 
 
-def behaviour_logprobs(generator, table: pa.Table, temperature: float, sampled_only: bool = True) -> pa.Array:
-    """log p(w_t) of each sampled program's tokens under the generator's model at ``temperature``: one
-    teacher-forced pass of :class:`~coderl_ray.rl.scoring.LogprobScorer`, the function the RL step's trust region
-    uses (empty for the greedy baseline unless ``sampled_only`` is off). On GPU the generator's weights are bf16, so
+def behaviour_logprobs(generator, table: pa.Table, temperature: float, sampled_only: bool = True,
+                       rows: int = 64) -> pa.Array:
+    """log p(w_t) of each sampled program's tokens under the generator's model at ``temperature``: teacher-forced
+    passes of :class:`~coderl_ray.rl.scoring.LogprobScorer` over ``rows`` programs at a time
+    (``rollout.score_batch_size``), the function the RL step's trust region uses (empty for the greedy baseline
+    unless ``sampled_only`` is off). On GPU the generator's weights are bf16, so
     these differ from the fp32-plus-autocast step's by bf16 rounding (the first step's ``logprob_shift`` shows by
     how much)."""
     from coderl_ray.rl.scoring import LogprobScorer
 
-    rows = table.select(["prompt_ids", "token_ids"] + (["is_greedy"] if sampled_only else [])).to_pylist()
+    programs = table.select(["prompt_ids", "token_ids"] + (["is_greedy"] if sampled_only else [])).to_pylist()
     scorer = LogprobScorer(generator.model, generator.tokenizer.pad_token_id, generator.device,
                            temperature=temperature)
-    sampled = [i for i, r in enumerate(rows) if r["token_ids"] and not (sampled_only and r["is_greedy"])]
-    values: list[list[float]] = [[] for _ in rows]
-    chunk = 64
-    for start in range(0, len(sampled), chunk):
-        idx = sampled[start: start + chunk]
-        for i, logp in zip(idx, scorer.logprobs([rows[i] for i in idx])):
+    sampled = [i for i, r in enumerate(programs) if r["token_ids"] and not (sampled_only and r["is_greedy"])]
+    values: list[list[float]] = [[] for _ in programs]
+    for start in range(0, len(sampled), rows):
+        idx = sampled[start: start + rows]
+        for i, logp in zip(idx, scorer.logprobs([programs[i] for i in idx])):
             values[i] = [float(x) for x in logp]
     return pa.array(values, type=pa.list_(pa.float32()))
 
