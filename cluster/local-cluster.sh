@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A multi-node Ray cluster on one machine, laid out like a real one, for debugging: a head that runs no work
 # (0 CPUs: job drivers and Ray's own services only), sandbox nodes that advertise the `sandbox` resource execution
-# tasks request, and a trainer node with plain CPUs for training and generation.
+# tasks request, a trainer node that advertises `trainer` (for train.resource=trainer: the actor and critic
+# trainers) and an inference node that advertises `inference` (for rollout.resource=inference: generators and critic
+# scorers). Without those two settings the roles may land on either node (plain CPUs on both).
 #
-#   cluster/local-cluster.sh start            # head + 1 sandbox node + 1 trainer node
+#   cluster/local-cluster.sh start            # head + 1 sandbox node + 1 trainer node + 1 inference node
 #   SANDBOX_NODES=2 cluster/local-cluster.sh start
 #   cluster/local-cluster.sh add-sandbox      # grow the execution pool by one node; nothing else changes
 #   cluster/local-cluster.sh remove-sandbox   # shrink it (stops the newest sandbox node)
@@ -13,6 +15,7 @@
 #
 # Settings (environment): CLUSTER_DIR (state, logs; default /tmp/coderl-cluster), HEAD_PORT (6379),
 # DASHBOARD_PORT (8265), SANDBOX_NODES (1), SANDBOX_CPUS (1 per node), TRAINER_CPUS (1), TRAINER_GPUS (0),
+# INFERENCE_CPUS (1; 0 = no inference node), INFERENCE_GPUS (0),
 # SANDBOX_RESOURCE (sandbox; must match sandbox.resource in the config), OBJECT_STORE_MB (512 per node), RAY (the
 # `ray` executable; default: the one next to this checkout's .venv, else on PATH).
 #
@@ -31,6 +34,8 @@ SANDBOX_NODES="${SANDBOX_NODES:-1}"
 SANDBOX_CPUS="${SANDBOX_CPUS:-1}"
 TRAINER_CPUS="${TRAINER_CPUS:-1}"
 TRAINER_GPUS="${TRAINER_GPUS:-0}"
+INFERENCE_CPUS="${INFERENCE_CPUS:-1}"
+INFERENCE_GPUS="${INFERENCE_GPUS:-0}"
 SANDBOX_RESOURCE="${SANDBOX_RESOURCE:-sandbox}"
 OBJECT_STORE_MB="${OBJECT_STORE_MB:-512}"
 if [[ -z "${RAY:-}" ]]; then
@@ -186,8 +191,14 @@ cmd_start() {
     wait_for_agent "$AGENT_PORT"
     write_env
     for i in $(seq 1 "$SANDBOX_NODES"); do start_sandbox "sandbox-$i"; done
+    # One unit of each placement resource: roles request a 1/100 share (coderl_ray/registry.py, PLACEMENT_SHARE).
     if [[ "$TRAINER_CPUS" -gt 0 || "$TRAINER_GPUS" -gt 0 ]]; then
-        start_node trainer --address="$IP:$HEAD_PORT" --num-cpus="$TRAINER_CPUS" --num-gpus="$TRAINER_GPUS"
+        start_node trainer --address="$IP:$HEAD_PORT" --num-cpus="$TRAINER_CPUS" --num-gpus="$TRAINER_GPUS" \
+            --resources='{"trainer": 1}'
+    fi
+    if [[ "$INFERENCE_CPUS" -gt 0 || "$INFERENCE_GPUS" -gt 0 ]]; then
+        start_node inference --address="$IP:$HEAD_PORT" --num-cpus="$INFERENCE_CPUS" --num-gpus="$INFERENCE_GPUS" \
+            --resources='{"inference": 1}'
     fi
     echo "cluster up: GCS $IP:$HEAD_PORT, dashboard http://$IP:$DASHBOARD_PORT; state and logs in $CLUSTER_DIR"
     echo "  eval \"\$($0 env)\"   then   ray job submit --working-dir . -- python jobs/pipeline.py ..."

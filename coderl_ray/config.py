@@ -112,6 +112,9 @@ class TrainConfig:
     # CPU threads for torch in each worker; 0 = Ray's default, one per reserved CPU. On a small CPU machine nothing
     # else computes while the trainer trains, so it can use more cores than it reserves (Ray Data keeps the rest).
     torch_threads: int = 0
+    # A custom resource each trainer worker also requests (a small share of one unit), which pins the trainers to
+    # the nodes that advertise it, e.g. `trainer` on cluster/local-cluster.sh's trainer node; "" = any node.
+    resource: str = ""
     tensorboard: bool = True  # event files under <output_dir>/ray_train/<run>/tensorboard
     mlflow_tracking_uri: str = ""  # log metrics to MLflow too (needs `pip install mlflow`)
     wandb_project: str = ""  # log metrics to Weights & Biases too (needs `pip install wandb`)
@@ -178,6 +181,9 @@ class RolloutConfig:
     # "hf": model.generate; "static": static caches, encoder once per prompt, early stop (models/decoding.py).
     decoder: Literal["hf", "static"] = "hf"
     compile: bool = False  # static decoder only: torch.compile the decode step, replayed as a CUDA graph on GPU
+    # A custom resource the generators and the critic scorers also request (a small share of one unit each), which
+    # pins them to the nodes that advertise it, e.g. `inference` on cluster/local-cluster.sh's inference node.
+    resource: str = ""
 
     def __post_init__(self) -> None:
         if self.compile and self.decoder != "static":

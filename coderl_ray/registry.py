@@ -84,14 +84,22 @@ class Pool:
 # The persistent roles of a run (coderl_ray/roles/setup.py:Roles), each started once and held to the end.
 ROLES = ("generator", "sandbox", "actor_trainer", "critic_trainer", "scorer")
 
+# The share of a placement resource (rollout.resource, train.resource) each worker requests: small, so that it only
+# says where a role may run (a node advertising one unit takes up to 100 workers), never how many.
+PLACEMENT_SHARE = 0.01
+
+
+def _placement(resource: str) -> tuple[tuple[str, float], ...]:
+    return ((resource, PLACEMENT_SHARE),) if resource else ()
+
 
 # --- the pools, as the roles request them -----------------------------------------------------------------------
 
 
 def generator_pool(cfg: PipelineConfig, model: str = "actor", phase: int = 0) -> Pool:
     r = cfg.rollout
-    return Pool("generators", r.num_workers, r.cpus_per_worker, r.gpus_per_worker, model=model, phase=phase,
-                gpu_key="rollout.gpus_per_worker", key="generator")
+    return Pool("generators", r.num_workers, r.cpus_per_worker, r.gpus_per_worker, _placement(r.resource),
+                model=model, phase=phase, gpu_key="rollout.gpus_per_worker", key="generator")
 
 
 def sandbox_pool(cfg: PipelineConfig, phase: int = 0, resource: str | None = None) -> Pool:
@@ -107,7 +115,8 @@ def scorer_pool(cfg: PipelineConfig, model: str = "critic", phase: int = 0) -> P
     """The critic scorers: RL scoring, the held-out quality checks, critic sampling and the online loop."""
     c = cfg.cs
     return Pool("critic scorers", c.critic_num_workers, c.critic_cpus_per_worker, c.critic_gpus_per_worker,
-                model=model, phase=phase, gpu_key="cs.critic_gpus_per_worker", key="scorer")
+                _placement(cfg.rollout.resource), model=model, phase=phase, gpu_key="cs.critic_gpus_per_worker",
+                key="scorer")
 
 
 def train_workers(t: TrainConfig, trainer: str, model: str = "", phase: int = 0) -> Pool:
@@ -115,7 +124,7 @@ def train_workers(t: TrainConfig, trainer: str, model: str = "", phase: int = 0)
     ``train.*`` (docs/training.md, "Running on GPUs", says why one set of keys)."""
     gpus = t.gpus_per_worker if t.use_gpu else 0.0
     return Pool(f"{trainer} trainer (Ray Train, {t.parallel})", t.num_workers, t.cpus_per_worker, gpus,
-                model=model or trainer, phase=phase, trainer=True,
+                _placement(t.resource), model=model or trainer, phase=phase, trainer=True,
                 gpu_key="train.gpus_per_worker" if t.use_gpu else "train.use_gpu", key=f"{trainer}_trainer")
 
 

@@ -184,9 +184,11 @@ def test_the_head_takes_no_work_and_only_sandbox_nodes_advertise_the_resource(cl
     heads = [n for n in nodes if n["is_head_node"]]
     workers = [n["resources_total"] for n in nodes if not n["is_head_node"]]
     assert len(heads) == 1 and heads[0]["resources_total"].get("CPU", 0) == 0
-    assert sorted(w.get(resource, 0) for w in workers) == [0, 1, 1]
-    # One execution slot per CPU of a sandbox node, and the trainer node has none.
+    assert sorted(w.get(resource, 0) for w in workers) == [0, 0, 1, 1]
+    # One execution slot per CPU of a sandbox node; the trainer and inference nodes have none, and advertise the
+    # placement resources that train.resource / rollout.resource name instead.
     assert all(w[resource] == w["CPU"] for w in workers if resource in w)
+    assert sorted((w.get("trainer", 0), w.get("inference", 0)) for w in workers) == [(0, 0), (0, 0), (0, 1), (1, 0)]
 
 
 def test_a_cluster_of_several_nodes_without_the_execution_resource_is_a_clear_error(cluster):
@@ -225,6 +227,34 @@ def test_an_execute_job_submitted_to_the_cluster_runs_only_on_sandbox_nodes(clus
     assert executors, "the job started no executor"
     sandbox_nodes = {n["node_id"] for n in cluster.state("nodes") if "sandbox" in n["resources_total"]}
     assert {a["node_id"] for a in executors} <= sandbox_nodes
+
+
+def test_an_online_pipeline_job_puts_trainers_generators_and_sandboxes_on_their_own_nodes(cluster, tmp_path):
+    """The online loop, where every role works at once, submitted as a job: the trainers run on the trainer node,
+    the generators and critic scorers on the inference node, the sandbox executors on the sandbox nodes."""
+    submission = f"coderl-online-{os.getpid()}"
+    out = tmp_path / "run"
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--submission-id", submission, "--working-dir", str(ROOT),
+         "--runtime-env", str(ROOT / "cluster" / "runtime_env.yaml"), "--", "python", "jobs/pipeline.py",
+         "--config", "tests/configs/micro.yaml", f"output_dir={out}", "data.reference_problems=16", "rl.loop=online",
+         "cs.enabled=false", "train.resource=trainer", "rollout.resource=inference"],
+        env=cluster.env, capture_output=True, text=True, timeout=1500)
+    assert submit.returncode == 0 and f"Job '{submission}' succeeded" in submit.stdout + submit.stderr, \
+        submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert json.loads((out / "state.json").read_text())["stages"]["online"]["info"]["programs"] == 24 * 3
+
+    (job,) = [j for j in cluster.state("jobs") if j.get("submission_id") == submission]
+    nodes = {n["node_id"]: n["resources_total"] for n in cluster.state("nodes")}
+    placed: dict[str, set[str]] = {}
+    for actor in cluster.state("actors", f"job_id={job['job_id']}"):
+        kind = next((k for k in ("GeneratorRole", "ScorerRole", "ExecutorRole", "RayTrainWorker")
+                     if k in actor["class_name"]), None)
+        if kind:
+            placed.setdefault(kind, set()).add(next(r for r in ("trainer", "inference", "sandbox")
+                                                    if r in nodes[actor["node_id"]]))
+    assert placed == {"RayTrainWorker": {"trainer"}, "GeneratorRole": {"inference"}, "ScorerRole": {"inference"},
+                      "ExecutorRole": {"sandbox"}}, placed
 
 
 # --- training: a killed worker, a killed driver ----------------------------------------------------------------
