@@ -238,7 +238,8 @@ class Stream:
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         extra_set = set(extra)
         # Also take whatever else is already finished, without waiting.
-        more, _ = ray.wait([r for r in refs if r not in ready], num_returns=len(refs) - len(ready), timeout=0)
+        rest = [r for r in refs if r not in ready]
+        more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
         done_extra = []
         for ref in ready + more:
             if ref in extra_set:
