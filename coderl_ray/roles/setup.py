@@ -150,7 +150,14 @@ class Roles:
         identity = str(Path(folder).resolve()) + ("#new" if getattr(loop, "new_critic", False) else "")
         if self.slots.get(key) == identity:
             return
-        self.trainer(trainer).run({"op": "load", "slot": slot, "loop": asdict(loop)})
+        group = self.trainer(trainer)
+        first = group.commands == 0
+        start = time.perf_counter()
+        group.run({"op": "load", "slot": slot, "loop": asdict(loop)})
+        if first:
+            # The worker group starts in the background: its first command waits for it (and loads the model).
+            self.startup_s[f"{trainer}_trainer"] = round(self.startup_s.get(f"{trainer}_trainer", 0.0)
+                                                         + time.perf_counter() - start, 2)
         self.slots[key] = identity
 
     def saved(self, trainer: str, slot: str, folder: str | Path) -> None:
