@@ -124,7 +124,6 @@ class _Worker:
         import torch
 
         self.channel, self.store = config["channel"], config["store"]
-        self.parallel = config.get("parallel", "ddp")
         if config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
         ctx = ray.train.get_context()
