@@ -1,7 +1,9 @@
 """The stage commands behind jobs/ (generate, train-critic, score, train-actor, evaluate) chained by hand as a user
-would submit them one by one, on the in-process test cluster; and their argument checks, without Ray.
+would submit them one by one, on the in-process test cluster, with the generate and score drivers killed mid-write
+and rerun; and their argument checks, without Ray.
 
-SFT through ``train-actor`` and ``execute`` run as cluster jobs in test_cluster_local.py.
+SFT through ``train-actor`` and ``execute`` run as cluster jobs in test_cluster_local.py; ``execute`` killed
+mid-write in test_pipeline.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from coderl_ray.cli import main
 from tests.conftest import ROOT
-from tests.helpers import tiny_actor_dir
+from tests.helpers import DIE_AT_RENAME, run_killed, tiny_actor_dir
 
 MICRO = ["--config", str(ROOT / "tests" / "configs" / "micro.yaml")]
 
@@ -47,20 +49,31 @@ def test_bad_stage_arguments_are_one_line_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_stage_commands_chain_into_an_rl_round_and_an_evaluation(ray_cluster, tmp_path, capsys, monkeypatch):
+    """The chain, with two of its drivers SIGKILLed mid-write: a stage killed as it renames its complete `.tmp`
+    folder (rollout: generated and executed parts; score: scored parts) leaves it behind, and rerunning the same
+    command gives every sample exactly one row (the parts the dead driver wrote are kept, not written twice)."""
     # Ray Data starts 32 actors to read the footers of every Parquet read; on 2 cores that alone took ~15-40 s
     # per read of a round. The setting is read where the read is planned, in this process.
     monkeypatch.setenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
     w = tmp_path
     actor = tiny_actor_dir(w)  # random weights: the chain's plumbing is under test, not learning
     common = [*MICRO, f"output_dir={w}"]
+    # The killed drivers join this session's cluster (a config override, after the command's others).
+    joined = f"ray_address={ray_cluster.get_runtime_context().gcs_address}"
+    log = w / "killed.log"
 
-    assert main(["generate", *common, "--actor", str(actor), "--buffer", str(w / "buffer"), "--round", "1"]) == 0
+    generate = ["generate", *common, "--actor", str(actor), "--buffer", str(w / "buffer"), "--round", "1"]
+    run_killed(DIE_AT_RENAME, [*generate[:4], joined, *generate[4:]], log)
+    leftover = w / "buffer" / "round_0001.tmp"
+    assert list(leftover.glob("*.parquet")) and not (w / "buffer" / "round_0001").exists()
+    assert main(generate) == 0  # the same command, on the test session's cluster
     rollout = _summary(capsys)
-    # micro.yaml: 24 training problems, 2 samples each plus the greedy baseline.
+    # micro.yaml: 24 training problems, 2 samples each plus the greedy baseline, each once.
     assert rollout["problems"] == 24 and rollout["programs"] == 24 * 3
     buffer = pq.read_table(w / "buffer" / "round_0001").to_pylist()
     assert len({r["sample_id"] for r in buffer}) == len(buffer) == 72
     assert all(r["round"] == 1 and r["reward"] is not None for r in buffer)
+    assert not leftover.exists()
 
     assert main(["train-critic", *common, "--buffer", str(w / "buffer"), "--rounds", "1", "--from-actor",
                  str(actor), "--out", str(w / "critic")]) == 0
@@ -68,12 +81,19 @@ def test_stage_commands_chain_into_an_rl_round_and_an_evaluation(ray_cluster, tm
     assert critic["rows"] == 72 + 24  # the round's programs plus one reference program per problem
     assert (w / "critic" / "config.json").is_file()
 
-    assert main(["score", *common, "--samples", str(w / "buffer" / "round_0001"), "--critic", str(w / "critic"),
-                 "--out", str(w / "scored")]) == 0
+    score = ["score", *common, "--samples", str(w / "buffer" / "round_0001"), "--critic", str(w / "critic"),
+             "--out", str(w / "scored")]
+    run_killed(DIE_AT_RENAME, [*score[:4], joined, *score[4:]], log)
+    left = w / "scored.tmp"
+    assert list(left.glob("*.parquet")) and not (w / "scored").exists()
+    capsys.readouterr()
+    assert main(score) == 0
+    assert not left.exists()
     accuracy = _summary(capsys)["train_accuracy"]
     scored = {r["sample_id"]: r for r in pq.read_table(
         w / "scored", columns=["sample_id", "critic_logits", "critic_pred", "critic_pass_prob"]).to_pylist()}
-    assert sorted(scored) == sorted(r["sample_id"] for r in buffer)
+    scored_ids = pq.read_table(w / "scored", columns=["sample_id"]).column("sample_id").to_pylist()
+    assert sorted(scored_ids) == sorted(scored) == sorted(r["sample_id"] for r in buffer)
     # The scores are the trained critic's, run directly on the buffer's rows without Ray.
     from coderl_ray.models.critic import load_critic, score_programs
     from coderl_ray.models.tokenizer import load_tokenizer

@@ -1,11 +1,7 @@
 """The whole pipeline on a real local Ray cluster: every stage, outputs, resume, and a crashed stage."""
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,6 +10,7 @@ import pytest
 from coderl_ray.config import load_config
 from coderl_ray.pipeline import StageError, run_pipeline
 from tests.conftest import ROOT
+from tests.helpers import DIE_AT_ROW_150, run_killed
 
 MICRO = ROOT / "tests" / "configs" / "micro.yaml"
 # A third of the training problems have no reference solution: RL alone learns from them.
@@ -122,112 +119,14 @@ def _check_binary_critic_and_repair(out: Path, state: dict, summary: dict) -> No
 # --- a driver killed mid-stage -------------------------------------------------------------------------------
 
 
-def _start_killable(args: list[str], log: Path) -> subprocess.Popen:
-    """A stage command in a session of its own, with a Ray started in-process (so that killing the session ends
-    the driver and its whole Ray), its output in ``log`` (a pipe would stay open as long as Ray's processes)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-c", *args], env=env, cwd=ROOT, start_new_session=True,
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL every process left in ``proc``'s session (its raylet, workers, sandboxes)."""
-    rows = [tuple(map(int, line.split())) for line in
-            subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.splitlines()]
-    for pid, sid in rows:
-        if sid == proc.pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    proc.wait(timeout=60)
-
-
-# The driver SIGKILLs itself when the stage has written its whole `.tmp` folder and is about to rename it: the
-# latest a kill can land, and the one that would leave the most rows behind to be counted twice.
-_DIE_AT_RENAME = """
-import os, pathlib, signal, sys
-rename = pathlib.Path.rename
-def die_at_tmp(self, target):
-    if self.name.endswith(".tmp"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return rename(self, target)
-pathlib.Path.rename = die_at_tmp
-from coderl_ray.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-# The execute command's driver SIGKILLs itself as it is about to write its 150th result row.
-_DIE_AT_ROW_150 = """
-import os, signal, sys
-import coderl_ray.commands.execute as execute
-to_record, rows = execute._result_record, []
-def die_at_150(row):
-    rows.append(row["sample_id"])
-    if len(rows) == 150:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return to_record(row)
-execute._result_record = die_at_150
-from coderl_ray.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_a_rollout_score_and_execute_stage_killed_mid_write_rerun_with_every_row_once(ray_cluster, tmp_path, capsys):
-    """SIGKILL of the stage's driver leaves a `.tmp` folder (rollout: Parquet, renamed when complete) or file
-    (execute: JSON Lines, written row by row); rerunning the same command gives every sample exactly one row.
-    The drivers kill themselves at a chosen point (a test cannot time a kill from outside reliably on a loaded
-    machine: the results of a small run arrive in one burst)."""
+def test_an_execute_command_killed_mid_write_reruns_with_every_row_once(ray_cluster, tmp_path):
+    """SIGKILL of the execute command's driver leaves its `.tmp` file (JSON Lines, written row by row); rerunning
+    the same command gives every sample exactly one row. (The rollout and score stages, whose drivers are killed
+    as they rename their `.tmp` folders: tests/test_cluster_stage_jobs.py.)"""
     from coderl_ray.cli import main
     from coderl_ray.data.problems import write_jsonl
-    from tests.helpers import tiny_actor_dir
 
-    actor = tiny_actor_dir(tmp_path)
-    buffer = tmp_path / "buffer"
-    stage = ["--actor", str(actor), "--buffer", str(buffer), "--round", "1"]
-    generate = ["generate", "--config", str(MICRO), f"output_dir={tmp_path}", *stage]
-    log = tmp_path / "killed.log"
-    killed = _start_killable([_DIE_AT_RENAME, *generate[:4], "ray_address=local", *stage], log)
-    try:
-        assert killed.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-3000:]
-    finally:
-        _kill_session(killed)
-    leftover = buffer / "round_0001.tmp"
-    assert list(leftover.glob("*.parquet")) and not (buffer / "round_0001").exists()
-
-    assert main(generate) == 0  # the same command, on the test session's cluster
-    rows = pq.read_table(buffer / "round_0001", columns=["sample_id"]).column("sample_id").to_pylist()
-    # micro.yaml: 24 training problems x (2 samples + 1 greedy baseline), each once.
-    assert len(rows) == len(set(rows)) == 24 * 3
-    assert not leftover.exists()
-    capsys.readouterr()
-
-    # score: a critic reads the round; the driver dies as it renames the scored folder's .tmp.
-    from coderl_ray.models.critic import build_critic
-    from coderl_ray.models.tokenizer import load_tokenizer
-
-    critic = tmp_path / "critic"
-    build_critic(actor, n_classes=4, head_hidden=8).save_pretrained(critic)
-    load_tokenizer(actor).save_pretrained(critic)
-    scored = tmp_path / "scored"
-    score = ["score", "--config", str(MICRO), f"output_dir={tmp_path}", "--samples", str(buffer / "round_0001"),
-             "--critic", str(critic), "--out", str(scored)]
-    killed = _start_killable([_DIE_AT_RENAME, *score[:4], "ray_address=local", *score[4:]], log)
-    try:
-        assert killed.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-3000:]
-    finally:
-        _kill_session(killed)
-    left = scored.with_name("scored.tmp")
-    assert list(left.glob("*.parquet")) and not scored.exists()
-    assert main(score) == 0
-    scored_ids = pq.read_table(scored, columns=["sample_id"]).column("sample_id").to_pylist()
-    assert sorted(scored_ids) == sorted(rows) and not left.exists()
-    capsys.readouterr()
-
-    # execute: the driver dies after 150 of 200 result rows, some of them already in its .tmp file.
+    # The driver dies after 150 of 200 result rows, some of them already in its .tmp file.
     add = {"problem_id": "add", "question": "Add two numbers.",
            "tests": {"kind": "stdio", "inputs": ["1 2\n", "5 5\n"], "outputs": ["3\n", "10\n"]}}
     write_jsonl([add], tmp_path / "problems.jsonl")
@@ -237,11 +136,9 @@ def test_a_rollout_score_and_execute_stage_killed_mid_write_rerun_with_every_row
     results = tmp_path / "results.jsonl"
     execute = ["execute", "--problems", str(tmp_path / "problems.jsonl"), "--samples", str(tmp_path / "samples.jsonl"),
                "--out", str(results), "--num-workers", "1"]
-    killed = _start_killable([_DIE_AT_ROW_150, *execute, "--address", "local"], log)
-    try:
-        assert killed.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-3000:]
-    finally:
-        _kill_session(killed)
+    # The killed driver joins this session's cluster.
+    run_killed(DIE_AT_ROW_150, [*execute, "--address", ray_cluster.get_runtime_context().gcs_address],
+               tmp_path / "killed.log")
     partial = results.with_name(results.name + ".tmp")
     # 149 rows of ~180 bytes went through an 8 KiB write buffer: more than a hundred reached the file.
     written = partial.read_text().count("\n")
