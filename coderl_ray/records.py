@@ -16,8 +16,11 @@ from typing import Any
 class Outcome(str, enum.Enum):
     """What happened when a program ran against a problem's tests.
 
-    ``INFRA_ERROR`` means the sandbox itself failed (not the program); such results are retried and never used as
-    training labels or counted in metrics.
+    ``INFRA_ERROR`` means the verdict is the infrastructure's, not the program's: the sandbox broke, the input was
+    malformed (a problem without tests, a sample without code), or the machine starved the program of CPU so that
+    its wall-clock backstop fired first (docs/sandbox.md#time). A broken or starved run is retried
+    (``SandboxLimits.infra_retries``), malformed input is not; an ``infra_error`` is never a training label, is left
+    out of every metric and is counted in every report (``infra_errors``).
     """
 
     PASSED = "passed"

@@ -67,3 +67,22 @@ def test_pipeline_summary_counts_infra_errors_per_stage():
     lines = {line.split()[0]: line.split()[1:] for line in section.splitlines()[1:] if line.strip()}
     assert lines == {"round_1/rollout": ["2", "of", "40"],
                      "eval/round_1": ["1", "of", "20"]}  # 19 scored + 1 infra error
+
+
+def test_critic_sampling_report_counts_hidden_test_infra_errors():
+    from coderl_ray.inference.metrics import diagnostics
+    from coderl_ray.inference.report import render_markdown
+
+    def program(sid, outcome, cs_pass=0, origin="sample"):
+        return {"problem_id": "add", "sample_id": sid, "code": f"print({sid!r})", "origin": origin,
+                "cs_pass": cs_pass, "outcome": outcome, "example_outcome": "passed"}
+
+    programs = [program("a", "passed"), program("b", "infra_error"), program("c", "infra_error", 1, "refine")]
+    diag = diagnostics(PROBLEMS[:1], programs)
+    assert diag["by_origin"]["sample"]["hidden_infra_errors"] == 1
+    assert diag["by_origin"]["refine"]["hidden_infra_errors"] == 1
+    report = render_markdown({"budget": 3, "submissions": [1], "problems": 1, "strategies": {},
+                              "diagnostics": diag}, "CS")
+    assert "2 program(s) got an infrastructure error on the hidden tests" in report
+    sample_row = next(line for line in report.splitlines() if line.startswith("| sample |"))
+    assert sample_row.rstrip(" |").endswith("| 1")

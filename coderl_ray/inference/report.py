@@ -40,12 +40,15 @@ def render_markdown(metrics: dict[str, Any], title: str) -> str:
               "New: no earlier program of the problem has the same code. Newly solved: no plain sample of the problem "
               "passed the hidden tests, a program of this origin did.", "",
               "| origin | programs | new | pass examples | new passing examples | pass hidden | new passing hidden | "
-              "problems | newly solved | newly passing examples |", "|" + "---|" * 10]
+              "problems | newly solved | newly passing examples | infra errors |", "|" + "---|" * 11]
     for origin, s in diag["by_origin"].items():
         if s:
             lines.append(f"| {origin} | " + " | ".join(str(s.get(c, 0)) for c in (
                 "programs", "new_programs", "pass_examples", "new_pass_examples", "pass_hidden", "new_pass_hidden",
-                "problems", "newly_solved", "newly_passing_examples")) + " |")
+                "problems", "newly_solved", "newly_passing_examples", "hidden_infra_errors")) + " |")
+    infra = sum(s.get("hidden_infra_errors", 0) for s in diag["by_origin"].values())
+    lines += ["", f"{infra} program(s) got an infrastructure error on the hidden tests (the sandbox broke or the "
+              "machine starved them, after retries): they count in no n@k or pass@k above."]
     lines += ["", "Problems by plan in each pass: " + "; ".join(
         f"{p}: {', '.join(f'{o} {c}' for o, c in plans.items())}" for p, plans in diag["problems_by_plan"].items()),
               "", f"Wall time (s): {json.dumps(metrics.get('wall_s', {}))}", "", f"![n@k]({FIGURE})", ""]
