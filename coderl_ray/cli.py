@@ -43,7 +43,10 @@ def _load(module: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="coderl-ray", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="coderl-ray",
+        description="CodeRL on Ray: one subcommand per stage (`coderl-ray COMMAND --help` for its options).",
+        epilog="Quick start: `make demo` runs `coderl-ray pipeline --config configs/tiny.yaml`; docs/ has the rest.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
