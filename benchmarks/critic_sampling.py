@@ -60,13 +60,14 @@ def _spread(values: list[float]) -> dict:
             "values": values}
 
 
-def run_seed(cfg, problems, models, work: Path, seed: int, paired: bool, log) -> dict:
+def run_seed(cfg, problems, models, work: Path, seed: int, paired: bool, log, roles=None) -> dict:
     from coderl_ray.inference.run import critic_sample
 
     out: dict = {}
     plain_cfg = dataclasses.replace(cfg, cs=dataclasses.replace(cfg.cs, passes=1))
     start = time.perf_counter()
-    plain = critic_sample(plain_cfg, problems, models["actor"], models["critic"], None, work / "plain", seed, log=log)
+    plain = critic_sample(plain_cfg, problems, models["actor"], models["critic"], None, work / "plain", seed, log=log,
+                          roles=roles)
     wall = _procedure_s(plain, time.perf_counter() - start)
     for name in ("random", "filter", "filter+critic"):
         out[name] = {"metrics": plain["strategies"][name]["all"], "wall_s": wall}
@@ -74,7 +75,7 @@ def run_seed(cfg, problems, models, work: Path, seed: int, paired: bool, log) ->
     for name, repair in arms:
         start = time.perf_counter()
         m = critic_sample(cfg, problems, models["actor"], models["critic"], repair, work / name, seed,
-                          first_pass_from=work / "plain" if paired else None, log=log)
+                          first_pass_from=work / "plain" if paired else None, log=log, roles=roles)
         out[name] = {"metrics": m["strategies"]["cs"]["all"], "wall_s": _procedure_s(m, time.perf_counter() - start),
                      "diagnostics": m["diagnostics"]}
     return out
@@ -149,6 +150,7 @@ def main() -> int:
 
     from coderl_ray.inference.checks import check_inputs
     from coderl_ray.ray_runtime import init_ray
+    from coderl_ray.roles.setup import Roles
 
     submissions = [int(x) for x in args.submissions.split(",")]
     cfg = load_config(args.run / "config.yaml", [
@@ -163,9 +165,12 @@ def main() -> int:
     work = args.out or args.run / "cs_benchmark"
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     per_seed = []
-    for seed in args.seeds:
-        log(f"== seed {seed}")
-        per_seed.append(run_seed(cfg, problems, models, work / f"seed_{seed}", seed, args.paired, log))
+    # One set of roles (generators, critic scorers, sandboxes) serves every strategy and seed, as in a pipeline: the
+    # strategies' times are their passes' own (_procedure_s), so sharing them changes no number, only start-ups.
+    with Roles(cfg, work / "ray_train") as roles:
+        for seed in args.seeds:
+            log(f"== seed {seed}")
+            per_seed.append(run_seed(cfg, problems, models, work / f"seed_{seed}", seed, args.paired, log, roles))
     table = summarize(per_seed, submissions)
     print(format_table(table, submissions, args.budget, len(problems), len(args.seeds)))
     if not models["repair"]:
