@@ -26,14 +26,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/coderl-ray pipeline --config $(CONFIG) $(ARGS)
 
-# Two pytest processes: the tests' own Ray (started once per process) holds the dashboard agent's default port,
-# which the README's `ray start --head` needs, so the test that runs it verbatim goes in a process without one.
+# The suite runs in TEST_WORKERS pytest-xdist workers, whole files at a time (a file's module fixtures, e.g. the
+# 4-node cluster of tests/test_cluster_local.py, start once); each worker has its own session Ray. Its end-to-end
+# tests spend much of their time waiting on processes, so two workers on 2 cores finish in ~2/3 of the time of one
+# (docs/benchmarks.md, "Test suite"). TEST_WORKERS=0 runs it in one process.
+# Then a second pytest process: the tests' own Ray holds the dashboard agent's default port, which the README's
+# `ray start --head` needs, so the test that runs it verbatim goes in a process without one.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not own_process" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not own_process" $(ARGS)
 	$(PY) -m pytest -q -m own_process $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not cluster" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not cluster" $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -115,19 +115,6 @@ def _plain_ray_init(home: Path) -> None:
     assert init.returncode == 0, init.stderr[-3000:]
 
 
-def test_a_plain_local_ray_init_leaves_a_token_and_a_coderl_run_does_not(tmp_path):
-    """Ray's behaviour that breaks a bare `ray start --head` + `ray job submit`, and ours, each in a fresh home."""
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    _plain_ray_init(plain)
-    assert (plain / ".ray" / "auth_token").is_file()
-
-    ours = tmp_path / "ours"
-    ours.mkdir()
-    _local_run(ours, ours)
-    assert not (ours / ".ray").exists()
-
-
 def readme_cluster_block() -> str:
     """The README's bash block that starts a head and submits the pipeline, as printed."""
     blocks = [b for b in re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
@@ -172,16 +159,15 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-@pytest.mark.parametrize("home_state", ["no token", "a plain ray.init() ran"])
 @pytest.mark.timeout(900)
-def test_readme_cluster_block_on_free_ports(tmp_path, home_state):
-    """The README's block with a one-line job, on free ports (so that it runs beside other Ray instances), from a
-    home with no Ray token and from one where a plain `ray.init()` left one."""
+def test_a_coderl_run_leaves_no_token_and_the_readme_cluster_block_works_on_free_ports(tmp_path):
+    """A local coderl run leaves no Ray token behind; then the README's block, with a one-line job on free ports (so
+    that it runs beside other Ray instances), works from that home with no token at all. (From a home where a plain
+    `ray.init()` left a token: the README's commands verbatim, on Ray's default ports, in the own_process test below.)"""
     home = tmp_path / "home"
     home.mkdir()
-    if home_state != "no token":
-        _plain_ray_init(home)
-    assert (home / ".ray" / "auth_token").is_file() == (home_state != "no token")
+    _local_run(home, tmp_path)  # `make demo`: coderl_ray's local runs use a token of their own (use_run_token)
+    assert not (home / ".ray").exists()
     gcs, dashboard, agent, client = _free_ports(4)
     block = readme_cluster_block().replace(
         "ray start --head", f"ray start --head --num-cpus=1 --port={gcs} --dashboard-port={dashboard} "
@@ -233,11 +219,13 @@ AGENT_PORT = 52365
 
 
 @pytest.mark.own_process
-@pytest.mark.timeout(1800)  # a local run, a head, and the micro pipeline as a job: ~10 min on a loaded 2-core box
+@pytest.mark.timeout(1800)  # a local run, a head, and the micro pipeline's SFT as a job: minutes on a loaded box
 def test_readme_cluster_commands_work_verbatim_after_a_local_run(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    _plain_ray_init(home)  # e.g. a notebook: leaves ~/.ray/auth_token
+    _plain_ray_init(home)  # e.g. a notebook
+    # Ray's behaviour that breaks a bare `ray start --head` + `ray job submit`: the plain init left a token.
+    assert (home / ".ray" / "auth_token").is_file()
     _local_run(home, tmp_path)  # `make demo`
     if _port_taken(6379) or _port_taken(8265):
         pytest.skip("the README's `ray start --head` uses ports 6379 and 8265, and another process holds one here")
@@ -251,10 +239,11 @@ def test_readme_cluster_commands_work_verbatim_after_a_local_run(tmp_path):
                     "process of its own")
 
     out_dir = tmp_path / "job-out"
-    # The README's job on the micro config; critic sampling (cs.enabled) is left out here: it adds minutes and
-    # no cluster plumbing that the rounds do not already go through (tests/test_pipeline.py runs it).
+    # The README's job on the micro config, up to SFT and its evaluation: the job's plumbing (working dir, runtime
+    # env, a pipeline on the head's cluster, its log) is what is under test. The rounds and critic sampling run as
+    # a job in tests/test_cluster_local.py (online, on a 4-node cluster) and in-process in tests/test_pipeline.py.
     block = _with_job(readme_cluster_block(), "python jobs/pipeline.py --config tests/configs/micro.yaml "
-                                              f"output_dir={out_dir} cs.enabled=false")
+                                              f"output_dir={out_dir} rl.rounds=0 cs.enabled=false")
     temp = _private_ray_tmpdir()
     try:
         code, out = _run_block(block, {**_shell(home), "RAY_TMPDIR": str(temp)}, timeout=1500)
@@ -263,8 +252,8 @@ def test_readme_cluster_commands_work_verbatim_after_a_local_run(tmp_path):
     log = out[-10000:]
     assert code == 0 and "succeeded" in out.lower(), log
     state = json.loads((out_dir / "state.json").read_text())["stages"]
-    assert "eval/round_1" in state and "round_1/rl" in state
+    assert "sft" in state and "eval/sft" in state
     assert (out_dir / "report" / "summary.md").is_file()
-    assert (out_dir / "models" / "actor_round_1" / "config.json").is_file()
+    assert (out_dir / "models" / "actor_sft" / "config.json").is_file()
     # What `ray job logs` shows: the pipeline's own lines, not Ray Data's plans and progress.
-    assert "==> round_1/rollout" in out and "Execution plan of Dataset" not in out, log
+    assert "==> eval/sft" in out and "Execution plan of Dataset" not in out, log
