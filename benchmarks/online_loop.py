@@ -72,7 +72,7 @@ def summarize(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['loop']:<7} {r['seed']:>4}  {r['rounds_wall_s']:>8.1f}  {r['programs']:>8}  "
                      f"{r['programs_per_s']:>6.2f}  {r['trainer_busy']:>12.3f}  {r['generator_busy']:>8.3f}  "
-                     f"{r['sft_pass@1']:>7.1f}  {r['pass@1']:>4.1f}")
+                     f"{100 * r['sft_pass@1']:>7.1f}  {100 * r['pass@1']:>4.1f}")
     by = {loop: [r for r in rows if r["loop"] == loop] for loop in ("staged", "online")}
     ratios = [o["programs_per_s"] / s["programs_per_s"] for s, o in zip(by["staged"], by["online"])
               if s["seed"] == o["seed"]]
@@ -80,10 +80,10 @@ def summarize(rows: list[dict]) -> str:
         lines.append(f"\nprograms/s online / staged: {statistics.mean(ratios):.2f}x "
                      f"(per seed: {', '.join(f'{x:.2f}' for x in ratios)})")
     for loop, arm in by.items():
-        p = [r["pass@1"] for r in arm]
+        p = [100 * r["pass@1"] for r in arm]  # in %
         if p:
             spread = statistics.stdev(p) if len(p) > 1 else 0.0
-            lines.append(f"pass@1 {loop}: {statistics.mean(p):.1f} (std {spread:.1f}, seeds {len(p)})")
+            lines.append(f"pass@1 {loop}: {statistics.mean(p):.1f}% (std {spread:.1f}, seeds {len(p)})")
     return "\n".join(lines)
 
 

@@ -116,3 +116,17 @@ def test_the_online_loop_survives_a_killed_generator_executor_scorer_trainer_and
         assert roles[role]["restarts"] >= 1, (role, roles[role])
     assert roles["actor_trainer"]["restarts"] >= 1, roles["actor_trainer"]
     assert {"eval/round_1", "eval/round_2"} <= set(state["stages"])
+
+
+def test_the_online_benchmark_summary_pairs_seeds_and_prints_percentages():
+    from benchmarks.online_loop import summarize
+
+    def row(loop, seed, per_s, p1):
+        return {"loop": loop, "seed": seed, "rounds_wall_s": 100.0, "programs": 3600, "programs_per_s": per_s,
+                "trainer_busy": 0.5, "generator_busy": 0.5, "sft_pass@1": 0.28, "pass@1": p1}
+
+    text = summarize([row("staged", 0, 18.0, 0.30), row("online", 0, 9.0, 0.31),
+                      row("staged", 1, 10.0, 0.34), row("online", 1, 15.0, 0.33)])
+    assert "programs/s online / staged: 1.00x (per seed: 0.50, 1.50)" in text
+    assert "pass@1 staged: 32.0% (std 2.8, seeds 2)" in text and "pass@1 online: 32.0% (std 1.4, seeds 2)" in text
+    assert "   28.0  30.0" in text  # SFT and final pass@1 of a row, in %
