@@ -1,0 +1,76 @@
+"""rl.algorithm end to end without Ray: the RL objective trains on each algorithm's advantage, GRPO's and RLOO's
+advantages of a real group, and which runs need the critic at all."""
+
+import pytest
+import torch
+
+from coderl_ray.config import load_config
+from coderl_ray.models.actor import load_actor
+from coderl_ray.models.batching import program_batch, token_logprobs
+from coderl_ray.models.tokenizer import load_tokenizer
+from coderl_ray.rl.replay_buffer import ground_truth_rows
+from coderl_ray.rl.returns import group_advantages
+from coderl_ray.stages import needs_critic
+from coderl_ray.train.objectives import rl_objective
+from tests.helpers import tiny_actor_dir, tiny_suite
+
+
+@pytest.fixture(scope="module")
+def actor_rows(tmp_path_factory):
+    actor = tiny_actor_dir(tmp_path_factory.mktemp("actor"))
+    tok = load_tokenizer(actor)
+    return load_actor(actor), tok.pad_token_id, ground_truth_rows(tiny_suite()[0][:4], tok, 256, 128)
+
+
+def test_the_rl_objective_trains_on_the_advantage_column(actor_rows):
+    model, pad, rows = actor_rows
+    model.eval()  # no dropout: the same log-probs in every call
+    # A group of 4 programs of one problem, no greedy program (as GRPO's rollout draws it): two passed, two failed.
+    group = [{**r, "is_greedy": False, "outcome": o} for r, o in zip(rows, ["passed", "failed", "failed", "passed"])]
+    scored = group_advantages(group, "rloo")
+    # r = [1, -0.3, -0.3, 1], sum 1.4: RLOO gives 1 - (1.4 - 1) / 3 = 0.8667 and -0.3 - (1.4 + 0.3) / 3 = -0.8667.
+    assert [round(r["advantage"], 4) for r in scored] == [0.8667, -0.8667, -0.8667, 0.8667]
+    assert all(r["relative_return"] is None for r in scored)  # no greedy program: no CodeRL return
+    loss, metrics = rl_objective(model, scored, pad, 4, use_critic=False)
+    # -mean over programs of (A_i x mean over its tokens of log p): computed here from the model's own log-probs.
+    batch = program_batch(scored, pad, "cpu")
+    logp = token_logprobs(model, batch)
+    mask = batch["program_mask"].float()
+    per_program = (logp * mask).sum(-1) / mask.sum(-1)
+    adv = torch.tensor([r["advantage"] for r in scored])
+    assert loss.item() == pytest.approx(-(adv * per_program).mean().item(), abs=1e-5)
+    assert metrics["mean_return"].item() == pytest.approx(0.0, abs=1e-6)  # RLOO's advantages sum to 0
+    # The advantage wins over a relative return in the same row.
+    stale = [{**r, "relative_return": 99.0} for r in scored]
+    assert rl_objective(model, stale, pad, 4, use_critic=False)[0].item() == pytest.approx(loss.item(), abs=1e-6)
+
+
+def test_critic_weights_apply_to_any_algorithms_advantage(actor_rows):
+    model, pad, rows = actor_rows
+    model.eval()
+    group = [{**r, "is_greedy": False, "outcome": o} for r, o in zip(rows[:2], ["passed", "failed"])]
+    scored = group_advantages(group, "grpo")  # r = [1, -0.3]: mean 0.35, std 0.9192: A = +-0.7071
+    assert [round(r["advantage"], 4) for r in scored] == [0.7071, -0.7071]
+    # A critic certain of each program's real outcome on every token (class 3 passed, 2 failed): weight 1, so the
+    # critic-weighted loss equals the plain one; a uniform critic weighs every token 1/4.
+    certain = [{**r, "critic_logits": ([0.0, 0.0, 0.0, 50.0] if r["outcome"] == "passed" else [0.0, 0.0, 50.0, 0.0])
+                * len(r["token_ids"])} for r in scored]
+    uniform = [{**r, "critic_logits": [0.0] * 4 * len(r["token_ids"])} for r in scored]
+    plain = rl_objective(model, scored, pad, 4, use_critic=False)[0].item()
+    assert rl_objective(model, certain, pad, 4, use_critic=True)[0].item() == pytest.approx(plain, rel=1e-5)
+    assert rl_objective(model, uniform, pad, 4, use_critic=True)[0].item() == pytest.approx(plain / 4, rel=1e-5)
+
+
+@pytest.mark.parametrize("overrides, needed", [
+    ([], True),  # CodeRL reads the critic (and critic sampling does)
+    (["cs.enabled=false"], True),  # CodeRL's token weights
+    (["cs.enabled=false", "rl.algorithm=grpo"], False),
+    (["cs.enabled=false", "rl.algorithm=rloo"], False),
+    (["cs.enabled=false", "rl.use_critic=false"], False),  # the paper's ablation
+    (["cs.enabled=false", "rl.ce_only=true"], False),  # the control trains on references only
+    (["cs.enabled=false", "rl.algorithm=grpo", "rl.use_critic=true"], True),  # the combination
+    (["rl.algorithm=grpo"], True),  # critic sampling reads it
+    (["cs.enabled=false", "rl.algorithm=grpo", "critic.inference_classes=2"], True),  # the binary critic starts from it
+])
+def test_runs_that_read_no_critic_train_none(overrides, needed):
+    assert needs_critic(load_config(None, overrides)) is needed
