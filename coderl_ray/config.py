@@ -332,7 +332,7 @@ class RLConfig:
     # paper's token-level return); false = the same advantage on every token. Unset = the algorithm's own: true for
     # coderl, false for grpo and rloo (true with them is a combination of ours: group advantages, critic's weights).
     # A run whose RL step reads no critic trains none unless critic sampling or the binary critic needs one
-    # (stages.needs_critic), in both loops.
+    # (registry.needs_critic), in both loops.
     use_critic: bool | None = None
     ce_only: bool = False  # control arm: every step is cross-entropy on ground truth (attributes the RL gain)
     # Score sampled programs under the tempered policy that drew them (logits / rollout.temperature), as verl and

@@ -1,7 +1,7 @@
 """The CodeRL pipeline, top to bottom, with a checkpoint after every stage.
 
     SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate (no critic, no score when
-    nothing reads the critic: stages.needs_critic)
+    nothing reads the critic: registry.needs_critic)
     -> binary critic (critic.inference_classes=2) -> repair model (repair.enabled) -> critic sampling (test)
 
 Every stage writes a folder under ``output_dir`` and is recorded in ``output_dir/state.json`` when it finishes; a
@@ -22,6 +22,7 @@ from typing import Any, Callable
 from coderl_ray import stages
 from coderl_ray.config import PipelineConfig, config_to_dict, diff_configs, save_config
 from coderl_ray.data.problems import read_problems
+from coderl_ray.registry import needs_critic
 from coderl_ray.roles.setup import Roles, local_cpus
 
 
@@ -176,7 +177,7 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
     evaluation("sft", models / "actor_sft", 0)
 
     actor, critic = models / "actor_sft", None
-    with_critic = stages.needs_critic(cfg)
+    with_critic = needs_critic(cfg)
     if cfg.rl.loop == "online":
         log.run("online", lambda: stages.online_rounds(cfg, train, out, roles=roles))
         steps = cfg.rl.steps_per_round

@@ -269,15 +269,6 @@ def train_repair(cfg: PipelineConfig, problems: list[dict[str, Any]], buffer_roo
             "outcomes": dict(Counter(p["outcome"] for p in pairs))}
 
 
-def needs_critic(cfg: PipelineConfig) -> bool:
-    """Whether a run trains the rounds' critic: its RL step weights tokens by it (``rl.use_critic``, not under
-    ``rl.ce_only``), or critic sampling or the binary critic read it. Without it (GRPO, RLOO, CodeRL without critic,
-    the CE-only control, with ``cs.enabled=false``), the staged rounds skip the critic and score stages and the RL
-    step reads the buffer's round directly; the online loop starts no critic trainer and no scorers."""
-    uses = cfg.rl.use_critic and not cfg.rl.ce_only
-    return bool(uses or (cfg.cs.enabled and cfg.rl.rounds > 0) or cfg.critic.inference_classes == 2)
-
-
 def rl_logprob_temperature(cfg: PipelineConfig) -> float:
     """The temperature the RL step scores programs at: the sampling one when on-policy (``rl.on_policy_logprobs``)."""
     return cfg.rollout.temperature if cfg.rl.on_policy_logprobs else 1.0

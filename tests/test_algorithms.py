@@ -10,7 +10,7 @@ from coderl_ray.models.batching import program_batch, token_logprobs
 from coderl_ray.models.tokenizer import load_tokenizer
 from coderl_ray.rl.replay_buffer import ground_truth_rows
 from coderl_ray.rl.returns import group_advantages
-from coderl_ray.stages import needs_critic
+from coderl_ray.registry import needs_critic
 from coderl_ray.train.objectives import rl_objective
 from tests.helpers import tiny_actor_dir, tiny_suite
 
@@ -74,3 +74,42 @@ def test_critic_weights_apply_to_any_algorithms_advantage(actor_rows):
 ])
 def test_runs_that_read_no_critic_train_none(overrides, needed):
     assert needs_critic(load_config(None, overrides)) is needed
+
+
+def test_staged_rounds_without_a_critic_skip_the_critic_and_score_stages_and_the_online_loop_its_roles():
+    from coderl_ray import registry
+
+    def stages(overrides):
+        return [s.name for s in registry.pipeline_stages(load_config(None, overrides))]
+
+    assert stages(["cs.enabled=false"]) == ["data", "init", "eval", "sft", "rollout", "critic", "score", "rl"]
+    assert stages(["cs.enabled=false", "rl.algorithm=grpo"]) == ["data", "init", "eval", "sft", "rollout", "rl"]
+    roles = [p.key for p in registry.run_roles(load_config(None, ["cs.enabled=false", "rl.algorithm=rloo",
+                                                                  "rl.loop=online"]))]
+    assert roles == ["generator", "sandbox", "actor_trainer"]  # no scorers, no critic trainer
+
+
+def test_the_online_plan_follows_the_group_shape_and_counts_no_critic_steps_without_a_critic():
+    from coderl_ray.online.loop import make_plan
+    from coderl_ray.rl.tracked import tracked_problems
+    from coderl_ray.stages import load_problems
+
+    base = ["data.suite_train_problems=30", "data.suite_test_problems=3", "rollout.problems_per_round=10",
+            "rollout.num_samples=4", "rollout.batch_size_per_worker=4", "rl.rounds=2", "rl.tracked_problems=6",
+            "critic.epochs=1", "critic.batch_size=8", "cs.enabled=false"]
+    cfg = load_config(None, base)
+    train, _ = load_problems(cfg.data)
+    coderl = make_plan(cfg, train, gt_rows=10)
+    # 10 problems a round in batches of 4: items of 4, 4, 2 per round. The critic's rows after round r: r x 10 x (4
+    # samples + 1 greedy) + 10 references -> round 1: 60 rows / 8 = 7.5 -> 8 steps; round 2: 110 / 8 = 13.75 -> 14.
+    assert [len(it["problems"]) for it in coderl.items] == [4, 4, 2] * 2
+    assert coderl.critic_round_ends == [8, 22] and coderl.critic_steps == 22
+    grpo = make_plan(load_config(None, [*base, "rl.algorithm=grpo"]), train, gt_rows=10)
+    assert grpo.items == coderl.items and grpo.rl_steps == coderl.rl_steps  # same problems, same steps
+    assert grpo.critic_steps == 0 and grpo.critic_round_ends == [0, 0]
+    # The combination reads the critic: 5 samples and no greedy program per problem, the same 5 rows per problem.
+    combo = make_plan(load_config(None, [*base, "rl.algorithm=grpo", "rl.use_critic=true"]), train, gt_rows=10)
+    assert combo.critic_round_ends == [8, 22]
+    tracked = {p["problem_id"] for p in tracked_problems(train, 6, cfg.seed)}
+    for r in (1, 2):  # every round samples the tracked problems
+        assert tracked <= {p["problem_id"] for it in coderl.items if it["round"] == r for p in it["problems"]}

@@ -16,7 +16,7 @@ its weights after every step; the critic trains on the growing buffer alongside 
 
 Every ``rl.algorithm`` runs here as in the staged loop: a work item holds whole problems, so each problem's group
 (its samples, and the greedy program for CodeRL) gets its advantages (:func:`coderl_ray.rl.returns.group_advantages`)
-the moment the item completes. A run that reads no critic (:func:`coderl_ray.stages.needs_critic`: GRPO, RLOO, CodeRL
+the moment the item completes. A run that reads no critic (:func:`coderl_ray.registry.needs_critic`: GRPO, RLOO, CodeRL
 without critic, the CE-only control, with critic sampling off) starts no critic trainer and no scorers: items go from
 the sandbox straight to the buffer, and no ``critic_round_N`` folders are written.
 
@@ -65,10 +65,11 @@ def make_plan(cfg: PipelineConfig, train: list[dict[str, Any]], gt_rows: int) ->
     """The staged loop's problems and step counts: round ``r`` samples ``round_problems(..., r)`` in batches of
     ``rollout.batch_size_per_worker``; the RL trainer takes ``rl.rounds x rl.steps_per_round`` steps; the critic as
     many as the staged critic would over its rounds (``critic.epochs`` passes over rounds 1..r plus the ground truth,
-    per round; none when nothing reads the critic, :func:`coderl_ray.stages.needs_critic`)."""
+    per round; none when nothing reads the critic, :func:`coderl_ray.registry.needs_critic`)."""
     from coderl_ray.rl.returns import group_shape
     from coderl_ray.roles.flows import problem_batches
-    from coderl_ray.stages import _steps, needs_critic, round_problems
+    from coderl_ray.registry import needs_critic
+    from coderl_ray.stages import _steps, round_problems
 
     items, critic_steps, ends = [], 0, []
     # Samples per problem, and the greedy baseline (CodeRL) or one more sample in its place (GRPO, RLOO).
@@ -115,7 +116,7 @@ class OnlineLoop:
         self.gt_rows = gt.select(["prompt_ids", "token_ids", "outcome"]).to_pylist()
         self.plan = make_plan(cfg, train, len(self.gt_rows))
         self.window = Window(cfg.rl.max_staleness, seed=cfg.seed)
-        from coderl_ray.stages import needs_critic
+        from coderl_ray.registry import needs_critic
 
         self.with_critic = needs_critic(cfg)
         self.critic_pool: list[dict[str, Any]] = \
