@@ -66,9 +66,9 @@ def make_plan(cfg: PipelineConfig, train: list[dict[str, Any]], gt_rows: int) ->
     ``rollout.batch_size_per_worker``; the RL trainer takes ``rl.rounds x rl.steps_per_round`` steps; the critic as
     many as the staged critic would over its rounds (``critic.epochs`` passes over rounds 1..r plus the ground truth,
     per round; none when nothing reads the critic, :func:`coderl_ray.registry.needs_critic`)."""
+    from coderl_ray.registry import needs_critic
     from coderl_ray.rl.returns import group_shape
     from coderl_ray.roles.flows import problem_batches
-    from coderl_ray.registry import needs_critic
     from coderl_ray.stages import _steps, round_problems
 
     items, critic_steps, ends = [], 0, []
