@@ -113,3 +113,23 @@ def test_the_online_plan_follows_the_group_shape_and_counts_no_critic_steps_with
     tracked = {p["problem_id"] for p in tracked_problems(train, 6, cfg.seed)}
     for r in (1, 2):  # every round samples the tracked problems
         assert tracked <= {p["problem_id"] for it in coderl.items if it["round"] == r for p in it["problems"]}
+
+
+def test_the_benchmark_table_pairs_each_arm_with_the_control_of_its_seed():
+    from benchmarks import algorithms
+
+    def row(seed, arm, test, tests_only):
+        return {"seed": seed, "arm": arm, "test_pass@1": test, "tracked_tests_only": tests_only, "wall_s": 10.0}
+
+    rows = [row(0, "control", 20.0, 10.0), row(1, "control", 22.0, 12.0),
+            row(0, "grpo", 21.0, 15.0), row(1, "grpo", 22.5, 18.0)]
+    grpo = algorithms.summarize(rows)["grpo"]
+    # tests-only: differences 5 and 6, mean 5.5, std 0.7071 (sqrt(0.5)): 5.5 > 2 x 0.7071, goal met.
+    mean, std, per_seed = grpo["vs_control_tracked_tests_only"]
+    assert per_seed == [5.0, 6.0] and mean == pytest.approx(5.5) and std == pytest.approx(0.5 ** 0.5)
+    assert grpo["goal_tracked"] is True
+    # test split: differences 1 and 0.5, mean 0.75, std 0.3536: 0.75 > 0.3536, goal met.
+    assert grpo["vs_control_test_pass@1"][:2] == pytest.approx((0.75, 0.125 ** 0.5)) and grpo["goal_test"] is True
+    # One seed has no spread: no verdict.
+    one = algorithms.summarize([r for r in rows if r["seed"] == 0])["grpo"]
+    assert one["goal_tracked"] is None and "n/a (one seed)" in algorithms.format_table(rows[::2])
