@@ -133,3 +133,14 @@ def test_the_benchmark_table_pairs_each_arm_with_the_control_of_its_seed():
     # One seed has no spread: no verdict.
     one = algorithms.summarize([r for r in rows if r["seed"] == 0])["grpo"]
     assert one["goal_tracked"] is None and "n/a (one seed)" in algorithms.format_table(rows[::2])
+
+
+def test_the_plan_has_no_critic_estimates_for_a_run_without_a_critic():
+    from coderl_ray.plan import make_plan
+
+    def critic_estimates(overrides):
+        stages = [e.stage for e in make_plan(load_config(None, ["cs.enabled=false", *overrides])).stages]
+        return [s for s in stages if s.removeprefix("online/").split("/")[0] in ("critic", "score")]
+
+    assert critic_estimates([]) and not critic_estimates(["rl.algorithm=grpo"])
+    assert critic_estimates(["rl.loop=online"]) and not critic_estimates(["rl.loop=online", "rl.algorithm=rloo"])
