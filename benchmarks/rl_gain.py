@@ -40,8 +40,10 @@ SHARED_PATHS = ("data", "models/actor_init", "models/actor_sft", "eval/untrained
 
 
 def share_sft(src: Path, dst: Path) -> None:
+    """Start run folder ``dst`` from the finished SFT stages of ``src`` (copied, with their records), so an arm
+    leaves from the very same model and costs only its rounds."""
     if (dst / "state.json").exists():
-        return  # a rerun resumes the control arm where it stopped
+        return  # a rerun resumes the arm where it stopped
     state = json.loads((src / "state.json").read_text())
     for rel in SHARED_PATHS:
         shutil.copytree(src / rel, dst / rel)
@@ -49,20 +51,29 @@ def share_sft(src: Path, dst: Path) -> None:
     (dst / "state.json").write_text(json.dumps(state, indent=2))
 
 
+def run_seed_arm(config: str, out: Path, seed: int, overrides: list[str], sft_from: Path | None = None):
+    """Run the pipeline of one seed into ``out`` (suite, initialisation and sampling all seeded by ``seed``), from
+    ``sft_from``'s SFT stages when given; returns the finished config and ``state.json``."""
+    if sft_from is not None:
+        share_sft(sft_from, out)
+    cfg = load_config(config, [f"seed={seed}", f"data.suite_seed={seed}", f"output_dir={out}", "ray_address=local",
+                               *overrides])
+    run_pipeline(cfg)
+    return cfg, json.loads((out / "state.json").read_text())
+
+
 def run_arm(args, seed: int, control: bool) -> dict:
     name = f"{'control' if control else 'rl'}-seed{seed}"
+    sft_from = None
     if args.sft_from is not None:
-        share_sft(args.sft_from / f"rl-seed{seed}", args.out / name)
+        sft_from = args.sft_from / f"rl-seed{seed}"
     elif control:
-        share_sft(args.out / f"rl-seed{seed}", args.out / name)
-    overrides = [f"seed={seed}", f"data.suite_seed={seed}", f"output_dir={args.out / name}",
-                 "ray_address=local", *args.overrides]
+        sft_from = args.out / f"rl-seed{seed}"
+    overrides = list(args.overrides)
     if control:
         # What follows the last round (repair model, critic sampling) does not change the arm's pass@1.
         overrides += ["rl.ce_only=true", "repair.enabled=false", "cs.enabled=false"]
-    cfg = load_config(args.config, overrides)
-    run_pipeline(cfg)
-    state = json.loads((args.out / name / "state.json").read_text())
+    cfg, state = run_seed_arm(args.config, args.out / name, seed, overrides, sft_from)
     last = f"round_{cfg.rl.rounds}"
     return {"seed": seed, "arm": "control" if control else "rl", "alternation": cfg.rl.alternation,
             "steps_per_round": cfg.rl.steps_per_round, "sft": pass1(state, "sft"),

@@ -5,7 +5,8 @@
 Sizes compose like this (the question users of other RL frameworks cannot answer quickly):
 
 * a rollout round generates ``len(train problems) * rollout.num_samples`` sampled programs plus one greedy baseline
-  per problem, ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators,
+  per problem (``rl.algorithm`` grpo and rloo: one more sample instead of the greedy program),
+  ``rollout.batch_size_per_worker`` prompts at a time on each of ``rollout.num_workers`` generators,
   decoded in calls of at most ``rollout.max_rows_per_generate`` rows (prompts x samples);
 * each trainer step consumes ``batch_size`` sequences in total, i.e. ``batch_size / train.num_workers`` per worker
   (the ``*_per_worker`` split is computed, never configured);
@@ -42,6 +43,10 @@ class DataConfig:
     suite_seed: int = 0  # seed of the embedded suite's generator (the test split uses a different stream)
     suite_train_problems: int = 400
     suite_test_problems: int = 90
+    # Share of the suite's problems (both splits) in the unseen-wording family: one constant spelled out ("greater
+    # than seven"), which no reference solution shows; the training split's problems of the family have tests but
+    # no reference solution, so only RL can learn the words (docs/suite.md). 0 = off (the suite as before).
+    suite_unseen_wording: float = 0.0
     max_train_problems: int = 0  # 0 = all; otherwise a seeded subset (for quick runs)
     max_test_problems: int = 0
     # 0 = every training problem's reference solutions are used. N > 0 = only N seeded training problems keep them
@@ -56,6 +61,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.reference_problems < 0:
             raise ConfigError(f"data.reference_problems must be >= 0, got {self.reference_problems}")
+        if not 0.0 <= self.suite_unseen_wording <= 1.0:
+            raise ConfigError(f"data.suite_unseen_wording is a share in [0, 1], got {self.suite_unseen_wording}")
         if bool(self.train_path) != bool(self.test_path):
             raise ConfigError("data.train_path and data.test_path must be given together (or both left empty "
                               "for the embedded suite)")
@@ -315,7 +322,18 @@ class RLConfig:
     # batch of rl.batch_size rows each, loss = CE/2 + RL/2, as the original's gradient accumulation summed CE and
     # RL micro-batches. "step": even steps pure CE, odd steps pure RL (half the rows per step).
     alternation: Literal["micro_batch", "step"] = "micro_batch"
-    use_critic: bool = True  # token-level returns from the critic; False = sequence-level relative returns
+    # How a sampled program's advantage is computed (docs/training.md, "RL algorithms"; rl/returns.group_advantages):
+    # "coderl" = its reward minus the greedy program's (the paper's relative return); "grpo" = its reward normalised
+    # within the problem's group of samples, (r - mean) / std; "rloo" = its reward minus the mean of the group's
+    # other samples. GRPO and RLOO need no greedy program: the rollout draws one more sample in its place, so every
+    # algorithm generates and runs the same number of programs (rollout.num_samples + 1 per problem).
+    algorithm: Literal["coderl", "grpo", "rloo"] = "coderl"
+    # Weight each token's advantage by the critic's probability of the program's actual outcome at that token (the
+    # paper's token-level return); false = the same advantage on every token. Unset = the algorithm's own: true for
+    # coderl, false for grpo and rloo (true with them is a combination of ours: group advantages, critic's weights).
+    # A run whose RL step reads no critic trains none unless critic sampling or the binary critic needs one
+    # (registry.needs_critic), in both loops.
+    use_critic: bool | None = None
     ce_only: bool = False  # control arm: every step is cross-entropy on ground truth (attributes the RL gain)
     # Score sampled programs under the tempered policy that drew them (logits / rollout.temperature), as verl and
     # OpenRLHF do. False = plain log p (the paper's notation), which at temperature < 1 is off-policy: see
@@ -335,10 +353,19 @@ class RLConfig:
     # or two steps. The staged loop's equivalent is rl.steps_per_round (a round trains that many steps on samples
     # of the round's first policy).
     max_staleness: int = 8
+    # N > 0: N seeded training problems that every round samples (within rollout.problems_per_round) and every
+    # evaluation after SFT scores next to the test split, with the same sampling keys in every run of a seed: pass@1
+    # on the RL stage's own training problems, and on those of them without a reference solution (only RL learns
+    # those); eval info "groups" (rl/tracked.py). 0 = off.
+    tracked_problems: int = 0
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ConfigError("rl.rounds must be >= 0")
+        if self.use_critic is None:
+            self.use_critic = self.algorithm == "coderl"
+        if self.tracked_problems < 0:
+            raise ConfigError(f"rl.tracked_problems must be >= 0, got {self.tracked_problems}")
         if self.max_staleness < 0:
             raise ConfigError(f"rl.max_staleness must be >= 0 (0 = synchronous), got {self.max_staleness}")
         if not 0 <= self.clip_ratio < 1:

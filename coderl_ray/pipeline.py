@@ -1,6 +1,7 @@
 """The CodeRL pipeline, top to bottom, with a checkpoint after every stage.
 
-    SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate
+    SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate (no critic, no score when
+    nothing reads the critic: registry.needs_critic)
     -> binary critic (critic.inference_classes=2) -> repair model (repair.enabled) -> critic sampling (test)
 
 Every stage writes a folder under ``output_dir`` and is recorded in ``output_dir/state.json`` when it finishes; a
@@ -21,6 +22,7 @@ from typing import Any, Callable
 from coderl_ray import stages
 from coderl_ray.config import PipelineConfig, config_to_dict, diff_configs, save_config
 from coderl_ray.data.problems import read_problems
+from coderl_ray.registry import needs_critic
 from coderl_ray.roles.setup import Roles, local_cpus
 
 
@@ -164,8 +166,10 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
     gt = out / "data" / "ground_truth"
 
     def evaluation(phase: str, actor: Path, version: int) -> None:
+        # The tracked training problems (rl.tracked_problems) are scored from SFT on; the untrained model fails them.
+        tracked_from = None if phase == "untrained" else train
         log.run(f"eval/{phase}", lambda: stages.evaluate(cfg, test, actor, evals / phase, phase, roles=roles,
-                                                         version=version))
+                                                         version=version, tracked_from=tracked_from))
 
     evaluation("untrained", models / "actor_init", -1)
     log.run("sft", lambda: stages.train_sft(cfg, gt, models / "actor_init", models / "actor_sft", storage,
@@ -173,30 +177,35 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
     evaluation("sft", models / "actor_sft", 0)
 
     actor, critic = models / "actor_sft", None
+    with_critic = needs_critic(cfg)
     if cfg.rl.loop == "online":
         log.run("online", lambda: stages.online_rounds(cfg, train, out, roles=roles))
         steps = cfg.rl.steps_per_round
         for r in range(1, cfg.rl.rounds + 1):
             if cfg.eval.every_round or r == cfg.rl.rounds:
                 evaluation(f"round_{r}", models / f"actor_round_{r}", r * steps)
-        actor, critic = models / f"actor_round_{cfg.rl.rounds}", models / f"critic_round_{cfg.rl.rounds}"
+        actor = models / f"actor_round_{cfg.rl.rounds}"
+        critic = models / f"critic_round_{cfg.rl.rounds}" if with_critic else None
     for r in range(1, cfg.rl.rounds + 1 if cfg.rl.loop == "staged" else 1):
         tag = f"round_{r}"
         log.run(f"{tag}/rollout", lambda: stages.rollout_round(cfg, train, actor, r, buffer, roles=roles,
                                                                version=r - 1))
-        critic_out = models / f"critic_{tag}"
-        init_from, new = (critic, False) if critic else (_critic_backbone(cfg, models), True)
-        log.run(f"{tag}/critic", lambda: stages.train_critic(cfg, buffer, list(range(1, r + 1)), gt, init_from, new,
-                                                              critic_out, storage, f"critic_{tag}", roles=roles,
-                                                              version=r))
-        previous_eval = evals / ("sft" if r == 1 else f"round_{r - 1}") / "results"
-        log.run(f"{tag}/score", lambda: stages.score_round(cfg, buffer / f"round_{r:04d}", critic_out,
-                                                            out / "scored" / tag, previous_eval, roles=roles,
-                                                            version=r))
+        rl_rows = buffer / f"round_{r:04d}"
+        if with_critic:
+            critic_out = models / f"critic_{tag}"
+            init_from, new = (critic, False) if critic else (_critic_backbone(cfg, models), True)
+            log.run(f"{tag}/critic", lambda: stages.train_critic(cfg, buffer, list(range(1, r + 1)), gt, init_from,
+                                                                  new, critic_out, storage, f"critic_{tag}",
+                                                                  roles=roles, version=r))
+            previous_eval = evals / ("sft" if r == 1 else f"round_{r - 1}") / "results"
+            log.run(f"{tag}/score", lambda: stages.score_round(cfg, buffer / f"round_{r:04d}", critic_out,
+                                                                out / "scored" / tag, previous_eval, roles=roles,
+                                                                version=r))
+            rl_rows, critic = out / "scored" / tag, critic_out
         actor_out = models / f"actor_{tag}"
-        log.run(f"{tag}/rl", lambda: stages.train_rl(cfg, out / "scored" / tag, gt, actor, actor_out, storage,
-                                                      f"rl_{tag}", roles=roles, version=r))
-        actor, critic = actor_out, critic_out
+        log.run(f"{tag}/rl", lambda: stages.train_rl(cfg, rl_rows, gt, actor, actor_out, storage, f"rl_{tag}",
+                                                      roles=roles, version=r))
+        actor = actor_out
         if cfg.eval.every_round or r == cfg.rl.rounds:
             evaluation(tag, actor, r)
 

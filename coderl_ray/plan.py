@@ -779,8 +779,10 @@ def plan_rl(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
 def plan_online(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     """The online loop runs the rounds' four stages at once (rl.loop=online): generation (with behaviour
     log-probabilities), critic training, scoring and RL as in the staged loop (the scorers take a generated item in
-    calls of ``rollout.score_batch_size`` rows, as the score stage does)."""
-    parts = [*plan_rollout(cfg, shapes), *plan_critic(cfg, shapes), *plan_score(cfg, shapes), *plan_rl(cfg, shapes)]
+    calls of ``rollout.score_batch_size`` rows, as the score stage does); no critic and no scoring when nothing
+    reads the critic (:func:`coderl_ray.registry.needs_critic`)."""
+    critic = [*plan_critic(cfg, shapes), *plan_score(cfg, shapes)] if registry.needs_critic(cfg) else []
+    parts = [*plan_rollout(cfg, shapes), *critic, *plan_rl(cfg, shapes)]
     return [replace(e, stage=f"online/{e.stage}") for e in parts]
 
 

@@ -5,7 +5,7 @@ Each :class:`StageSpec` names
 
 * ``functions``: what runs it, by name in :mod:`coderl_ray.stages` (the first is the stage's entry point);
 * ``runs``: whether the pipeline runs it for a config (``rl.rounds``, ``critic.inference_classes``, ``repair.enabled``,
-  ``cs.enabled``);
+  ``cs.enabled``, and for the rounds' critic whether anything reads it: :func:`needs_critic`);
 * ``resources``: the run's roles it uses, as :class:`Pool` s (workers x CPUs / GPUs / custom resources per worker,
   the model each worker holds, and which run at the same time), computed from the config, in the order it starts
   them; the helpers (:func:`generator_pool`, :func:`sandbox_pool`, :func:`scorer_pool`, :func:`train_workers`) are
@@ -156,13 +156,29 @@ def _rounds(cfg: PipelineConfig) -> bool:
     return cfg.rl.rounds > 0 and cfg.rl.loop == "staged"
 
 
+def needs_critic(cfg: PipelineConfig) -> bool:
+    """Whether a run trains the rounds' critic: its RL step weights tokens by it (``rl.use_critic``, not under
+    ``rl.ce_only``), or critic sampling or the binary critic read it. Without it (GRPO, RLOO, CodeRL without critic,
+    the CE-only control, with ``cs.enabled=false``), the staged rounds skip the critic and score stages and the RL
+    step reads the buffer's round directly; the online loop starts no critic trainer and no scorers."""
+    uses = cfg.rl.use_critic and not cfg.rl.ce_only
+    return bool(uses or (cfg.cs.enabled and cfg.rl.rounds > 0) or cfg.critic.inference_classes == 2)
+
+
+def _rounds_critic(cfg: PipelineConfig) -> bool:
+    return _rounds(cfg) and needs_critic(cfg)
+
+
 def _online(cfg: PipelineConfig) -> bool:
     return cfg.rl.rounds > 0 and cfg.rl.loop == "online"
 
 
 def _online_pools(cfg: PipelineConfig) -> list[Pool]:
     """Everything at once: generators, sandbox executors, critic scorers and both trainers (in the order the online
-    loop starts them: it reads the pools' numbers, starting the scorers, before it starts the critic trainer)."""
+    loop starts them: it reads the pools' numbers, starting the scorers, before it starts the critic trainer); the
+    actor's side alone when nothing reads the critic."""
+    if not needs_critic(cfg):
+        return [generator_pool(cfg), sandbox_pool(cfg), trainer_pool(cfg, "actor")]
     return [generator_pool(cfg), sandbox_pool(cfg), scorer_pool(cfg), trainer_pool(cfg, "actor"),
             trainer_pool(cfg, "critic")]
 
@@ -197,11 +213,11 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("rollout", ("rollout_round",), _rounds, lambda cfg: [generator_pool(cfg), sandbox_pool(cfg)],
               "plan_rollout", ("generate",), ("jobs/generate.py",),
               "coderl-ray generate --actor A --buffer B --round R", ("round_<r>/rollout",)),
-    StageSpec("critic", ("train_critic",), _rounds, lambda cfg: [trainer_pool(cfg, "critic")], "plan_critic",
+    StageSpec("critic", ("train_critic",), _rounds_critic, lambda cfg: [trainer_pool(cfg, "critic")], "plan_critic",
               ("train-critic",), ("jobs/train_critic.py",),
               "coderl-ray train-critic --buffer B --rounds 1,2 --from-actor A | --from-critic C --out DIR",
               ("round_<r>/critic",)),
-    StageSpec("score", ("score_round",), _rounds, lambda cfg: [scorer_pool(cfg)], "plan_score",
+    StageSpec("score", ("score_round",), _rounds_critic, lambda cfg: [scorer_pool(cfg)], "plan_score",
               ("score",), ("jobs/score.py",), "coderl-ray score --samples ROUND --critic C --out DIR",
               ("round_<r>/score",)),
     StageSpec("rl", ("train_rl",), _rounds, lambda cfg: [trainer_pool(cfg, "actor")], "plan_rl", ("train-actor",),

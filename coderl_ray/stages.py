@@ -30,7 +30,8 @@ def load_problems(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str,
     else:
         from coderl_ray.data.suite import generate_suite
 
-        train, test = generate_suite(cfg.suite_seed, cfg.suite_train_problems, cfg.suite_test_problems)
+        train, test = generate_suite(cfg.suite_seed, cfg.suite_train_problems, cfg.suite_test_problems,
+                                     cfg.suite_unseen_wording)
     # Problems without a reference solution stay: RL learns from their tests.
     if cfg.max_train_problems and len(train) > cfg.max_train_problems:
         train = random.Random(cfg.suite_seed).sample(train, cfg.max_train_problems)
@@ -286,12 +287,19 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     from coderl_ray.train.loop import LoopConfig, train_options
 
     temperature = rl_logprob_temperature(cfg)
-    keep = lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0  # noqa: E731
-    table = pq.read_table(scored_dir, columns=["is_greedy", "relative_return"]).to_pylist()
+    # A row with no advantage (a greedy program, a group too small) or a zero one has no gradient to give. A folder
+    # written before advantages existed has CodeRL's relative return, which is the same number under rl.algorithm
+    # coderl.
+    columns = pq.read_schema(next(iter(sorted(Path(scored_dir).glob("*.parquet"))))).names
+    if "advantage" in columns:
+        keep = lambda r: r["advantage"] is not None and r["advantage"] != 0.0  # noqa: E731
+        table = pq.read_table(scored_dir, columns=["advantage"]).to_pylist()
+    else:
+        keep = lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0  # noqa: E731
+        table = pq.read_table(scored_dir, columns=["is_greedy", "relative_return"]).to_pylist()
     n = sum(map(keep, table))
     rl = read_parquet(str(scored_dir)).filter(keep)
-    if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only and "old_logprobs" not in pq.read_schema(
-            next(iter(sorted(Path(scored_dir).glob("*.parquet"))))).names:
+    if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only and "old_logprobs" not in columns:
         from coderl_ray.rl.scoring import add_old_logprobs
 
         rl = add_old_logprobs(rl, str(actor_in), temperature, batch_size=cfg.rollout.score_batch_size,
@@ -332,43 +340,59 @@ def online_rounds(cfg: PipelineConfig, train: list[dict[str, Any]], out: Path, *
 # --- rollout, execution, scoring (on the run's roles) ----------------------------------------------------------
 
 
-def round_problems(train: list[dict[str, Any]], per_round: int, seed: int, round_: int) -> list[dict[str, Any]]:
-    """The problems a round samples: all of them, or a fresh seeded subset of ``per_round`` each round."""
-    if not per_round or len(train) <= per_round:
-        return train
-    return random.Random(seed * 1000 + round_).sample(train, per_round)
+def round_problems(train: list[dict[str, Any]], per_round: int, seed: int, round_: int,
+                   tracked: int = 0) -> list[dict[str, Any]]:
+    """The problems a round samples: all of them, or a fresh seeded subset of ``per_round`` each round that always
+    includes the ``tracked`` problems (``rl.tracked_problems``, :mod:`coderl_ray.rl.tracked`)."""
+    from coderl_ray.rl.tracked import draw_round, tracked_problems
+
+    always = tracked_problems(train, tracked, seed) if tracked else []
+    return draw_round(train, per_round, seed, round_, always)
+
+
+def round_params(cfg: PipelineConfig):
+    """The rollout's sampling parameters: ``rollout.num_samples`` samples plus the greedy baseline (CodeRL), or one
+    more sample in its place (GRPO, RLOO; :func:`coderl_ray.rl.returns.group_shape`)."""
+    from coderl_ray.rl.returns import group_shape
+    from coderl_ray.rollout.stage import sampling_params
+
+    num_samples, greedy = group_shape(cfg.rl.algorithm, cfg.rollout.num_samples)
+    return sampling_params(cfg.rollout, cfg.model.max_source_tokens, num_samples=num_samples, greedy_baseline=greedy)
 
 
 def rollout_round(cfg: PipelineConfig, train: list[dict[str, Any]], actor_dir: Path, round_: int,
                   buffer_root: Path, *, roles: Roles | None = None, version: int | None = None) -> dict:
     """Sample, execute (streaming, overlapped) and store one round of programs with their returns. ``version``: the
     actor's published version (the pipeline's); the rows record ``policy_version`` = ``round_ - 1`` either way."""
+    import functools
+
     import pyarrow.parquet as pq
 
     from coderl_ray.execution.stage import limits_from_config
     from coderl_ray.rl.replay_buffer import returns_by_problem, round_dir
     from coderl_ray.roles.flows import generate_and_execute
-    from coderl_ray.rollout.stage import sampling_params
 
-    problems = round_problems(train, cfg.rollout.problems_per_round, cfg.seed, round_)
-    params = sampling_params(cfg.rollout, cfg.model.max_source_tokens)
+    problems = round_problems(train, cfg.rollout.problems_per_round, cfg.seed, round_, cfg.rl.tracked_problems)
+    params = round_params(cfg)
     # Behaviour log-probabilities are the RL step's trust-region reference: recorded while sampling, not recomputed.
     temperature = rl_logprob_temperature(cfg) if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only else None
     with roles_for(cfg, roles, _storage(cfg)) as r:
         dest, busy = generate_and_execute(r, problems, ModelRef.of_folder("actor", actor_dir, version), params, round_,
                                     cfg.seed, limits_from_config(cfg.sandbox), round_dir(buffer_root, round_),
                                     batch_size=cfg.rollout.batch_size_per_worker, logprob_temperature=temperature,
-                                    policy_version=round_ - 1, transform=returns_by_problem, label="rollout",
+                                    policy_version=round_ - 1, label="rollout",
+                                    transform=functools.partial(returns_by_problem, algorithm=cfg.rl.algorithm),
                                     execute_rows=cfg.sandbox.batch_size)
     # Read on the driver with pyarrow: a few columns of a small folder (a Ray Data read costs seconds of start-up).
-    stats = pq.read_table(dest, columns=["outcome", "is_greedy", "relative_return"]).to_pandas()
+    stats = pq.read_table(dest, columns=["outcome", "is_greedy", "relative_return", "advantage"]).to_pandas()
     counts = stats["outcome"].value_counts().to_dict()
     sampled = stats[~stats["is_greedy"]]
     return {"problems": len(problems), "programs": int(len(stats)), "outcomes": counts,
             "sample_pass_rate": float((sampled["outcome"] == "passed").mean()) if len(sampled) else 0.0,
             "greedy_pass_rate": float((stats[stats["is_greedy"]]["outcome"] == "passed").mean())
-            if stats["is_greedy"].any() else 0.0,
-            "nonzero_returns": int((sampled["relative_return"].fillna(0) != 0).sum()), **busy}
+            if stats["is_greedy"].any() else None,  # GRPO and RLOO draw no greedy program
+            "nonzero_returns": int((sampled["relative_return"].fillna(0) != 0).sum()),
+            "nonzero_advantages": int((sampled["advantage"].fillna(0) != 0).sum()), **busy}
 
 
 def _storage(cfg: PipelineConfig) -> Path:
@@ -423,28 +447,48 @@ def score_quality(cfg: PipelineConfig, critic_dir: Path, programs_dir: Path, n_c
 
 
 def evaluate(cfg: PipelineConfig, test: list[dict[str, Any]], actor_dir: Path, out: Path, phase: str, *,
-             roles: Roles | None = None, version: int | None = None) -> dict:
-    """pass@k on the test split: sample, execute, write results and metrics under ``out``."""
+             roles: Roles | None = None, version: int | None = None,
+             tracked_from: list[dict[str, Any]] | None = None) -> dict:
+    """pass@k on the test split: sample, execute, write results and metrics under ``out``.
+
+    With ``tracked_from`` (the training problems) and ``rl.tracked_problems``, the tracked training problems
+    (:mod:`coderl_ray.rl.tracked`) are sampled and run too, with the test split's sampling keys (the same programs'
+    worth of chances in every run of a seed), into ``out/tracked_results``, apart from the test split's
+    ``out/results`` (which the next round's critic reads as held-out programs). ``groups`` in the returned info holds
+    pass@k of :func:`coderl_ray.rl.tracked.eval_groups` (absent when there is no group to report)."""
     import pandas as pd
 
     from coderl_ray.execution.stage import limits_from_config
+    from coderl_ray.rl.tracked import eval_groups, group_pass_at_k, tracked_problems
     from coderl_ray.roles.flows import generate_and_execute
     from coderl_ray.rollout.stage import sampling_params
 
     e = cfg.eval
+    tracked = tracked_problems(tracked_from, cfg.rl.tracked_problems, cfg.seed) \
+        if tracked_from and cfg.rl.tracked_problems else []
     params = sampling_params(cfg.rollout, cfg.model.max_source_tokens, num_samples=e.num_samples,
                              temperature=e.temperature, top_p=e.top_p, greedy_baseline=False)
     out.mkdir(parents=True, exist_ok=True)
+    runs = [(test, out / "results", f"evaluate {phase}")]
+    if tracked:
+        runs.append((tracked, out / "tracked_results", f"evaluate {phase} (tracked)"))
     with roles_for(cfg, roles, _storage(cfg)) as r:
-        generate_and_execute(r, test, ModelRef.of_folder("actor", actor_dir, version), params, 0, cfg.seed + 7,
-                             limits_from_config(cfg.sandbox), out / "results",
-                             batch_size=cfg.rollout.batch_size_per_worker, policy_version=0,
-                             label=f"evaluate {phase}", execute_rows=cfg.sandbox.batch_size)
-    rows = pd.read_parquet(out / "results", columns=["problem_id", "sample_id", "outcome", "passed_tests",
-                                                     "total_tests"]).to_dict("records")
+        for problems, dest, label in runs:
+            generate_and_execute(r, problems, ModelRef.of_folder("actor", actor_dir, version), params, 0,
+                                 cfg.seed + 7, limits_from_config(cfg.sandbox), dest,
+                                 batch_size=cfg.rollout.batch_size_per_worker, policy_version=0, label=label,
+                                 execute_rows=cfg.sandbox.batch_size)
+    columns = ["problem_id", "sample_id", "outcome", "passed_tests", "total_tests"]
+    rows = pd.read_parquet(out / "results", columns=columns).to_dict("records")
     metrics = summarize(test, rows, e.ks, submissions=())
     write_report(metrics, out / "report", title=f"Evaluation after {phase}")
-    return compact_metrics(metrics)
+    info = compact_metrics(metrics)
+    groups = eval_groups(test, tracked)
+    if groups:
+        if tracked:
+            rows += pd.read_parquet(out / "tracked_results", columns=columns).to_dict("records")
+        info["groups"] = group_pass_at_k(test + tracked, rows, e.ks, groups)
+    return info
 
 
 def compact_metrics(metrics: dict) -> dict:

@@ -26,6 +26,7 @@ def format_table(state: dict[str, Any]) -> str:
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
     out = ["pass@k on the test split (%)", line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    out += group_lines(phases)
 
     out += format_cs_table(state)
     out.extend(critic_lines(state))
@@ -38,6 +39,27 @@ def format_table(state: dict[str, Any]) -> str:
         total += s["wall_s"]
     out.append(f"  {'total':<22} {total:8.1f}")
     return "\n".join(out)
+
+
+def group_lines(phases: list[tuple[str, dict]]) -> list[str]:
+    """pass@1 on the named problem groups an evaluation reports (``groups``: the tracked training problems,
+    ``rl.tracked_problems``, and the unseen-wording family, ``data.suite_unseen_wording``; coderl_ray/rl/tracked.py).
+
+    >>> print("\\n".join(group_lines([("sft", {"groups": {"tracked": {"pass@1": 0.25, "problems": 8}}}),
+    ...                                ("round_1", {"groups": {"tracked": {"pass@1": 0.5, "problems": 8}}})])))
+    <BLANKLINE>
+    pass@1 on problem groups (%, problems)
+      tracked (8)  sft 25.0  round_1 50.0
+    """
+    names = list(dict.fromkeys(name for _, m in phases for name in m.get("groups") or {}))
+    if not names:
+        return []
+    out = ["", "pass@1 on problem groups (%, problems)"]
+    for name in names:
+        cells = [(phase, m["groups"][name]) for phase, m in phases if name in (m.get("groups") or {})]
+        out.append(f"  {name} ({cells[-1][1]['problems']})  "
+                   + "  ".join(f"{phase} {100 * g['pass@1']:.1f}" for phase, g in cells))
+    return out
 
 
 def infra_lines(state: dict[str, Any]) -> list[str]:

@@ -17,6 +17,12 @@ Why this shape:
 
 Both `stdio` problems (read ``n`` and the list from standard input) and `call` problems (a function that receives
 the list) are generated, with example tests quoted in the question and hidden tests for the reward.
+
+*Unseen wording* (``unseen_wording`` share, off by default; docs/suite.md says why): a seeded share of the problems
+of both splits spells out the constant of one step ("keep only the numbers greater than seven"), a wording no
+reference solution shows: the training split's problems of this family keep their question and tests but have no
+reference solution. SFT cannot learn what the words mean; a sampler that tries the numbers it knows can find them,
+and RL can learn them from the tests and carry them to the test split's problems of the family.
 """
 
 from __future__ import annotations
@@ -97,6 +103,8 @@ AGGREGATES = (
 )
 
 STEPS = {s.name: s for s in FILTERS + MAPS}
+# The unseen-wording family spells one constant out. "one" is left out: statements already say "Print one integer".
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 AGGS = {a.name: a for a in AGGREGATES}
 FN_NAMES = ("solve", "compute", "process", "answer", "transform")
 
@@ -202,12 +210,20 @@ def _capitalize(s: str) -> str:
 
 
 def make_problem(combo: Combo, kind: str, rng: random.Random, problem_id: str, difficulty: str,
-                 n_tests: int = 8, n_examples: int = 1) -> dict[str, Any]:
+                 n_tests: int = 8, n_examples: int = 1, unseen_wording: bool = False) -> dict[str, Any]:
+    """One problem record. ``unseen_wording``: the constant of one of its constant-taking steps (a seeded choice,
+    redrawn in 2..9 when out of that range) is spelled out ("greater than seven"), the others are digits."""
     steps = [STEPS[n] for n in combo[:-1]]
     agg = AGGS[combo[-1]]
     ks = [rng.randint(*s.k_range) if s.k_range else None for s in steps]
     phrase = rng.randrange(2)  # one paraphrase per problem, so wording varies across problems
-    step_text = [s.phrases[phrase].format(k=k) for s, k in zip(steps, ks)]
+    # One spelled-out constant, not all: a sampler then has one number to guess, and the rest of the program is what
+    # SFT taught, so the family's rewards are not all zero (docs/suite.md).
+    unseen_at = rng.choice([i for i, s in enumerate(steps) if s.k_range]) if unseen_wording else -1
+    if unseen_at >= 0 and ks[unseen_at] not in NUMBER_WORDS:
+        ks[unseen_at] = rng.randint(max(2, steps[unseen_at].k_range[0]), 9)
+    step_text = [s.phrases[phrase].format(k=NUMBER_WORDS[k] if i == unseen_at else k)
+                 for i, (s, k) in enumerate(zip(steps, ks))]
     steps_sentence = ", then ".join(step_text)
     fn_name = rng.choice(FN_NAMES)
 
@@ -249,40 +265,68 @@ def make_problem(combo: Combo, kind: str, rng: random.Random, problem_id: str, d
 
     tests = {"kind": kind, "inputs": inputs[n_examples:], "outputs": outputs[n_examples:]}
     example_tests = {"kind": kind, "inputs": inputs[:n_examples], "outputs": outputs[:n_examples]}
-    return {
+    problem = {
         "problem_id": problem_id, "source": "suite", "difficulty": difficulty, "question": question,
         "starter_code": starter, "fn_name": fn, "tests": tests, "example_tests": example_tests,
         "solutions": [solution], "combo": "+".join(combo),
     }
+    # Only the family's problems are marked, so the suite without the family is byte for byte the one before it.
+    return {**problem, "wording": "unseen"} if unseen_wording else problem
 
 
 # --- the suite -------------------------------------------------------------------------------------------------
 
 
-def generate_split(split: str, n: int, seed: int) -> list[dict[str, Any]]:
+def generate_split(split: str, n: int, seed: int, unseen_wording: float = 0.0,
+                   withhold_references: bool = True) -> list[dict[str, Any]]:
     """``n`` problems of the ``"train"`` or ``"test"`` split, evenly spread over the three difficulties.
 
     Train and test never share a combination of step types, and draw constants and inputs from different streams
     (the stream is seeded by split name and seed).
+
+    ``unseen_wording``: the share of problems (a seeded choice of round(share * n) positions) that belong to the
+    unseen-wording family: a combination with at least one constant-taking step, one constant spelled out
+    (:data:`NUMBER_WORDS`), drawn from a stream of its own, so every other problem is the one the suite has without
+    the family. In the training split they have no reference solution (``withhold_references=False`` keeps it, for
+    checking their tests).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not 0.0 <= unseen_wording <= 1.0:
+        raise ValueError(f"unseen_wording is a share of the problems, in [0, 1]; got {unseen_wording}")
     rng = random.Random(f"suite-{split}-{seed}")
+    family_rng = random.Random(f"suite-{split}-{seed}-unseen-wording")
+    family = set(family_rng.sample(range(n), round(unseen_wording * n)))
     problems = []
     for i in range(n):
         difficulty = DIFFICULTIES[i % len(DIFFICULTIES)]
         train_combos, test_combos = split_combos(difficulty)
-        while True:
-            combo = rng.choice(train_combos if split == "train" else test_combos)
-            kind = rng.choice(("stdio", "call"))
-            try:
-                problems.append(make_problem(combo, kind, rng, f"suite/{split}/{seed}/{i:05d}", difficulty))
-                break
-            except _Degenerate:
-                continue
+        combos = train_combos if split == "train" else test_combos
+        pid = f"suite/{split}/{seed}/{i:05d}"
+        # Drawn even where the family replaces it, so that the other problems do not depend on the family's share.
+        problem = _draw(combos, rng, pid, difficulty, unseen_wording=False)
+        if i in family:
+            with_constant = [c for c in combos if any(STEPS[name].k_range for name in c[:-1])]
+            problem = _draw(with_constant, family_rng, pid, difficulty, unseen_wording=True)
+            if split == "train" and withhold_references:
+                problem["solutions"] = []
+        problems.append(problem)
     return problems
 
 
-def generate_suite(seed: int = 0, n_train: int = 400, n_test: int = 90) -> tuple[list[dict], list[dict]]:
+def _draw(combos: list[Combo], rng: random.Random, problem_id: str, difficulty: str,
+          unseen_wording: bool) -> dict[str, Any]:
+    while True:
+        combo = rng.choice(combos)
+        kind = rng.choice(("stdio", "call"))
+        try:
+            return make_problem(combo, kind, rng, problem_id, difficulty, unseen_wording=unseen_wording)
+        except _Degenerate:
+            continue
+
+
+def generate_suite(seed: int = 0, n_train: int = 400, n_test: int = 90,
+                   unseen_wording: float = 0.0) -> tuple[list[dict], list[dict]]:
     """(train problems, test problems) of the embedded suite, as canonical problem records."""
-    return generate_split("train", n_train, seed), generate_split("test", n_test, seed)
+    return (generate_split("train", n_train, seed, unseen_wording),
+            generate_split("test", n_test, seed, unseen_wording))

@@ -14,6 +14,12 @@ step whenever the items due by then have arrived, on rows at most ``rl.max_stale
 its weights after every step; the critic trains on the growing buffer alongside and its scorers refresh every
 ``critic.refresh_steps`` critic steps. The rules are pure functions in :mod:`coderl_ray.online.schedule`.
 
+Every ``rl.algorithm`` runs here as in the staged loop: a work item holds whole problems, so each problem's group
+(its samples, and the greedy program for CodeRL) gets its advantages (:func:`coderl_ray.rl.returns.group_advantages`)
+the moment the item completes. A run that reads no critic (:func:`coderl_ray.registry.needs_critic`: GRPO, RLOO, CodeRL
+without critic, the CE-only control, with critic sampling off) starts no critic trainer and no scorers: items go from
+the sandbox straight to the buffer, and no ``critic_round_N`` folders are written.
+
 What is written, and how a killed run resumes: every finished item is a part of ``buffer/round_NNNN`` (written once),
 and at each round boundary (every ``rl.steps_per_round`` steps) the actor is checkpointed whole to
 ``models/actor_round_N`` (weights, optimizer, schedule, step; the critic likewise to ``models/critic_round_N``). A
@@ -35,7 +41,7 @@ from coderl_ray.config import PipelineConfig
 from coderl_ray.online.schedule import Window, critic_due, may_generate, may_step, sample_rows
 
 # Columns a trainer reads from a stored row (the rest stays in the buffer).
-RL_COLUMNS = ["sample_id", "policy_version", "prompt_ids", "token_ids", "outcome", "relative_return",
+RL_COLUMNS = ["sample_id", "policy_version", "prompt_ids", "token_ids", "outcome", "relative_return", "advantage",
               "critic_logits", "old_logprobs"]
 CRITIC_COLUMNS = ["prompt_ids", "token_ids", "outcome"]
 
@@ -59,27 +65,42 @@ def make_plan(cfg: PipelineConfig, train: list[dict[str, Any]], gt_rows: int) ->
     """The staged loop's problems and step counts: round ``r`` samples ``round_problems(..., r)`` in batches of
     ``rollout.batch_size_per_worker``; the RL trainer takes ``rl.rounds x rl.steps_per_round`` steps; the critic as
     many as the staged critic would over its rounds (``critic.epochs`` passes over rounds 1..r plus the ground truth,
-    per round)."""
+    per round; none when nothing reads the critic, :func:`coderl_ray.registry.needs_critic`)."""
+    from coderl_ray.registry import needs_critic
+    from coderl_ray.rl.returns import group_shape
     from coderl_ray.roles.flows import problem_batches
     from coderl_ray.stages import _steps, round_problems
 
     items, critic_steps, ends = [], 0, []
-    per_problem = cfg.rollout.num_samples + 1  # samples and the greedy baseline
-    stored = 0
+    # Samples per problem, and the greedy baseline (CodeRL) or one more sample in its place (GRPO, RLOO).
+    num_samples, greedy = group_shape(cfg.rl.algorithm, cfg.rollout.num_samples)
+    with_critic = needs_critic(cfg)
+    stored = stored_samples = 0
     for r in range(1, cfg.rl.rounds + 1):
-        problems = round_problems(train, cfg.rollout.problems_per_round, cfg.seed, r)
+        problems = round_problems(train, cfg.rollout.problems_per_round, cfg.seed, r, cfg.rl.tracked_problems)
         for b, batch in enumerate(problem_batches(problems, cfg.rollout.batch_size_per_worker)):
             items.append({"round": r, "batch": b, "problems": batch})
-        stored += len(problems) * per_problem
-        critic_rows = (stored if cfg.critic.include_greedy else stored * cfg.rollout.num_samples // per_problem) + \
-            (gt_rows if cfg.critic.include_ground_truth else 0)
-        critic_steps += _steps(cfg.critic.epochs, critic_rows, cfg.critic.batch_size)
+        stored += len(problems) * (num_samples + int(greedy))
+        stored_samples += len(problems) * num_samples
+        if with_critic:
+            critic_rows = (stored if cfg.critic.include_greedy else stored_samples) + \
+                (gt_rows if cfg.critic.include_ground_truth else 0)
+            critic_steps += _steps(cfg.critic.epochs, critic_rows, cfg.critic.batch_size)
         ends.append(critic_steps)
     return OnlinePlan(cfg.rl.rounds, items, cfg.rl.rounds * cfg.rl.steps_per_round, critic_steps, ends)
 
 
 def trains_on(row: dict[str, Any]) -> bool:
-    """The rows an RL step learns from: sampled (not greedy) programs whose return differs from the baseline's."""
+    """The rows an RL step learns from: sampled programs with a nonzero advantage (``rl.algorithm``; a greedy program
+    has none). A row stored before advantages existed has CodeRL's relative return, the same number under coderl.
+
+    >>> trains_on({"is_greedy": False, "advantage": -0.65}), trains_on({"is_greedy": False, "advantage": 0.0})
+    (True, False)
+    >>> trains_on({"is_greedy": True, "advantage": None}), trains_on({"is_greedy": False, "relative_return": 1.3})
+    (False, True)
+    """
+    if "advantage" in row:
+        return row["advantage"] is not None and row["advantage"] != 0.0
     return not row["is_greedy"] and row.get("relative_return") is not None and row["relative_return"] != 0.0
 
 
@@ -95,7 +116,11 @@ class OnlineLoop:
         self.gt_rows = gt.select(["prompt_ids", "token_ids", "outcome"]).to_pylist()
         self.plan = make_plan(cfg, train, len(self.gt_rows))
         self.window = Window(cfg.rl.max_staleness, seed=cfg.seed)
-        self.critic_pool: list[dict[str, Any]] = list(self.gt_rows) if cfg.critic.include_ground_truth else []
+        from coderl_ray.registry import needs_critic
+
+        self.with_critic = needs_critic(cfg)
+        self.critic_pool: list[dict[str, Any]] = \
+            list(self.gt_rows) if self.with_critic and cfg.critic.include_ground_truth else []
         self.arrived: set[int] = set()
         self.actor_version = 0  # RL steps applied
         self.critic_version = 0  # critic steps applied
@@ -107,7 +132,7 @@ class OnlineLoop:
     # --- set-up ----------------------------------------------------------------------------------------------------
 
     def _loops(self):
-        """The two trainers' LoopConfigs (one schedule each over the whole run)."""
+        """The two trainers' LoopConfigs (one schedule each over the whole run); the critic's None without one."""
         from coderl_ray.stages import _named, rl_logprob_temperature
         from coderl_ray.train.loop import LoopConfig, train_options
 
@@ -118,6 +143,8 @@ class OnlineLoop:
                            use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce,
                            alternation=cfg.rl.alternation, seed=cfg.seed, rl_temperature=rl_logprob_temperature(cfg),
                            rl_clip=cfg.rl.clip_ratio, warmup_ratio=0.0, report_every=10, **train_options(cfg.train))
+        if not self.with_critic:
+            return _named(actor, self.storage, "rl_online"), None
         backbone = self.models / "actor_sft" if cfg.critic.backbone == "actor" else Path(cfg.critic.backbone)
         critic = LoopConfig(objective="critic", init_path=str(backbone), new_critic=True,
                             steps=max(1, self.plan.critic_steps), batch_size=cfg.critic.batch_size, lr=cfg.critic.lr,
@@ -128,41 +155,48 @@ class OnlineLoop:
         return _named(actor, self.storage, "rl_online"), _named(critic, self.storage, "critic_online")
 
     def _start_trainers(self) -> tuple[int, int]:
-        """Load (or restore) both trainers; returns the steps each has already taken."""
+        """Load (or restore) both trainers (the actor's alone when the run reads no critic); returns the steps each
+        has already taken."""
         import ray
 
         actor_loop, critic_loop = self._loops()
-        actor_t, critic_t = self.roles.trainer("actor"), self.roles.trainer("critic")
+        actor_t = self.roles.trainer("actor")
+        critic_t = self.roles.trainer("critic") if self.with_critic else None
         ce = ray.put(self.gt_rows)
         actor_begin = {"op": "begin", "slot": "actor", "loop": asdict(actor_loop), "ce_rows": ce}
-        critic_begin = {"op": "begin", "slot": "critic", "loop": asdict(critic_loop)}
+        critic_begin = {"op": "begin", "slot": "critic", "loop": asdict(critic_loop)} if self.with_critic else None
         from coderl_ray.roles.trainer import ONLINE_STATE
 
         done_rounds = [r for r in range(1, self.plan.rounds + 1)
                        if (self.models / f"actor_round_{r}" / ONLINE_STATE).is_file()
-                       and (self.models / f"critic_round_{r}" / ONLINE_STATE).is_file()]
+                       and (not self.with_critic or (self.models / f"critic_round_{r}" / ONLINE_STATE).is_file())]
         self.critic_init = self.models / "critic_online_init"
+        c = 0
         if done_rounds:
             r = done_rounds[-1]
             actor_load = {"op": "load", "slot": "actor", "loop": asdict(replace(actor_loop, init_path=str(
                 self.models / f"actor_round_{r}")))}
-            critic_load = {"op": "load", "slot": "critic", "loop": asdict(replace(
-                critic_loop, init_path=str(self.models / f"critic_round_{r}"), new_critic=False))}
             a = actor_t.run({"op": "resume", "slot": "actor", "path": str(self.models / f"actor_round_{r}"),
                              "load": actor_load, "begin": actor_begin})["step"]
-            c = critic_t.run({"op": "resume", "slot": "critic", "path": str(self.models / f"critic_round_{r}"),
-                              "load": critic_load, "begin": critic_begin})["step"]
+            if self.with_critic:
+                critic_load = {"op": "load", "slot": "critic", "loop": asdict(replace(
+                    critic_loop, init_path=str(self.models / f"critic_round_{r}"), new_critic=False))}
+                c = critic_t.run({"op": "resume", "slot": "critic", "path": str(self.models / f"critic_round_{r}"),
+                                  "load": critic_load, "begin": critic_begin})["step"]
             print(f"    online: resuming after round {r} (actor step {a}, critic step {c})", flush=True)
         else:
             self.roles.ensure_slot("actor", "actor", actor_loop, actor_loop.init_path)
             actor_t.run(actor_begin)
-            critic_t.run({"op": "load", "slot": "critic", "loop": asdict(critic_loop)})
-            critic_t.run(critic_begin)
-            a = c = 0
+            if self.with_critic:
+                critic_t.run({"op": "load", "slot": "critic", "loop": asdict(critic_loop)})
+                critic_t.run(critic_begin)
+            a = 0
         self.roles.slots.pop(("actor", "actor"), None)  # the slot now follows the online run, not a folder
-        # The scorers build the critic from a folder when they do not hold it yet (first call, or after a restart).
-        critic_t.run({"op": "save", "slot": "critic", "path": str(self.critic_init)})
-        critic_t.run({"op": "publish", "slot": "critic", "name": "critic", "version": c})
+        if self.with_critic:
+            # The scorers build the critic from a folder when they do not hold it yet (first call, or after a
+            # restart).
+            critic_t.run({"op": "save", "slot": "critic", "path": str(self.critic_init)})
+            critic_t.run({"op": "publish", "slot": "critic", "name": "critic", "version": c})
         actor_t.run({"op": "publish", "slot": "actor", "name": "actor", "version": a})
         self.critic_published = c
         return a, c
@@ -178,15 +212,15 @@ class OnlineLoop:
         from coderl_ray.rl.replay_buffer import returns_by_problem, round_dir
         from coderl_ray.roles.pool import Hop, Item, Stream
         from coderl_ray.roles.workers import ModelRef
-        from coderl_ray.rollout.stage import prompt_rows, sampling_params
-        from coderl_ray.stages import rl_logprob_temperature
+        from coderl_ray.rollout.stage import prompt_rows
+        from coderl_ray.stages import rl_logprob_temperature, round_params
 
         cfg, plan = self.cfg, self.plan
         started = time.perf_counter()
         self.busy0 = {name: pool.stats.busy_s for name, pool in self._pools()}
         self.actor_version, self.critic_version = self._start_trainers()
         startup_s = time.perf_counter() - started
-        params = sampling_params(cfg.rollout, cfg.model.max_source_tokens)
+        params = round_params(cfg)
         actor = ModelRef("actor", str(self.models / "actor_sft"), 0, 0)
         critic = ModelRef("critic", str(self.critic_init), self.critic_published, self.critic_published)
         limits = limits_from_config(cfg.sandbox)
@@ -194,7 +228,7 @@ class OnlineLoop:
         temperature = rl_logprob_temperature(cfg)
         keys = {i: (it["round"], it["batch"]) for i, it in enumerate(plan.items)}
         left = {r: sum(1 for it in plan.items if it["round"] == r) for r in range(1, plan.rounds + 1)}
-        n_items, per_problem = len(plan.items), params.num_samples + 1
+        n_items, per_problem = len(plan.items), params.num_samples + int(params.greedy_baseline)
         total_programs = sum(len(it["problems"]) for it in plan.items) * per_problem
         # Items a killed run stored already go back into the window and the critic's pool: a finished round's
         # folder whole, an unfinished one's parts.
@@ -219,7 +253,7 @@ class OnlineLoop:
 
         def sink(item: Item, table: pa.Table) -> None:
             r, b = keys[item.key]
-            table = returns_by_problem(table)
+            table = returns_by_problem(table, cfg.rl.algorithm)
             folders[r].write(b, table)
             self._arrive(item.key, table)
             left[r] -= 1
@@ -229,17 +263,20 @@ class OnlineLoop:
             for hook in HOOKS:
                 hook("item", {"item": item.key, "stored": len(self.arrived), "roles": self.roles})
 
-        stream = Stream([
+        hops = [
             Hop(self.roles.generators, "generate",
                 lambda item: (actor.at(item.meta["version"]), params, item.meta["round"], cfg.seed, temperature,
                               item.meta["version"])),
             Hop(self.roles.executors, "execute", lambda item: (problem_set, problem_ref, limits),
                 rows=cfg.sandbox.batch_size),
-            Hop(self.roles.scorers, "score", lambda item: (critic.at(self.critic_published),),
-                rows=cfg.rollout.score_batch_size),
-        ], sink)
+        ]
+        if self.with_critic:
+            hops.append(Hop(self.roles.scorers, "score", lambda item: (critic.at(self.critic_published),),
+                            rows=cfg.rollout.score_batch_size))
+        stream = Stream(hops, sink)
         pending = [i for i in range(n_items) if i not in self.arrived]
-        actor_t, critic_t = self.roles.trainer("actor"), self.roles.trainer("critic")
+        actor_t = self.roles.trainer("actor")
+        critic_t = self.roles.trainer("critic") if self.with_critic else None
         rl_ref = critic_ref = None
         checkpoints: list[tuple[Any, int]] = []  # (trainer, seq) of checkpoint commands to wait for at the end
         k = cfg.rl.max_staleness
@@ -284,7 +321,7 @@ class OnlineLoop:
         for trainer, seq in checkpoints:
             trainer.wait(seq)
         # Rounds the critic ended early or late (its step count is the staged critic's) still get a critic folder.
-        for r in range(1, plan.rounds + 1):
+        for r in range(1, plan.rounds + 1 if self.with_critic else 1):
             if not (self.models / f"critic_round_{r}").is_dir():
                 critic_t.run({"op": "save", "slot": "critic", "path": str(self.models / f"critic_round_{r}")})
         wall = time.perf_counter() - started
@@ -293,6 +330,9 @@ class OnlineLoop:
     def _arrive(self, index: int, table: pa.Table, stored: bool = False) -> None:
         rows = table.to_pylist()
         self.window.add([{k: r.get(k) for k in RL_COLUMNS} for r in rows if trains_on(r)])
+        if not self.with_critic:
+            self.arrived.add(index)
+            return
         critic_rows = [r for r in rows if r["outcome"] != "infra_error" and (self.cfg.critic.include_greedy or
                                                                            not r["is_greedy"])]
         self.critic_pool.extend({k: r[k] for k in CRITIC_COLUMNS} for r in critic_rows)
@@ -342,8 +382,9 @@ class OnlineLoop:
             self.critic_published = self.critic_version
 
     def _pools(self):
-        return (("generator", self.roles.generators), ("sandbox", self.roles.executors),
-                ("scorer", self.roles.scorers))
+        # Reading a pool starts it: the scorers only when the run reads a critic.
+        pools = [("generator", self.roles.generators), ("sandbox", self.roles.executors)]
+        return tuple(pools + ([("scorer", self.roles.scorers)] if self.with_critic else []))
 
     def _summary(self, wall: float, startup_s: float, programs: int) -> dict[str, Any]:
         rows = self.stats["rl_rows_per_step"]

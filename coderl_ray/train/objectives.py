@@ -16,7 +16,7 @@ import torch
 
 from coderl_ray.models.batching import cross_entropy, program_batch, token_logprobs, unwrap
 from coderl_ray.records import critic_class
-from coderl_ray.rl.returns import clipped_rl_loss, rl_loss, sequence_returns, token_returns
+from coderl_ray.rl.returns import clipped_rl_loss, rl_loss, row_advantage, sequence_returns, token_returns
 
 
 def _tokens(rows: list[dict[str, Any]]) -> int:
@@ -34,14 +34,16 @@ def sft_loss(model, rows: list[dict[str, Any]], pad_id: int, device="cpu",
 def rl_objective(model, rows: list[dict[str, Any]], pad_id: int, n_classes: int, use_critic: bool,
                  device="cpu", pad_to_multiple_of: int = 1, temperature: float = 1.0,
                  clip: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """-mean_t(q_t log p(w_t)) on sampled programs, q_t from the stored critic logits (or the sequence return).
+    """-mean_t(q_t log p(w_t)) on sampled programs: q_t = the program's advantage (``rl.algorithm``: CodeRL's
+    relative return, GRPO's or RLOO's group-relative one, :func:`coderl_ray.rl.returns.group_advantages`), weighted
+    per token by the stored critic logits when ``use_critic``, else the same on every token.
 
     ``temperature`` is the one the programs were sampled at: log p is taken under that tempered policy. ``clip`` > 0
     bounds each token's move from its ``old_logprobs`` (see :func:`coderl_ray.rl.returns.clipped_rl_loss`).
     """
     batch = program_batch(rows, pad_id, device, pad_to_multiple_of)
     mask = batch["program_mask"].float()
-    ret = torch.tensor([float(r["relative_return"]) for r in rows], device=device)
+    ret = torch.tensor([row_advantage(r) for r in rows], device=device)
     if use_critic:
         t = mask.shape[1]
         # Filled on the host, then one copy to the device (not one small copy per row).
