@@ -18,7 +18,7 @@ import torch
 from coderl_ray.records import Outcome, critic_class, reward
 
 ALGORITHMS = ("coderl", "grpo", "rloo")
-GRPO_EPS = 1e-6  # added to the group's standard deviation (verl and TRL use the same order, 1e-6 and 1e-4)
+GRPO_EPS = 1e-6  # added to the group's standard deviation: a group whose rewards all agree divides 0 by it
 
 
 def add_relative_returns(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -49,7 +49,7 @@ def group_advantages(rows: Iterable[dict[str, Any]], algorithm: str = "coderl") 
 
     * ``coderl`` (CodeRL, Eq. 6): A_i = r_i - r(greedy); None without a greedy row.
     * ``grpo`` (Shao et al. 2024, DeepSeekMath Eq. 3 with outcome rewards): A_i = (r_i - mean(r)) / (std(r) + eps),
-      std with Bessel's correction (as verl and TRL compute it), eps = :data:`GRPO_EPS`; None when G < 2.
+      std with Bessel's correction (``torch.std``'s default), eps = :data:`GRPO_EPS`; None when G < 2.
     * ``rloo`` (Kool et al. 2019; Ahmadian et al. 2024): A_i = r_i - mean_{j != i} r_j
       = G / (G - 1) * (r_i - mean(r)); None when G < 2.
 
