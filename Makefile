@@ -26,20 +26,22 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/coderl-ray pipeline --config $(CONFIG) $(ARGS)
 
-# The suite runs in TEST_WORKERS pytest-xdist workers, whole files at a time (a file's module fixtures, e.g. the
-# 4-node cluster of tests/test_cluster_local.py, start once); each worker has its own session Ray. Its end-to-end
-# tests spend much of their time waiting on processes, so two workers on 2 cores finish in ~2/3 of the time of one
-# (docs/benchmarks.md, "Test suite"). TEST_WORKERS=0 runs it in one process.
-# Then a second pytest process: the tests' own Ray holds the dashboard agent's default port, which the README's
-# `ray start --head` needs, so the test that runs it verbatim goes in a process without one.
-TEST_WORKERS ?= 2
+# Three pytest processes. The suite's end-to-end tests spend much of their time waiting on the processes they start
+# (Ray nodes and workers, jobs, sandboxes), so SIDE_TESTS (the multi-node cluster, the `ray job submit` tests and the
+# two killed-and-resumed pipelines, about half the suite's time) run beside the rest, each process with a Ray of its
+# own; their output follows the rest's (docs/benchmarks.md, "Test suite"). Then the tests that need a machine where no
+# other Ray runs: a Ray holds the dashboard agent's default port, which the README's `ray start --head` needs.
+SIDE_TESTS := tests/test_cluster_local.py tests/test_job_submit.py tests/test_pipeline.py tests/test_online.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not own_process" $(ARGS)
+	@$(PY) -m pytest -q -p no:cacheprovider -m "not own_process" $(SIDE_TESTS) $(ARGS) > .pytest-side.log 2>&1 & \
+	side=$$!; $(PY) -m pytest -q -m "not own_process" $(addprefix --ignore=,$(SIDE_TESTS)) $(ARGS); rest=$$?; \
+	wait $$side; s=$$?; echo "=== $(SIDE_TESTS), run beside the above ==="; cat .pytest-side.log; \
+	[ $$rest -eq 0 ] && [ $$s -eq 0 ]
 	$(PY) -m pytest -q -m own_process $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not cluster" $(ARGS)
+	$(PY) -m pytest -q -m "not slow and not cluster" $(ARGS)
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache .pytest-side.log
