@@ -27,11 +27,12 @@ demo: $(STAMP)
 	$(VENV)/bin/coderl-ray pipeline --config $(CONFIG) $(ARGS)
 
 # Three pytest processes. The suite's end-to-end tests spend much of their time waiting on the processes they start
-# (Ray nodes and workers, jobs, sandboxes), so SIDE_TESTS (the multi-node cluster, the `ray job submit` tests and the
-# two killed-and-resumed pipelines, about half the suite's time) run beside the rest, each process with a Ray of its
-# own; their output follows the rest's (docs/benchmarks.md, "Test suite"). Then the tests that need a machine where no
-# other Ray runs: a Ray holds the dashboard agent's default port, which the README's `ray start --head` needs.
-SIDE_TESTS := tests/test_cluster_local.py tests/test_job_submit.py tests/test_pipeline.py tests/test_online.py
+# (Ray nodes and workers, jobs, sandboxes), so SIDE_TESTS (the multi-node cluster, the `ray job submit` tests, the
+# killed-and-resumed pipelines and three more: about half the suite's time) run beside the rest, each process with a
+# Ray of its own; their output follows the rest's (docs/benchmarks.md, "Test suite"). Then the tests that need a
+# machine where no other Ray runs: a Ray holds the dashboard agent's default port, which `ray start --head` needs.
+SIDE_TESTS := tests/test_cluster_local.py tests/test_job_submit.py tests/test_pipeline.py tests/test_online.py \
+              tests/test_algorithms_ray.py tests/test_console_output.py tests/test_inference_benchmark.py
 
 test: $(STAMP)
 	@$(PY) -m pytest -q -p no:cacheprovider -m "not own_process" $(SIDE_TESTS) $(ARGS) > .pytest-side.log 2>&1 & \
