@@ -2,6 +2,7 @@
 
     python benchmarks/online_loop.py --seeds 0 1 2                  # configs/tiny.yaml, both loops per seed
     python benchmarks/online_loop.py --seeds 0 --config tests/configs/micro.yaml rl.rounds=2   # a quick look
+    python benchmarks/online_loop.py --seeds 0 1 2 --online-overrides train.torch_threads=1   # online arm only
 
 For every seed the staged arm runs the pipeline through its rounds (``rl.loop=staged``); the online arm starts from
 the staged arm's finished SFT stages (copied with their records, as benchmarks/rl_gain.py does) and runs the same
@@ -57,11 +58,13 @@ def arm_numbers(state: dict, cfg, loop: str) -> dict:
 
 
 def run_arm(args, seed: int, loop: str) -> dict:
-    out = args.out / f"{loop}-seed{seed}"
+    # The online arm's own overrides name its folder, so that a staged arm's finished run serves several of them.
+    own = args.online_overrides if loop == "online" else []
+    out = args.out / "-".join([loop, *own, f"seed{seed}"])
     if loop == "online":
         share_sft(args.out / f"staged-seed{seed}", out)
     overrides = [f"seed={seed}", f"data.suite_seed={seed}", f"output_dir={out}", "ray_address=local",
-                 f"rl.loop={loop}", "cs.enabled=false", "repair.enabled=false", *args.overrides]
+                 f"rl.loop={loop}", "cs.enabled=false", "repair.enabled=false", *args.overrides, *own]
     cfg = load_config(args.config, overrides)
     run_pipeline(cfg)
     return {"seed": seed, **arm_numbers(json.loads((out / "state.json").read_text()), cfg, loop)}
@@ -92,6 +95,9 @@ def main() -> int:
     parser.add_argument("--config", default="configs/tiny.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("outputs/online_loop"))
+    parser.add_argument("--online-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for the online arm only (e.g. train.torch_threads=1: where the roles "
+                             "share cores, one thread per trainer); a finished staged arm is reused")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for both arms")
     args = parser.parse_args()
     rows = []
