@@ -290,15 +290,13 @@ def train_rl(cfg: PipelineConfig, scored_dir: Path, gt_dir: Path, actor_in: Path
     # A row with no advantage (a greedy program, a group too small) or a zero one has no gradient to give. A folder
     # written before advantages existed has CodeRL's relative return, which is the same number under rl.algorithm
     # coderl.
+    # The rule is the online loop's (one definition): trains_on.
+    from coderl_ray.online.loop import trains_on
+
     columns = pq.read_schema(next(iter(sorted(Path(scored_dir).glob("*.parquet"))))).names
-    if "advantage" in columns:
-        keep = lambda r: r["advantage"] is not None and r["advantage"] != 0.0  # noqa: E731
-        table = pq.read_table(scored_dir, columns=["advantage"]).to_pylist()
-    else:
-        keep = lambda r: not r["is_greedy"] and r["relative_return"] is not None and r["relative_return"] != 0.0  # noqa: E731
-        table = pq.read_table(scored_dir, columns=["is_greedy", "relative_return"]).to_pylist()
-    n = sum(map(keep, table))
-    rl = read_parquet(str(scored_dir)).filter(keep)
+    rule = ["advantage"] if "advantage" in columns else ["is_greedy", "relative_return"]
+    n = sum(map(trains_on, pq.read_table(scored_dir, columns=rule).to_pylist()))
+    rl = read_parquet(str(scored_dir)).filter(trains_on)
     if cfg.rl.clip_ratio > 0 and not cfg.rl.ce_only and "old_logprobs" not in columns:
         from coderl_ray.rl.scoring import add_old_logprobs
 
