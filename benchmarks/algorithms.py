@@ -96,17 +96,28 @@ def arm_row(state: dict, seed: int, arm: str, rounds: int) -> dict:
     return row
 
 
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with ``new`` added, a new row replacing the old row of its (arm, seed): a later run of more arms or
+    seeds into the same ``--out`` adds to its table instead of replacing it. Arms keep their table order."""
+    rows = {(r["arm"], r["seed"]): r for r in old}
+    rows.update({(r["arm"], r["seed"]): r for r in new})
+    order = ["sft", *ARMS]
+    return sorted(rows.values(), key=lambda r: (order.index(r["arm"]), r["seed"]))
+
+
 def run(args) -> list[dict]:
-    rows = []
+    path = args.out / "algorithms.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
     for seed in args.seeds:
         sft_dir = args.out / f"sft-seed{seed}"
         _, state = run_seed_arm(args.config, sft_dir, seed, [*COMMON, "rl.rounds=0", *args.overrides])
-        rows.append(arm_row(state, seed, "sft", 0))
+        mine = [arm_row(state, seed, "sft", 0)]
         for arm in args.arms:
             cfg, state = run_seed_arm(args.config, args.out / f"{arm}-seed{seed}", seed,
                                       [*COMMON, *ARMS[arm][1], *args.overrides], sft_from=sft_dir)
-            rows.append(arm_row(state, seed, arm, cfg.rl.rounds))
-        (args.out / "algorithms.json").write_text(json.dumps(rows, indent=2))  # after every seed: partial results
+            mine.append(arm_row(state, seed, arm, cfg.rl.rounds))
+        rows = merge_rows(rows, mine)
+        path.write_text(json.dumps(rows, indent=2))  # after every seed: partial results
     return rows
 
 

@@ -135,6 +135,16 @@ def test_the_benchmark_table_pairs_each_arm_with_the_control_of_its_seed():
     assert one["goal_tracked"] is None and "n/a (one seed)" in algorithms.format_table(rows[::2])
 
 
+def test_a_later_run_adds_its_arms_to_the_table_and_replaces_only_its_own_rows():
+    from benchmarks import algorithms
+
+    old = [{"arm": "sft", "seed": 0, "v": 1}, {"arm": "control", "seed": 0, "v": 1}, {"arm": "grpo", "seed": 0, "v": 1}]
+    new = [{"arm": "sft", "seed": 0, "v": 2}, {"arm": "coderl", "seed": 0, "v": 2}, {"arm": "sft", "seed": 1, "v": 2}]
+    merged = algorithms.merge_rows(old, new)
+    # Table order (SFT, then the arms as ARMS lists them), seeds within an arm; the rerun's rows win.
+    assert [(r["arm"], r["seed"], r["v"]) for r in merged] == [
+        ("sft", 0, 2), ("sft", 1, 2), ("control", 0, 1), ("coderl", 0, 2), ("grpo", 0, 1)]
+
 def test_the_plan_has_no_critic_estimates_for_a_run_without_a_critic():
     from coderl_ray.plan import make_plan
 
