@@ -61,6 +61,7 @@ COMMON = [*SETTINGS, "cs.enabled=false", "repair.enabled=false"]
 # Columns of the table: (key, header); pass rates in percent.
 METRICS = [("test_pass@1", "test pass@1"), ("test_pass@5", "test pass@5"),
            ("tracked_tests_only", "tests-only train pass@1"), ("tracked", "own train problems pass@1"),
+           ("tracked_unseen_wording", "tests-only train unseen-wording pass@1"),
            ("unseen_wording", "test unseen-wording pass@1")]
 
 
