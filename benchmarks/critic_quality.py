@@ -224,8 +224,10 @@ def main() -> int:
     train_problems = read_problems(run / "data" / "train.jsonl")
 
     def scored_rows(critic_ref, programs: Path, roles, columns=None) -> list[dict]:
-        return score_rows(roles, pq.read_table(programs, columns=columns), critic_ref,
-                          base.rollout.score_batch_size).to_pylist()
+        table = pq.read_table(programs, columns=columns)
+        # An online run's buffer holds the run's own critic's scores: replaced by this critic's.
+        table = table.drop_columns([c for c in table.column_names if c.startswith("critic_")])
+        return score_rows(roles, table, critic_ref, base.rollout.score_batch_size).to_pylist()
 
     rows, wall0 = [], None
     with Roles(base, work / "ray_train") as roles:
