@@ -287,6 +287,26 @@ class CriticConfig:
     # 2 = a binary critic (not passed / passed, as the paper used at inference) that the pipeline trains after the
     # last round (stage critic_binary) on every round's buffer, from the last critic's backbone with a new head.
     inference_classes: Literal[2, 4] = 4
+    # The head also reads each program token's log-probability under the backbone's LM head and its gap to the most
+    # likely token's (models/critic.py: token_surprise): how unexpected a constant is given the statement. false =
+    # the decoder states alone (the paper). Stored with the critic.
+    read_logprobs: bool = False
+    # Train the backbone with the head (the paper); false = the head alone, the backbone (and so the log-probabilities
+    # the head reads) stays the model it was started from, e.g. the SFT actor.
+    train_backbone: bool = True
+    # Weight of a ranking term added to the cross-entropy: the logistic loss on the log-odds of "passed" over every
+    # (passing, failing) pair of programs of one problem in a batch (models/critic.py: pairwise_rank_loss). Batches
+    # then hold several programs of a problem (the data is ordered by problem). 0 = cross-entropy alone (the paper).
+    rank_weight: float = 0.0
+    # Hard negatives: this many mutants of every reference program (one integer literal or operator changed,
+    # rl/hard_negatives.py), executed in the sandbox for their labels (a mutant may still pass) by the stage
+    # critic_mutants before round 1, join the critic's data every round. 0 = none (the paper).
+    mutants_per_program: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rank_weight < 0 or self.mutants_per_program < 0:
+            raise ConfigError(f"critic.rank_weight ({self.rank_weight}) and critic.mutants_per_program "
+                              f"({self.mutants_per_program}) must be >= 0")
 
 
 @dataclass
@@ -496,8 +516,22 @@ class PipelineConfig:
             if self.critic.data != "all":
                 raise ConfigError("critic.data=mixed_problems needs rl.loop=staged: the online critic trains on the "
                                   "buffer as it grows, before a problem's programs are all known")
+            # The online critic takes one batch of freshly executed programs per step (online/loop.py), not a
+            # dataset ordered by problem, and no stage writes mutants before it starts.
+            if self.critic.rank_weight > 0:
+                raise ConfigError(f"critic.rank_weight={self.critic.rank_weight} needs rl.loop=staged: the online "
+                                  "critic trains on programs in the order they arrive, not in batches grouped by "
+                                  "problem; set critic.rank_weight=0 or rl.loop=staged")
+            if self.critic.mutants_per_program > 0:
+                raise ConfigError(f"critic.mutants_per_program={self.critic.mutants_per_program} needs "
+                                  "rl.loop=staged: the online critic trains on the programs the rollout executes and "
+                                  "does not read the critic_mutants stage's programs; set "
+                                  "critic.mutants_per_program=0 or rl.loop=staged")
             if self.critic.refresh_steps < 1:
                 raise ConfigError("critic.refresh_steps must be >= 1")
+        if self.critic.rank_weight > 0 and self.train.bucket_batches > 1:
+            raise ConfigError("critic.rank_weight > 0 groups the critic's batches by problem, which "
+                              "train.bucket_batches (regrouping by length) would undo: set one of them to 0")
         # Both learn from the rounds' replay buffer: without a round there is nothing to train them on.
         if self.rl.rounds == 0 and self.repair.enabled:
             raise ConfigError("repair.enabled needs rl.rounds >= 1: the repair model learns from the failed and "

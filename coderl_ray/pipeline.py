@@ -178,6 +178,9 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
 
     actor, critic = models / "actor_sft", None
     with_critic = needs_critic(cfg)
+    if with_critic and cfg.critic.mutants_per_program > 0 and cfg.rl.rounds > 0:
+        # Hard negatives for every round's critic (PipelineConfig rejects them with the online loop).
+        log.run("critic_mutants", lambda: stages.critic_mutants(cfg, train, gt, models / "actor_init", roles=roles))
     if cfg.rl.loop == "online":
         log.run("online", lambda: stages.online_rounds(cfg, train, out, roles=roles))
         steps = cfg.rl.steps_per_round

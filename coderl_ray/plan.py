@@ -741,6 +741,12 @@ def plan_sft(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
                          trainer_pool(cfg, "actor"), "sft.batch_size")]
 
 
+def plan_critic_mutants(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    """No model: the driver writes mutants of the reference programs, the sandbox executors run them."""
+    return [_driver_stage("critic_mutants", f"{cfg.critic.mutants_per_program} mutants of every reference program, "
+                                            "run by the sandbox executors (no model)")]
+
+
 def plan_rollout(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     """Sampling, and with a trust region the behaviour log-probabilities the generators record meanwhile (the RL
     stage reads them: no old-log-probability pass of its own in a pipeline)."""

@@ -5,7 +5,8 @@ Each :class:`StageSpec` names
 
 * ``functions``: what runs it, by name in :mod:`coderl_ray.stages` (the first is the stage's entry point);
 * ``runs``: whether the pipeline runs it for a config (``rl.rounds``, ``critic.inference_classes``, ``repair.enabled``,
-  ``cs.enabled``, and for the rounds' critic whether anything reads it: :func:`needs_critic`);
+  ``cs.enabled``, ``critic.mutants_per_program``, and for the rounds' critic whether anything reads it:
+  :func:`needs_critic`);
 * ``resources``: the run's roles it uses, as :class:`Pool` s (workers x CPUs / GPUs / custom resources per worker,
   the model each worker holds, and which run at the same time), computed from the config, in the order it starts
   them; the helpers (:func:`generator_pool`, :func:`sandbox_pool`, :func:`scorer_pool`, :func:`train_workers`) are
@@ -169,6 +170,10 @@ def _rounds_critic(cfg: PipelineConfig) -> bool:
     return _rounds(cfg) and needs_critic(cfg)
 
 
+def _critic_mutants(cfg: PipelineConfig) -> bool:
+    return _rounds_critic(cfg) and cfg.critic.mutants_per_program > 0
+
+
 def _online(cfg: PipelineConfig) -> bool:
     return cfg.rl.rounds > 0 and cfg.rl.loop == "online"
 
@@ -210,6 +215,10 @@ STAGES: tuple[StageSpec, ...] = (
               "coderl-ray evaluate --results R.jsonl", ("eval/<phase>",)),
     StageSpec("sft", ("train_sft",), _always, lambda cfg: [trainer_pool(cfg, "actor")], "plan_sft",
               ("train-actor",), ("jobs/train_actor.py",), "coderl-ray train-actor --mode sft --out DIR"),
+    StageSpec("critic_mutants", ("critic_mutants",), _critic_mutants, lambda cfg: [sandbox_pool(cfg)],
+              "plan_critic_mutants", ("train-critic",), ("jobs/train_critic.py",),
+              "coderl-ray train-critic --problems TRAIN.jsonl ... (critic.mutants_per_program > 0: writes the "
+              "mutants next to --ground-truth first)"),
     StageSpec("rollout", ("rollout_round",), _rounds, lambda cfg: [generator_pool(cfg), sandbox_pool(cfg)],
               "plan_rollout", ("generate",), ("jobs/generate.py",),
               "coderl-ray generate --actor A --buffer B --round R", ("round_<r>/rollout",)),

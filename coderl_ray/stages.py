@@ -170,29 +170,116 @@ def mixed_problems(rows) -> set[str]:
     return {pid for pid, kinds in seen.items() if len(kinds) == 2}
 
 
+def critic_mutants_dir(gt_dir: Path, per_program: int) -> Path:
+    """Where :func:`critic_mutants` writes ``per_program`` mutants of each reference: ``data/critic_mutants_<n>``
+    next to ``data/ground_truth`` (named by the count, so a run with another count never reads stale ones)."""
+    return Path(gt_dir).parent / f"critic_mutants_{per_program}"
+
+
+def critic_mutants(cfg: PipelineConfig, train: list[dict[str, Any]], gt_dir: Path, tokenizer_dir: Path, *,
+                   roles: Roles | None = None) -> dict:
+    """Hard negatives for the critic (``critic.mutants_per_program``): mutants of every reference program, one
+    integer literal or operator changed (:mod:`coderl_ray.rl.hard_negatives`), run on their problem's tests by the
+    sandbox executors for their labels and written, tokenised like the ground truth, to
+    :func:`critic_mutants_dir` (``tokenizer_dir``: an actor folder). Rows whose execution failed for infrastructure
+    reasons are dropped (no label)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from coderl_ray.data.reindent import reindent
+    from coderl_ray.execution.stage import limits_from_config
+    from coderl_ray.models.batching import encode_program
+    from coderl_ray.models.tokenizer import load_tokenizer
+    from coderl_ray.records import Outcome
+    from coderl_ray.rl.hard_negatives import mutant_samples
+    from coderl_ray.roles.pool import Hop, Item, Stream
+
+    prompts = {r["problem_id"]: r["prompt_ids"]
+               for r in pq.read_table(gt_dir, columns=["problem_id", "prompt_ids"]).to_pylist()}
+    # The programs as the ground truth holds them (data.reindent), so a mutant differs from its reference by one
+    # token of what the critic reads.
+    sources = [{"problem_id": p["problem_id"], "sample_id": f"{p['problem_id']}#gt{k}",
+                "code": reindent(code, cfg.data.reindent)}
+               for p in train if p["problem_id"] in prompts for k, code in enumerate(p.get("solutions") or [])]
+    samples = mutant_samples(sources, cfg.critic.mutants_per_program, cfg.seed)
+    if not samples:
+        raise ValueError(f"critic.mutants_per_program={cfg.critic.mutants_per_program}: none of the "
+                         f"{len(sources)} reference programs has an integer literal or operator to mutate")
+    table = pa.Table.from_pylist(samples)
+    size = cfg.sandbox.batch_size
+    done: dict[int, pa.Table] = {}
+    limits = limits_from_config(cfg.sandbox)
+    with roles_for(cfg, roles, _storage(cfg)) as r:
+        problem_set, problem_ref = r.problems([p for p in train if p["problem_id"] in prompts])
+        Stream([Hop(r.executors, "execute", lambda item: (problem_set, problem_ref, limits))],
+               lambda item, t: done.__setitem__(item.key, t)).run(
+            [Item(i, table.slice(s, size)) for i, s in enumerate(range(0, table.num_rows, size))])
+    executed = pa.concat_tables([done[k] for k in sorted(done)]).to_pylist()
+    tokenizer = load_tokenizer(tokenizer_dir)
+    rows = [{"problem_id": e["problem_id"], "sample_id": e["sample_id"], "prompt_ids": prompts[e["problem_id"]],
+             "token_ids": encode_program(tokenizer, e["code"], cfg.model.max_target_tokens), "outcome": e["outcome"]}
+            for e in executed if Outcome(e["outcome"]).is_label]
+    out = critic_mutants_dir(gt_dir, cfg.critic.mutants_per_program)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / "part-0.parquet")
+    return {"references": len(sources), "mutants": len(rows), "outcomes": dict(Counter(r["outcome"] for r in rows))}
+
+
 def critic_parts(cfg: PipelineConfig, buffer, gt_dir: Path) -> list:
     """The critic's training rows, as one dataset per source: the buffer's programs (the greedy baselines too
-    unless ``critic.include_greedy`` is off, as in the original) and, with ``critic.include_ground_truth``, the
-    reference programs as "passed"; with ``critic.data: mixed_problems``, of the problems whose programs both pass
-    and fail only."""
-    cols = ["prompt_ids", "token_ids", "outcome"]
+    unless ``critic.include_greedy`` is off, as in the original), with ``critic.include_ground_truth`` the reference
+    programs as "passed", with ``critic.mutants_per_program`` the executed mutants of :func:`critic_mutants`; with
+    ``critic.data: mixed_problems``, of the problems whose programs both pass and fail only."""
+    # The ranking term pairs the programs of one problem (and critic_order groups them by it).
+    cols = ["prompt_ids", "token_ids", "outcome"] + (["problem_id"] if cfg.critic.rank_weight > 0 else [])
     if not cfg.critic.include_greedy:
         buffer = buffer.filter(lambda r: not r["is_greedy"])
     ground_truth = read_parquet(str(gt_dir)) if cfg.critic.include_ground_truth else None
+    mutants = None
+    if cfg.critic.mutants_per_program > 0:
+        folder = critic_mutants_dir(gt_dir, cfg.critic.mutants_per_program)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"critic.mutants_per_program={cfg.critic.mutants_per_program} but {folder} does "
+                                    "not exist: the stage critic_mutants (stages.critic_mutants) writes it")
+        mutants = read_parquet(str(folder))
     if cfg.critic.data == "mixed_problems":
         keep = mixed_problems(buffer.select_columns(["problem_id", "outcome"]).take_all())
         if not keep:
             raise ValueError("critic.data=mixed_problems: no problem of the buffer has both a passing and a failing "
                              "program; use critic.data=all")
         buffer = buffer.filter(lambda r: r["problem_id"] in keep)
-        if ground_truth is not None:
-            ground_truth = ground_truth.filter(lambda r: r["problem_id"] in keep)
-    return [part.select_columns(cols) for part in (buffer, ground_truth) if part is not None]
+        ground_truth = ground_truth.filter(lambda r: r["problem_id"] in keep) if ground_truth is not None else None
+        mutants = mutants.filter(lambda r: r["problem_id"] in keep) if mutants is not None else None
+    return [part.select_columns(cols) for part in (buffer, ground_truth, mutants) if part is not None]
 
 
 def critic_dataset(cfg: PipelineConfig, buffer, gt_dir: Path):
     """:func:`critic_parts` as one dataset."""
     return _union(critic_parts(cfg, buffer, gt_dir))
+
+
+# Batches the critic's loop regroups at a time when it ranks (LoopConfig.group_batches): with the data ordered by
+# problem, 8 batches of 32 hold ~25 whole problems of ~10 rows, so each epoch pairs different problems in a batch.
+CRITIC_GROUP_BATCHES = 8
+
+
+def critic_order(cfg: PipelineConfig, ds):
+    """The critic's rows in training order: shuffled row by row; or, when it ranks (``critic.rank_weight`` > 0),
+    one problem's rows together, the problems in a seeded order (the loop then shuffles whole problems among
+    :data:`CRITIC_GROUP_BATCHES` batches, so a batch holds several programs of each of its problems)."""
+    if cfg.critic.rank_weight <= 0:
+        return ds.random_shuffle(seed=cfg.seed)
+    import hashlib
+
+    import pyarrow as pa
+
+    seed = cfg.seed
+
+    def key(batch: pa.Table) -> pa.Table:
+        keys = [hashlib.sha1(f"{seed}/{p}".encode()).hexdigest() for p in batch.column("problem_id").to_pylist()]
+        return batch.append_column("order_key", pa.array(keys, pa.string()))
+
+    return ds.map_batches(key, batch_format="pyarrow").sort("order_key").drop_columns(["order_key"])
 
 
 def _union(parts: list):
@@ -216,9 +303,11 @@ def train_critic(cfg: PipelineConfig, buffer_root: Path, rounds: list[int], gt_d
                       steps=_steps(cfg.critic.epochs, n, cfg.critic.batch_size), batch_size=cfg.critic.batch_size,
                       lr=cfg.critic.lr, n_classes=n_classes or cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
                       critic_pooling=cfg.critic.pooling, critic_pool_length=cfg.model.max_target_tokens,
-                      critic_scale_input=cfg.critic.scale_head_input,
+                      critic_scale_input=cfg.critic.scale_head_input, critic_read_logprobs=cfg.critic.read_logprobs,
+                      critic_train_backbone=cfg.critic.train_backbone, critic_rank_weight=cfg.critic.rank_weight,
+                      group_batches=CRITIC_GROUP_BATCHES if cfg.critic.rank_weight > 0 else 0,
                       seed=cfg.seed, report_every=25, **train_options(cfg.train))
-    done = _train(cfg, roles, "critic", slot, loop, {"train": ds.random_shuffle(seed=cfg.seed)}, critic_out,
+    done = _train(cfg, roles, "critic", slot, loop, {"train": critic_order(cfg, ds)}, critic_out,
                   storage, name, (slot, version) if version is not None else None)
     return {"steps": loop.steps, "rows": n, "train_s": done["train_s"]}
 

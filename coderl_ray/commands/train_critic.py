@@ -15,6 +15,14 @@
         --heldout outputs/tiny/eval/round_2/results --out outputs/tiny/models/critic_binary
 
 Reference programs join the data as "passed" when ``critic.include_ground_truth`` is set (the paper's recipe).
+With ``critic.mutants_per_program`` > 0 the command first writes the mutants of the training problems' reference
+programs (the pipeline's critic_mutants stage, run by the sandbox) next to the ground truth, unless they are there:
+
+    coderl-ray train-critic --config configs/tiny.yaml --buffer outputs/tiny/buffer --rounds 1 \\
+        --from-actor outputs/tiny/models/actor_sft --ground-truth outputs/tiny/data/ground_truth \\
+        --problems outputs/tiny/data/train.jsonl --out outputs/tiny/models/critic_round_1 \\
+        critic.mutants_per_program=4 critic.rank_weight=1
+
 Checkpoints and resuming work as for ``coderl-ray train-actor``.
 """
 
@@ -24,7 +32,7 @@ import argparse
 from pathlib import Path
 
 from coderl_ray.commands._stage import (
-    add_config_arguments, connect, ground_truth, load_stage_config, run_stage, training_run,
+    add_config_arguments, connect, ground_truth, load_stage_config, problems_for, run_stage, training_run,
 )
 from coderl_ray.commands.train_actor import add_training_arguments, storage_for
 
@@ -75,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     def train() -> dict:
         gt = ground_truth(args, cfg, init, storage)
+        m = cfg.critic.mutants_per_program
+        if m > 0 and not stages.critic_mutants_dir(gt, m).is_dir():
+            print(f"critic_mutants: {stages.critic_mutants(cfg, problems_for(args, cfg), gt, init)}", flush=True)
         if args.binary:
             training_run(storage, "critic_binary", args.fresh)
             info = stages.train_critic_binary(cfg, Path(args.buffer), args.rounds, gt, init, out, storage,

@@ -20,6 +20,7 @@ A critic folder holds the backbone's ``save_pretrained`` files plus ``critic_hea
 from __future__ import annotations
 
 import json
+import math  # noqa: F401  (the doctests use it)
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +59,24 @@ POOLINGS = ("tokens", "all_positions")
 
 class CodeCritic(nn.Module):
     def __init__(self, backbone: nn.Module, n_classes: int = 4, head_hidden: int = 128,
-                 input_scale: float | None = None, pooling: str = "tokens", pool_length: int = 0):
+                 input_scale: float | None = None, pooling: str = "tokens", pool_length: int = 0,
+                 read_logprobs: bool = False):
         """``input_scale``: the factor on the backbone's states before the head; None = :func:`head_input_scale`
         of the backbone (a critic loaded from a folder keeps the one it was trained with).
 
         ``pooling``: how token logits become the program's: "tokens" = max over the program's own tokens;
         "all_positions" = max over ``pool_length`` decoder positions, those after the program reading pad tokens (the
         original critic's targets were padded to 512 and pooled whole). Seq2seq backbones only, as in the original.
+
+        ``read_logprobs``: the head also reads, at each position, the program token's log-probability under the
+        backbone's own LM head and its gap to the most likely token's (:func:`token_surprise`): how unexpected the
+        token is given the problem. Not in the paper, whose head reads the states alone. A state at position t has
+        not read token t (it predicts it), and a backbone that has learnt to write programs knows which constant a
+        statement calls for: on the demo the SFT actor's log-likelihood of a program ranks one problem's programs at
+        within-problem AUC 0.63-0.70 on the rounds' buffers, and a head-only critic that reads it ranks them about as
+        well, where the same critic on states alone stays at chance (docs/benchmarks.md, "A critic that ranks
+        programs within a problem").
+        It costs the LM-head projection of every program position, as the actor's forward does.
         """
         super().__init__()
         if n_classes not in (2, 4):
@@ -85,10 +97,16 @@ class CodeCritic(nn.Module):
         self.input_scale = head_input_scale(backbone.config) if input_scale is None else float(input_scale)
         self.pooling = pooling
         self.pool_length = int(pool_length) if pooling == "all_positions" else 0
+        self.read_logprobs = bool(read_logprobs)
+        if read_logprobs and backbone.get_output_embeddings() is None:
+            raise ValueError(f"critic read_logprobs needs a backbone with an LM head; {type(backbone).__name__} has "
+                             "none")
         d_model = _hidden_size(backbone.config)
-        self.head = nn.Sequential(nn.Linear(d_model, head_hidden), nn.ReLU(), nn.Linear(head_hidden, n_classes))
-        # The LM head is never used by the critic. When it is a separate matrix (untied embeddings, e.g. Qwen2.5-7B),
-        # DDP would wait forever for its gradient, so it is frozen; a tied one is the input embedding and trains.
+        n_in = d_model + (SURPRISE_FEATURES if read_logprobs else 0)
+        self.head = nn.Sequential(nn.Linear(n_in, head_hidden), nn.ReLU(), nn.Linear(head_hidden, n_classes))
+        # The LM head is unused unless read_logprobs. When it is a separate matrix (untied embeddings, e.g.
+        # Qwen2.5-7B), DDP would wait forever for its gradient, so it is frozen (read_logprobs then reads the
+        # likelihood of the backbone as it was loaded); a tied one is the input embedding and trains.
         out, inp = backbone.get_output_embeddings(), backbone.get_input_embeddings()
         if out is not None and inp is not None and out.weight is not inp.weight:
             out.weight.requires_grad_(False)
@@ -131,7 +149,11 @@ class CodeCritic(nn.Module):
             program_ids = nn.functional.pad(program_ids, (0, pad), value=self.backbone.config.pad_token_id)
             program_mask = nn.functional.pad(program_mask, (0, pad), value=0)
         states = self.token_states(input_ids, attention_mask, program_ids, program_mask)
-        return self.head(states * self.input_scale if self.input_scale != 1.0 else states)
+        inputs = states * self.input_scale if self.input_scale != 1.0 else states
+        if self.read_logprobs:
+            lm_logits = self.backbone.get_output_embeddings()(states * head_input_scale(self.backbone.config))
+            inputs = torch.cat([inputs, token_surprise(lm_logits, program_ids).to(inputs.dtype)], dim=-1)
+        return self.head(inputs)
 
     def pool(self, token_logits: torch.Tensor, program_mask: torch.Tensor) -> torch.Tensor:
         """The program's logits from :meth:`forward`'s token logits: [B, T', C], [B, T] -> [B, C]."""
@@ -160,7 +182,24 @@ class CodeCritic(nn.Module):
         save_file(head_sd, str(folder / HEAD_WEIGHTS))
         (folder / HEAD_CONFIG).write_text(json.dumps({"n_classes": self.n_classes, "head_hidden": self.head_hidden,
                                                       "seq2seq": self.is_seq2seq, "input_scale": self.input_scale,
-                                                      "pooling": self.pooling, "pool_length": self.pool_length}))
+                                                      "pooling": self.pooling, "pool_length": self.pool_length,
+                                                      "read_logprobs": self.read_logprobs}))
+
+
+SURPRISE_FEATURES = 2
+
+
+def token_surprise(lm_logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Per position, how unexpected the program's token is: [log p(w_t), log p(w_t) - max_v log p(v)], from the
+    LM logits at the positions that predict each token. Shapes: [B, T, V], [B, T] -> [B, T, 2] (float32).
+
+    >>> lm = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
+    >>> (token_surprise(lm, torch.tensor([[0, 2]])) / math.log(2)).double().round(decimals=3).tolist()  # in bits
+    [[[-1.0, 0.0], [-3.322, -3.0]]]
+    """
+    logp = torch.log_softmax(lm_logits.float(), dim=-1)
+    chosen = logp.gather(-1, token_ids.unsqueeze(-1))
+    return torch.cat([chosen, chosen - logp.max(dim=-1, keepdim=True).values], dim=-1)
 
 
 def program_logits(token_logits: torch.Tensor, program_mask: torch.Tensor) -> torch.Tensor:
@@ -172,6 +211,35 @@ def program_logits(token_logits: torch.Tensor, program_mask: torch.Tensor) -> to
 def critic_loss(token_logits: torch.Tensor, program_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the max-pooled logits against the outcome class; labels [B] in 0..C-1."""
     return nn.functional.cross_entropy(program_logits(token_logits, program_mask).float(), labels)
+
+
+def pass_log_odds(program_logits: torch.Tensor) -> torch.Tensor:
+    """log P(passed) - log P(not passed) of pooled logits [B, C] -> [B]: the last class against the others, the
+    same order as the "passed" probability critic sampling ranks by (a monotone function of it)."""
+    logits = program_logits.float()
+    return logits[:, -1] - torch.logsumexp(logits[:, :-1], dim=-1)
+
+
+def pairwise_rank_loss(scores: torch.Tensor, passed: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean over the (passing i, failing j) pairs of one group (problem) of softplus(s_j - s_i) = -log sigmoid(s_i -
+    s_j): the logistic (RankNet) loss that asks each passing program to score above each failing program of its own
+    problem. Shapes: ``scores`` [B] float, ``passed`` [B] bool, ``groups`` [B] int; a 0-d tensor, 0 (with a gradient
+    of zeros) when no group of the batch holds both a passing and a failing program.
+
+    Not in the paper, whose critic learns from the per-program cross-entropy alone (:func:`critic_loss`): that loss
+    is lowered most by predicting each problem's pass rate from its statement, which ranks no two programs of one
+    problem; this term is zero for a critic that scores a problem's programs alike only if none of them differ.
+
+    >>> s = torch.tensor([2.0, 0.0, 1.0, 5.0]); ok = torch.tensor([True, False, False, True])
+    >>> round(float(pairwise_rank_loss(s, ok, torch.tensor([0, 0, 1, 1]))), 4)  # (softplus(-2) + softplus(-4)) / 2
+    0.0725
+    """
+    same = groups.unsqueeze(1) == groups.unsqueeze(0)
+    pairs = same & passed.unsqueeze(1) & ~passed.unsqueeze(0)  # [i, j]: i passes, j fails, same group
+    if not bool(pairs.any()):
+        return scores.sum() * 0.0
+    margins = scores.unsqueeze(1) - scores.unsqueeze(0)
+    return torch.nn.functional.softplus(-margins[pairs]).mean()
 
 
 @dataclass
@@ -218,7 +286,7 @@ def is_critic_folder(folder: str | Path) -> bool:
 
 def build_critic(backbone_path: str | Path, n_classes: int = 4, head_hidden: int = 128, seed: int = 0,
                  dtype=None, pooling: str = "tokens", pool_length: int = 0,
-                 input_scale: float | None = None) -> CodeCritic:
+                 input_scale: float | None = None, read_logprobs: bool = False) -> CodeCritic:
     """A new critic: the backbone's weights from ``backbone_path`` (an actor folder, a Hub id such as
     ``Salesforce/codet5-base``, or a local copy of one), and a freshly initialised head. ``dtype``: of backbone and
     head alike (None = fp32, whatever the backbone was stored in; see ``load_actor``)."""
@@ -226,7 +294,8 @@ def build_critic(backbone_path: str | Path, n_classes: int = 4, head_hidden: int
 
     torch.manual_seed(seed)
     critic = CodeCritic(load_actor(backbone_path, dtype=dtype), n_classes=n_classes, head_hidden=head_hidden,
-                        input_scale=input_scale, pooling=pooling, pool_length=pool_length)
+                        input_scale=input_scale, pooling=pooling, pool_length=pool_length,
+                        read_logprobs=read_logprobs)
     return _one_dtype(critic)
 
 
@@ -256,7 +325,7 @@ def load_critic(folder: str | Path, dtype=None) -> CodeCritic:
     # Critics saved before the scale was recorded (2026-12-02) were trained on unscaled states.
     critic = CodeCritic(load_actor(folder, dtype=dtype), n_classes=meta["n_classes"], head_hidden=meta["head_hidden"],
                         input_scale=meta.get("input_scale", 1.0), pooling=meta.get("pooling", "tokens"),
-                        pool_length=meta.get("pool_length", 0))
+                        pool_length=meta.get("pool_length", 0), read_logprobs=meta.get("read_logprobs", False))
     head = load_file(str(folder / HEAD_WEIGHTS))
     try:
         critic.head.load_state_dict(head)

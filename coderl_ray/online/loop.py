@@ -150,7 +150,9 @@ class OnlineLoop:
                             steps=max(1, self.plan.critic_steps), batch_size=cfg.critic.batch_size, lr=cfg.critic.lr,
                             n_classes=cfg.critic.n_classes, head_hidden=cfg.critic.head_hidden,
                             critic_pooling=cfg.critic.pooling, critic_pool_length=cfg.model.max_target_tokens,
-                            critic_scale_input=cfg.critic.scale_head_input, seed=cfg.seed, report_every=25,
+                            critic_scale_input=cfg.critic.scale_head_input,
+                            critic_read_logprobs=cfg.critic.read_logprobs,
+                            critic_train_backbone=cfg.critic.train_backbone, seed=cfg.seed, report_every=25,
                             **train_options(cfg.train))
         return _named(actor, self.storage, "rl_online"), _named(critic, self.storage, "critic_online")
 

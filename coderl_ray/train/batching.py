@@ -115,6 +115,48 @@ def bucket_by_length(batches: Iterable[list[Row]], pool: int, seed: int) -> Iter
         yield from flush()
 
 
+def group_by_key(batches: Iterable[list[Row]], pool: int, key: str, seed: int) -> Iterator[list[Row]]:
+    """Regroup every ``pool`` consecutive batches so that rows sharing ``key`` (a problem) sit side by side: the
+    pool's rows are grouped by ``key``, the groups (and the rows within each) put in a seeded order, concatenated
+    and cut back into batches of the original sizes. A loss that compares one problem's programs (the critic's
+    ranking term) needs them in one batch; a group larger than a batch, or cut at a batch boundary, spans two.
+
+    The stream must arrive with a group's rows close together (the critic's data is ordered by problem, not
+    shuffled row by row: :func:`coderl_ray.stages.critic_dataset`), so that ``pool`` batches hold whole groups.
+
+    >>> rows = [{"problem_id": p, "i": i} for i, p in enumerate("abab")]
+    >>> [[r["problem_id"] for r in b] for b in group_by_key([rows[:2], rows[2:]], 2, "problem_id", 0)]
+    [['a', 'a'], ['b', 'b']]
+    """
+    if pool < 1:
+        raise ValueError(f"group_by_key needs pool >= 1, got {pool}")
+    rng = random.Random(seed)
+    buffer: list[list[Row]] = []
+
+    def flush() -> Iterator[list[Row]]:
+        groups: dict[Any, list[Row]] = {}
+        for row in (r for b in buffer for r in b):
+            groups.setdefault(row[key], []).append(row)
+        order = list(groups.values())
+        rng.shuffle(order)
+        rows = []
+        for group in order:
+            rng.shuffle(group)
+            rows += group
+        start = 0
+        for b in buffer:
+            yield rows[start: start + len(b)]
+            start += len(b)
+        buffer.clear()
+
+    for batch in batches:
+        buffer.append(batch)
+        if len(buffer) == pool:
+            yield from flush()
+    if buffer:
+        yield from flush()
+
+
 class BatchCursor:
     """An endless iterator over epochs of batches that knows, and can restore, where it is.
 

@@ -39,6 +39,7 @@ from coderl_ray.models.actor import CHECKPOINT_INFO, CHECKPOINT_MODEL
 from coderl_ray.train.batching import (
     BatchCursor,
     bucket_by_length,
+    group_by_key,
     micro_batch_weights,
     padded_tokens,
     row_lengths,
@@ -67,6 +68,12 @@ class LoopConfig:
     critic_pooling: str = "tokens"  # a new critic's pooling (models.critic.CodeCritic); a loaded one must match
     critic_pool_length: int = 0  # positions pooled by "all_positions" (the target limit)
     critic_scale_input: bool = True  # a new critic's head reads states at its backbone's LM-head scale
+    critic_read_logprobs: bool = False  # a new critic's head also reads its tokens' log-probabilities; loaded: match
+    critic_train_backbone: bool = True  # critic: False = only the head trains (the backbone is frozen)
+    critic_rank_weight: float = 0.0  # critic: weight of the within-problem ranking term (CriticConfig.rank_weight)
+    # Regroup this many batches at a time so one problem's rows share a batch (rows need problem_id; the data must
+    # arrive ordered by problem, not shuffled row by row); 0 = off. Excludes bucket_batches.
+    group_batches: int = 0
     use_critic: bool = True
     alternate_ce: bool = True
     alternation: str = "micro_batch"  # "micro_batch" | "step": how RL and cross-entropy alternate (step_plan)
@@ -111,6 +118,9 @@ class LoopConfig:
             raise ValueError(f"steps ({self.steps}) and batch_size ({self.batch_size}) must be >= 1")
         if min(self.micro_batch_size, self.max_tokens_per_micro_batch, self.bucket_batches) < 0:
             raise ValueError("micro_batch_size, max_tokens_per_micro_batch and bucket_batches must be >= 0")
+        if self.group_batches < 0 or (self.group_batches and self.bucket_batches > 1):
+            raise ValueError(f"group_batches must be >= 0 and excludes bucket_batches (regrouping by length would "
+                             f"split the problems' groups): got {self.group_batches} and {self.bucket_batches}")
         if self.pad_to_multiple_of < 1 or self.report_every < 1:
             raise ValueError("pad_to_multiple_of and report_every must be >= 1")
 
@@ -171,9 +181,11 @@ def build_model(cfg: LoopConfig):
         from coderl_ray.models.critic import build_critic, head_input_scale, load_critic
 
         if cfg.new_critic:
-            return build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed, dtype=torch.float32,
-                                pooling=cfg.critic_pooling, pool_length=cfg.critic_pool_length,
-                                input_scale=None if cfg.critic_scale_input else 1.0)
+            critic = build_critic(cfg.init_path, cfg.n_classes, cfg.head_hidden, seed=cfg.seed, dtype=torch.float32,
+                                  pooling=cfg.critic_pooling, pool_length=cfg.critic_pool_length,
+                                  input_scale=None if cfg.critic_scale_input else 1.0,
+                                  read_logprobs=cfg.critic_read_logprobs)
+            return _head_only(critic) if not cfg.critic_train_backbone else critic
         critic = load_critic(cfg.init_path, dtype=torch.float32)
         scale = head_input_scale(critic.backbone.config) if cfg.critic_scale_input else 1.0
         if abs(critic.input_scale - scale) > 1e-9 * scale:
@@ -183,15 +195,25 @@ def build_model(cfg: LoopConfig):
         if critic.n_classes != cfg.n_classes:
             raise ValueError(f"the critic in {cfg.init_path} has {critic.n_classes} classes but the run asks for "
                              f"{cfg.n_classes}; start a new critic (new_critic) to change the number of classes")
+        if critic.read_logprobs != cfg.critic_read_logprobs:
+            raise ValueError(f"the critic in {cfg.init_path} has read_logprobs={critic.read_logprobs} but the run asks "
+                             f"for {cfg.critic_read_logprobs}; start a new critic to change what its head reads")
         wanted = (cfg.critic_pooling, cfg.critic_pool_length if cfg.critic_pooling == "all_positions" else 0)
         if (critic.pooling, critic.pool_length) != wanted:
             raise ValueError(f"the critic in {cfg.init_path} pools {critic.pooling!r} (length {critic.pool_length}) "
                              f"but the run asks for {wanted[0]!r} (length {wanted[1]}); start a new critic to change "
                              "its pooling")
-        return critic
+        return _head_only(critic) if not cfg.critic_train_backbone else critic
     from coderl_ray.models.actor import load_actor
 
     return load_actor(cfg.init_path, dtype=torch.float32)
+
+
+def _head_only(critic):
+    """``critic`` with its backbone frozen (``critic_train_backbone`` off): the optimizer, which takes the parameters
+    that require a gradient, then trains the head alone."""
+    critic.backbone.requires_grad_(False)
+    return critic
 
 
 def step_plan(cfg: LoopConfig, step: int, has_ce: bool) -> list[tuple[str, float]]:
@@ -228,7 +250,7 @@ def _micro_loss(kind: str, model, rows, pad_id: int, cfg: LoopConfig, device):
     if kind in ("sft", "ce"):
         return sft_loss(model, rows, pad_id, device, **pad)
     if kind == "critic":
-        return critic_objective(model, rows, pad_id, device, **pad)
+        return critic_objective(model, rows, pad_id, device, rank_weight=cfg.critic_rank_weight, **pad)
     return rl_objective(model, rows, pad_id, cfg.n_classes, cfg.use_critic, device, temperature=cfg.rl_temperature,
                         clip=cfg.rl_clip, **pad)
 
@@ -368,11 +390,14 @@ def load_trained(checkpoint_dir: str | Path, dest: str | Path) -> Path:
 def shard_cursor(shard, per_worker: int, cfg: LoopConfig, seed: int,
                  position: tuple[int, int] = (0, 0)) -> BatchCursor:
     """A resumable cursor over a worker's shard (a Ray Data ``DataIterator``): shuffled per epoch, optionally
-    bucketed."""
+    bucketed; or, with ``group_batches``, regrouped by problem (a row-level shuffle would scatter the groups)."""
 
     def epoch(e: int) -> Iterator[list[dict]]:
-        tables = shard.iter_batches(batch_size=per_worker, batch_format="pyarrow", drop_last=False,
-                                    local_shuffle_buffer_size=max(4 * per_worker, 256), local_shuffle_seed=seed + e)
+        shuffle = {} if cfg.group_batches else {"local_shuffle_buffer_size": max(4 * per_worker, 256),
+                                                 "local_shuffle_seed": seed + e}
+        tables = shard.iter_batches(batch_size=per_worker, batch_format="pyarrow", drop_last=False, **shuffle)
+        if cfg.group_batches:
+            return group_by_key((t.to_pylist() for t in tables), cfg.group_batches, "problem_id", seed + e)
         return bucket_by_length((t.to_pylist() for t in tables), cfg.bucket_batches, seed + e)
 
     return BatchCursor(epoch, position)

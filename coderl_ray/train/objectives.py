@@ -76,14 +76,28 @@ def _padded(values: list[Any], t: int) -> torch.Tensor:
     return out
 
 
-def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu",
-                     pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy of the max-pooled token logits (the critic's ``pooling``) against each program's outcome."""
+def critic_objective(critic, rows: list[dict[str, Any]], pad_id: int, device="cpu", pad_to_multiple_of: int = 1,
+                     rank_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy of the max-pooled token logits (the critic's ``pooling``) against each program's outcome, plus
+    ``rank_weight`` x :func:`~coderl_ray.models.critic.pairwise_rank_loss` over the (passing, failing) pairs of one
+    problem in the batch (rows then need ``problem_id``; the batches should hold several programs of a problem,
+    ``LoopConfig.group_batches``). Pairs are formed within a micro-batch: splitting a batch loses the pairs whose
+    programs land in different micro-batches."""
+    from coderl_ray.models.critic import pairwise_rank_loss, pass_log_odds
+
     batch = program_batch(rows, pad_id, device, pad_to_multiple_of)
     core = unwrap(critic)
     labels = torch.tensor([critic_class(r["outcome"], core.n_classes) for r in rows], device=device)
     token_logits = critic(batch["input_ids"], batch["attention_mask"], batch["program_ids"], batch["program_mask"])
     pooled = core.pool(token_logits, batch["program_mask"])
-    loss = torch.nn.functional.cross_entropy(pooled.float(), labels)
+    ce = torch.nn.functional.cross_entropy(pooled.float(), labels)
     acc = (pooled.argmax(-1) == labels).float().mean()
-    return loss, {"critic_loss": loss.detach(), "critic_acc": acc.detach(), "tokens": _tokens(rows)}
+    metrics = {"critic_loss": ce.detach(), "critic_acc": acc.detach()}
+    loss = ce
+    if rank_weight > 0:
+        ids: dict[str, int] = {}
+        groups = torch.tensor([ids.setdefault(r["problem_id"], len(ids)) for r in rows], device=device)
+        rank = pairwise_rank_loss(pass_log_odds(pooled), labels == core.n_classes - 1, groups)
+        loss = ce + rank_weight * rank
+        metrics["critic_rank_loss"] = rank.detach()
+    return loss, {**metrics, "tokens": _tokens(rows)}
