@@ -21,7 +21,9 @@ leave from the very same model and differ only in their rounds:
 * ``coderl``: the default (relative return against the greedy program, token weights from the critic);
 * ``coderl_nocritic``: the same with the sequence-level relative return (``rl.use_critic=false``);
 * ``grpo`` and ``rloo``: group-relative advantages (``rl.algorithm``), no critic;
-* ``grpo_critic`` (not run unless named): GRPO's advantages weighted per token by the critic.
+* ``grpo_critic`` and ``coderl_ranker`` (not run unless named): GRPO's advantages weighted per token by the critic;
+  CodeRL with the ranking critic (``critic_quality.RANKER``: the head reads the actor's log-probabilities, a ranking
+  term, mutants of the reference programs).
 
 Every arm samples and runs the same number of programs per round (GRPO and RLOO draw one more sample in place of
 the greedy program, docs/training.md) and takes the same optimizer steps with the same CE alternation. Evaluation
@@ -42,6 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from critic_quality import RANKER  # noqa: E402
 from rl_gain import run_seed_arm  # noqa: E402
 
 # name: (label, overrides, whether the arm's RL step reads the critic)
@@ -52,6 +55,9 @@ ARMS = {
     "grpo": ("GRPO", ["rl.algorithm=grpo"], False),
     "rloo": ("RLOO", ["rl.algorithm=rloo"], False),
     "grpo_critic": ("GRPO x critic weights", ["rl.algorithm=grpo", "rl.use_critic=true"], True),
+    # CodeRL with the critic that reads its programs (docs/benchmarks.md, "A critic that ranks programs within a
+    # problem"): what its token weights do to RL.
+    "coderl_ranker": ("CodeRL, ranking critic", ["rl.algorithm=coderl", *RANKER], True),
 }
 DEFAULT_ARMS = ["control", "coderl", "coderl_nocritic", "grpo", "rloo"]
 # What the comparison adds to the demo's config (docs/suite.md, docs/training.md "RL algorithms"): a suite family
