@@ -203,7 +203,7 @@ def plot(rows: list[dict], path: Path) -> None:
     arms = list(stats)
     labels = ["SFT" if a == "sft" else ARMS[a][0].replace(", ", ",\n").replace(" x ", "\nx ") for a in arms]
     panels = [("test_pass@1", "test split pass@1 (%)"), ("tracked_tests_only", "tests-only training problems pass@1 (%)")]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
     for ax, (key, title) in zip(axes, panels):
         means = [stats[a][key][0] for a in arms]
         stds = [stats[a][key][1] for a in arms]
@@ -215,6 +215,21 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xticks(range(len(arms)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
+    # The seeds' suites differ in difficulty (the spread of the absolute numbers); the paired difference to the
+    # control of the same seed is what the goal reads.
+    ax, rl = axes[2], [a for a in arms if f"vs_control_{panels[0][0]}" in stats[a]]
+    for j, ((key, _), color) in enumerate(zip(panels, ("#4c72b0", "#dd8452"))):
+        x = [i + (j - 0.5) * 0.38 for i in range(len(rl))]
+        ax.bar(x, [stats[a][f"vs_control_{key}"][0] for a in rl], width=0.38, color=color, capsize=3,
+               yerr=[stats[a][f"vs_control_{key}"][1] for a in rl], label=key.replace("tracked_", "train ").replace("_", " "))
+        for xi, a in zip(x, rl):
+            ys = stats[a][f"vs_control_{key}"][2]
+            ax.scatter([xi] * len(ys), ys, color="black", s=8, zorder=3)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rl)), [labels[arms.index(a)] for a in rl], fontsize=8)
+    ax.set_title("arm - CE-only control, same seed (points of pass@1)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"RL algorithms on one infrastructure: mean ± std over seeds {sorted({r['seed'] for r in rows})}, "
                  "dots = seeds", fontsize=10)
     fig.tight_layout()

@@ -145,6 +145,14 @@ def test_a_later_run_adds_its_arms_to_the_table_and_replaces_only_its_own_rows()
     assert [(r["arm"], r["seed"], r["v"]) for r in merged] == [
         ("sft", 0, 2), ("sft", 1, 2), ("control", 0, 1), ("coderl", 0, 2), ("grpo", 0, 1)]
 
+def test_the_figure_draws_every_arm_and_the_paired_differences(tmp_path):
+    from benchmarks import algorithms
+
+    rows = [{"seed": s, "arm": arm, "test_pass@1": 20.0 + s + k, "tracked_tests_only": 10.0 + 2 * k, "wall_s": 1.0}
+            for s in (0, 1) for k, arm in enumerate(["sft", "control", "grpo", "rloo"])]
+    algorithms.plot(rows, tmp_path / "algorithms.png")
+    assert (tmp_path / "algorithms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 def test_the_plan_has_no_critic_estimates_for_a_run_without_a_critic():
     from coderl_ray.plan import make_plan
 
