@@ -194,6 +194,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +203,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     stats = summarize(rows)
     arms = list(stats)
-    labels = ["SFT" if a == "sft" else ARMS[a][0].replace(", ", ",\n").replace(" x ", "\nx ") for a in arms]
+    labels = ["SFT" if a == "sft" else textwrap.fill(ARMS[a][0], 12) for a in arms]
     panels = [("test_pass@1", "test split pass@1 (%)"), ("tracked_tests_only", "tests-only training problems pass@1 (%)")]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
     for ax, (key, title) in zip(axes, panels):
