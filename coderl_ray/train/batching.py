@@ -94,25 +94,36 @@ def bucket_by_length(batches: Iterable[list[Row]], pool: int, seed: int) -> Iter
         yield from batches
         return
     rng = random.Random(seed)
-    buffer: list[list[Row]] = []
 
-    def flush() -> Iterator[list[Row]]:
-        sizes = [len(b) for b in buffer]
-        rows = sorted((r for b in buffer for r in b), key=lambda r: sum(row_lengths(r)))
-        regrouped, start = [], 0
-        for n in sizes:
-            regrouped.append(rows[start: start + n])
-            start += n
+    def regroup(pooled: list[list[Row]]) -> list[list[Row]]:
+        rows = sorted((r for b in pooled for r in b), key=lambda r: sum(row_lengths(r)))
+        regrouped = _cut(rows, pooled)
         rng.shuffle(regrouped)
-        buffer.clear()
-        yield from regrouped
+        return regrouped
 
+    yield from _regroup_pools(batches, pool, regroup)
+
+
+def _cut(rows: list[Row], like: list[list[Row]]) -> list[list[Row]]:
+    """``rows`` cut into consecutive batches of the sizes of ``like``'s batches."""
+    out, start = [], 0
+    for b in like:
+        out.append(rows[start: start + len(b)])
+        start += len(b)
+    return out
+
+
+def _regroup_pools(batches: Iterable[list[Row]], pool: int,
+                   regroup: Callable[[list[list[Row]]], list[list[Row]]]) -> Iterator[list[Row]]:
+    """Every ``pool`` consecutive batches (and the last, shorter pool) replaced by ``regroup(those batches)``."""
+    buffer: list[list[Row]] = []
     for batch in batches:
         buffer.append(batch)
         if len(buffer) == pool:
-            yield from flush()
+            yield from regroup(buffer)
+            buffer = []
     if buffer:
-        yield from flush()
+        yield from regroup(buffer)
 
 
 def group_by_key(batches: Iterable[list[Row]], pool: int, key: str, seed: int) -> Iterator[list[Row]]:
@@ -131,11 +142,10 @@ def group_by_key(batches: Iterable[list[Row]], pool: int, key: str, seed: int) -
     if pool < 1:
         raise ValueError(f"group_by_key needs pool >= 1, got {pool}")
     rng = random.Random(seed)
-    buffer: list[list[Row]] = []
 
-    def flush() -> Iterator[list[Row]]:
+    def regroup(pooled: list[list[Row]]) -> list[list[Row]]:
         groups: dict[Any, list[Row]] = {}
-        for row in (r for b in buffer for r in b):
+        for row in (r for b in pooled for r in b):
             groups.setdefault(row[key], []).append(row)
         order = list(groups.values())
         rng.shuffle(order)
@@ -143,18 +153,9 @@ def group_by_key(batches: Iterable[list[Row]], pool: int, key: str, seed: int) -
         for group in order:
             rng.shuffle(group)
             rows += group
-        start = 0
-        for b in buffer:
-            yield rows[start: start + len(b)]
-            start += len(b)
-        buffer.clear()
+        return _cut(rows, pooled)
 
-    for batch in batches:
-        buffer.append(batch)
-        if len(buffer) == pool:
-            yield from flush()
-    if buffer:
-        yield from flush()
+    yield from _regroup_pools(batches, pool, regroup)
 
 
 class BatchCursor:
