@@ -1,7 +1,8 @@
 """The CodeRL pipeline, top to bottom, with a checkpoint after every stage.
 
     SFT warm-up -> for each round: rollout+execute -> critic -> score -> RL -> evaluate (no critic, no score when
-    nothing reads the critic: registry.needs_critic)
+    nothing reads the critic: registry.needs_critic); or, rl.loop=online, all rounds as one stage -> evaluate each
+    round's actor -> each round's critic quality
     -> binary critic (critic.inference_classes=2) -> repair model (repair.enabled) -> critic sampling (test)
 
 Every stage writes a folder under ``output_dir`` and is recorded in ``output_dir/state.json`` when it finishes; a
@@ -187,6 +188,12 @@ def _staged_loop(cfg: PipelineConfig, log: StageLog, roles: Roles, train: list[d
         for r in range(1, cfg.rl.rounds + 1):
             if cfg.eval.every_round or r == cfg.rl.rounds:
                 evaluation(f"round_{r}", models / f"actor_round_{r}", r * steps)
+        for r in range(1, cfg.rl.rounds + 1 if with_critic else 1):
+            # The staged loop's score stage measures each round's critic; here it is measured after the fact, on the
+            # same programs (the round's, and the evaluation's before it), so both loops report the critic alike.
+            tag, heldout = f"round_{r}", evals / ("sft" if r == 1 else f"round_{r - 1}") / "results"
+            log.run(f"{tag}/critic_quality", lambda: stages.critic_quality(
+                cfg, buffer / f"round_{r:04d}", models / f"critic_{tag}", heldout, roles=roles))
         actor = models / f"actor_round_{cfg.rl.rounds}"
         critic = models / f"critic_round_{cfg.rl.rounds}" if with_critic else None
     for r in range(1, cfg.rl.rounds + 1 if cfg.rl.loop == "staged" else 1):

@@ -792,6 +792,11 @@ def plan_online(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     return [replace(e, stage=f"online/{e.stage}") for e in parts]
 
 
+def plan_critic_quality(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
+    """After the online loop, each round's critic scores the round's programs again (the score stage's pass)."""
+    return [replace(e, stage="critic_quality") for e in plan_score(cfg, shapes)]
+
+
 def plan_eval(cfg: PipelineConfig, shapes: Shapes) -> list[StageEstimate]:
     if shapes.actor is None:
         return []

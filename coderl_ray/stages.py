@@ -510,6 +510,19 @@ def score_round(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, scored_o
 _QUALITY_COLUMNS = ["problem_id", "outcome", "critic_pred", "critic_pass_prob"]
 
 
+def critic_quality(cfg: PipelineConfig, round_dir: Path, critic_dir: Path, heldout_dir: Path | None, *,
+                   roles: Roles | None = None) -> dict:
+    """What :func:`score_round` measures, for the online loop, whose scorers score each program with the critic of
+    its moment: the round's critic (``critic_dir``) on the round's programs and on held-out (test-problem) programs,
+    in the same keys, so the summary's critic lines read both loops alike."""
+    n = cfg.critic.n_classes
+    with roles_for(cfg, roles, _storage(cfg)) as r:
+        stats = _quality_stats("train", score_quality(cfg, critic_dir, round_dir, n, roles=r))
+        if heldout_dir is not None and heldout_dir.is_dir():
+            stats |= _quality_stats("heldout", score_quality(cfg, critic_dir, heldout_dir, n, roles=r))
+    return stats
+
+
 def _quality_stats(name: str, quality: dict | None) -> dict:
     return {f"{name}_accuracy": quality["accuracy"] if quality else None, name: quality}
 

@@ -126,7 +126,7 @@ def critic_lines(state: dict[str, Any]) -> list[str]:
     next to the majority-class rate, and the AUC of P(passed) over all programs / within each problem
     (docs/benchmarks.md#critic-quality says how to read them)."""
     critics = [(n.split("/")[0], s["info"]) for n, s in state["stages"].items()
-               if n.endswith("/score") or n == "critic_binary"]
+               if n.endswith(("/score", "/critic_quality")) or n == "critic_binary"]
     if not critics:
         return []
     out = ["", "critic: accuracy (majority-class rate), AUC of P(passed) over all programs / within each problem"]

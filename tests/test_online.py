@@ -116,6 +116,13 @@ def test_the_online_loop_survives_a_killed_generator_executor_scorer_trainer_and
         assert roles[role]["restarts"] >= 1, (role, roles[role])
     assert roles["actor_trainer"]["restarts"] >= 1, roles["actor_trainer"]
     assert {"eval/round_1", "eval/round_2"} <= set(state["stages"])
+    # Each round's critic is measured as the staged loop's score stage measures it, and the report says so.
+    for r in (1, 2):
+        quality = state["stages"][f"round_{r}/critic_quality"]["info"]
+        assert 0 < quality["train"]["programs"] <= 24 * 3 and 0 <= quality["train_accuracy"] <= 1
+        assert quality["heldout"]["programs"] > 0
+    report = (out / "report" / "summary.md").read_text()
+    assert "critic: accuracy" in report and "round_2  held out" in report
 
 
 def test_the_online_benchmark_summary_pairs_seeds_and_prints_percentages():

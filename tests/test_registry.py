@@ -25,7 +25,8 @@ EVERYTHING = ["critic.inference_classes=2", "repair.enabled=true", "cs.enabled=t
 
 def test_the_registry_lists_the_pipelines_stages_once_each():
     assert [s.name for s in registry.STAGES] == ["data", "init", "eval", "sft", "critic_mutants", "rollout", "critic",
-                                                 "score", "rl", "online", "critic_binary", "repair", "cs"]
+                                                 "score", "rl", "online", "critic_quality", "critic_binary", "repair",
+                                                 "cs"]
     # The rounds run staged (four stages each) or online (one stage for all of them), never both.
     staged, online = load_config(ROOT / "configs" / "tiny.yaml"), load_config(ROOT / "configs" / "tiny.yaml",
                                                                                ["rl.loop=online"])
