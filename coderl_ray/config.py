@@ -117,7 +117,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: ~1/3 more compute, far less memory
     compile: bool = False  # torch.compile the model (per transformer block under fsdp)
     # CPU threads for torch in each worker; 0 = Ray's default, one per reserved CPU. On a small CPU machine nothing
-    # else computes while the trainer trains, so it can use more cores than it reserves (Ray Data keeps the rest).
+    # else computes while a staged stage trains, so it can use more cores than it reserves (Ray Data keeps the rest);
+    # the online loop's steps, which run beside the other roles, use at most the reserved CPUs (at least one thread).
     torch_threads: int = 0
     # A custom resource each trainer worker also requests (a small share of one unit), which pins the trainers to
     # the nodes that advertise it, e.g. `trainer` on cluster/local-cluster.sh's trainer node; "" = any node.

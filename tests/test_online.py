@@ -90,7 +90,8 @@ def test_the_online_loop_survives_a_killed_generator_executor_scorer_trainer_and
 
     out = tmp_path / "run"
     cfg = load_config(MICRO, [f"output_dir={out}", "data.reference_problems=16", "rl.loop=online", "rl.rounds=2",
-                              "rl.max_staleness=1", "cs.enabled=false", "train.max_failures=2"])
+                              "rl.max_staleness=1", "cs.enabled=false", "train.max_failures=2",
+                              "train.torch_threads=2"])
     online.HOOKS.append(kill_roles)
     try:
         with pytest.raises(StageError, match="stage 'online' failed: RuntimeError: the driver dies here"):
@@ -105,6 +106,9 @@ def test_the_online_loop_survives_a_killed_generator_executor_scorer_trainer_and
     # micro.yaml: 24 problems x (2 samples + 1 greedy) per round, 2 rounds; 4 RL steps per round.
     assert info["programs"] == 2 * 24 * 3 and info["rl_steps"] == 8
     assert info["max_staleness_trained"] <= 1 and info["dropped_stale"] >= 0
+    # SFT may borrow both cores (train.torch_threads=2); the online steps, beside the other roles, keep to the
+    # eighth of a CPU each trainer reserves: one thread.
+    assert info["trainer_torch_threads"] == 1
     for r in (1, 2):
         rows = pq.read_table(out / "buffer" / f"round_{r:04d}", columns=["sample_id", "round"]).to_pylist()
         ids = [row["sample_id"] for row in rows]

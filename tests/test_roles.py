@@ -203,3 +203,25 @@ def _logprobs_at(model, table: pa.Table, temperature: float) -> list[np.ndarray]
     with torch.no_grad():
         logp = token_logprobs(model.eval(), program_batch(rows, 0, "cpu"), temperature).numpy()
     return [logp[i, : len(r["token_ids"])] for i, r in enumerate(rows)]
+
+
+def test_a_role_reserving_a_fraction_of_a_cpu_computes_on_one_torch_thread(ray_cluster):
+    """Why configs/tiny.yaml runs two generators and two scorers (docs/benchmarks.md, "make demo with two
+    generators"): Ray gives an actor as many torch threads as the CPUs it reserves, and one for a fraction."""
+    import ray
+
+    @ray.remote
+    class Threads:
+        def threads(self) -> tuple[str | None, int]:
+            import os
+
+            import torch
+
+            return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+
+    for cpus in (0.125, 1):
+        actor = Threads.options(num_cpus=cpus).remote()
+        try:
+            assert ray.get(actor.threads.remote()) == ("1", 1)
+        finally:
+            ray.kill(actor)

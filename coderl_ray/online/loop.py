@@ -134,15 +134,17 @@ class OnlineLoop:
     def _loops(self):
         """The two trainers' LoopConfigs (one schedule each over the whole run); the critic's None without one."""
         from coderl_ray.stages import _named, rl_logprob_temperature
-        from coderl_ray.train.loop import LoopConfig, train_options
+        from coderl_ray.train.loop import LoopConfig, concurrent_torch_threads, train_options
 
         cfg = self.cfg
+        # Both trainers compute beside the generators, executors and scorers: no borrowing of their cores.
+        options = {**train_options(cfg.train), "torch_threads": concurrent_torch_threads(cfg.train)}
         objective = "sft" if cfg.rl.ce_only else "rl"
         actor = LoopConfig(objective=objective, init_path=str(self.models / "actor_sft"), steps=self.plan.rl_steps,
                            batch_size=cfg.rl.batch_size, lr=cfg.rl.lr, n_classes=cfg.critic.n_classes,
                            use_critic=cfg.rl.use_critic, alternate_ce=cfg.rl.alternate_ce,
                            alternation=cfg.rl.alternation, seed=cfg.seed, rl_temperature=rl_logprob_temperature(cfg),
-                           rl_clip=cfg.rl.clip_ratio, warmup_ratio=0.0, report_every=10, **train_options(cfg.train))
+                           rl_clip=cfg.rl.clip_ratio, warmup_ratio=0.0, report_every=10, **options)
         if not self.with_critic:
             return _named(actor, self.storage, "rl_online"), None
         backbone = self.models / "actor_sft" if cfg.critic.backbone == "actor" else Path(cfg.critic.backbone)
@@ -153,7 +155,7 @@ class OnlineLoop:
                             critic_scale_input=cfg.critic.scale_head_input,
                             critic_read_logprobs=cfg.critic.read_logprobs,
                             critic_train_backbone=cfg.critic.train_backbone, seed=cfg.seed, report_every=25,
-                            **train_options(cfg.train))
+                            **options)
         return _named(actor, self.storage, "rl_online"), _named(critic, self.storage, "critic_online")
 
     def _start_trainers(self) -> tuple[int, int]:
@@ -355,6 +357,7 @@ class OnlineLoop:
     def _rl_done(self, metrics: dict) -> None:
         self.actor_version = int(metrics["step"])
         self.stats["step_s"] += metrics.get("step_s", 0.0)
+        self.stats["torch_threads"] = metrics.get("torch_threads")
         self.metrics_window.append(metrics)
         total = self.plan.rl_steps
         if self.actor_version % 10 == 0 or self.actor_version == total:
@@ -396,6 +399,7 @@ class OnlineLoop:
                 "wall_s": round(wall, 2), "trainer_startup_s": round(startup_s, 2),
                 "programs_per_s": round(programs / wall, 3) if wall else 0.0,
                 "trainer_busy": round(self.stats["step_s"] / wall, 3) if wall else 0.0,
+                "trainer_torch_threads": self.stats.get("torch_threads"),
                 "critic_trainer_busy": round(self.stats["critic_step_s"] / wall, 3) if wall else 0.0,
                 "rl_rows_per_step": round(sum(rows) / len(rows), 2) if rows else 0.0,
                 "ce_only_steps": self.stats["ce_only_steps"], "dropped_stale": self.window.dropped,

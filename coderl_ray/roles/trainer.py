@@ -126,6 +126,7 @@ class _Worker:
         self.channel, self.store = config["channel"], config["store"]
         if config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
+        self.default_threads = torch.get_num_threads()
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -153,6 +154,7 @@ class _Worker:
         slot = self._slot(cmd)
         slot.online = slot.begin = None  # a whole run starts its own optimizer
         cfg = _loop_config(cmd["loop"])
+        self._use_threads(cfg)
         shards = self._shards(cmd["data"])
         cursors = data_cursors(cfg, shards, self.rank, self.world)
         torch.manual_seed(cfg.seed)
@@ -206,6 +208,7 @@ class _Worker:
         if state is None:
             raise ValueError(f"slot {cmd['slot']!r}: 'step' before 'begin'")
         cfg = state["cfg"]
+        self._use_threads(cfg)
         rows = _rank_rows(cmd["rows"], self.rank, self.world)
         kind = cmd.get("kind", cfg.objective)
         step = state["step"]
@@ -231,7 +234,17 @@ class _Worker:
         state["step"] = step + 1
         metrics["step"] = step + 1
         metrics["rows"] = len(rows)
+        metrics["torch_threads"] = torch.get_num_threads()
         return metrics
+
+    def _use_threads(self, cfg) -> None:
+        """Compute with the threads the command's run asks for (``torch_threads``; 0: the group's own): the staged
+        loop's runs may borrow idle cores, the online loop's may not (``concurrent_torch_threads``)."""
+        import torch
+
+        threads = cfg.torch_threads or self.default_threads
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def save(self, cmd: dict) -> dict:
         from coderl_ray.train.loop import save_model
