@@ -158,6 +158,11 @@ def test_critic_sampling_scores_with_rl_scorings_core(generator, tmp_path):
     direct = score_programs(load_critic(tmp_path / "critic").eval(), rows, tok.pad_token_id)
     assert scored.column("critic_pass_prob").to_pylist() == pytest.approx([s.pass_prob for s in direct])
     assert scored.column("critic_pred").to_pylist() == [s.pred for s in direct]
+    # Scoring scored rows again (the online loop's rows, measured by the round's critic) replaces their scores.
+    stale = scored.set_column(scored.schema.get_field_index("critic_pass_prob"), "critic_pass_prob",
+                              pa.array([2.0] * len(rows)))
+    again = scorer(stale)
+    assert again.schema.names == scored.schema.names and again.equals(scored)
     out = sampling_columns(scored, frozenset({problems[0]["problem_id"]}), scorer.n_classes).to_pylist()
     assert [r["seed_len"] for r in out] == [best_prefix(token_pass_probs(s.token_logits))[0] for s in direct]
     assert [r["example_outcome"] for r in out] == ["failed", "failed", None, None]  # problem 1: no example tests

@@ -62,7 +62,9 @@ class CriticScorer:
             return score_programs(self.critic, rows, self.pad_id, self.device)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        """``table`` plus the :data:`SCORE_COLUMNS`."""
+        """``table`` plus the :data:`SCORE_COLUMNS`; scores it already holds (an online round's rows, scored by the
+        critic of their moment) are replaced by this critic's."""
+        table = table.drop_columns([name for name, _ in SCORE_COLUMNS if name in table.column_names])
         scores = self.score(table.to_pylist())
         values = {"critic_logits": [s.token_logits.reshape(-1) for s in scores],
                   "critic_pred": [s.pred for s in scores], "critic_pass_prob": [s.pass_prob for s in scores]}
