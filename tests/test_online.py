@@ -109,6 +109,8 @@ def test_the_online_loop_survives_a_killed_generator_executor_scorer_trainer_and
     # SFT may borrow both cores (train.torch_threads=2); the online steps, beside the other roles, keep to the
     # eighth of a CPU each trainer reserves: one thread.
     assert info["trainer_torch_threads"] == 1
+    # (the steps this run took: the rerun resumed after round 1)
+    assert 0 < len(info["rl_rows_each_step"]) <= 8 and info["ce_only_steps"] == info["rl_rows_each_step"].count(0)
     for r in (1, 2):
         rows = pq.read_table(out / "buffer" / f"round_{r:04d}", columns=["sample_id", "round"]).to_pylist()
         ids = [row["sample_id"] for row in rows]

@@ -402,6 +402,8 @@ class OnlineLoop:
                 "trainer_torch_threads": self.stats.get("torch_threads"),
                 "critic_trainer_busy": round(self.stats["critic_step_s"] / wall, 3) if wall else 0.0,
                 "rl_rows_per_step": round(sum(rows) / len(rows), 2) if rows else 0.0,
+                # Per step, in order: which steps found the window empty (ce_only_steps counts them), and when.
+                "rl_rows_each_step": list(rows),
                 "ce_only_steps": self.stats["ce_only_steps"], "dropped_stale": self.window.dropped,
                 "trained_rows": len(self.window.trained_ids),
                 "max_staleness_trained": self.window.max_seen_staleness,
