@@ -147,8 +147,10 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False) -> dict[str, Any]:
     try:
         _staged_loop(cfg, log, roles, train, test, out)
     finally:
-        # Calls, retries (a call whose actor died and was sent again), busy share and start-up of every role.
-        log.state["roles"] = roles.stats(time.perf_counter() - started)
+        # Calls, retries (a call whose actor died and was sent again), busy share and start-up of every role. A rerun
+        # that found every stage done started none: it keeps the record of the run that did the work.
+        if roles.started or "roles" not in log.state:
+            log.state["roles"] = roles.stats(time.perf_counter() - started)
         log.save()
         roles.close()
 

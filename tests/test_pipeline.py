@@ -76,9 +76,12 @@ def test_crashed_stage_names_the_cause_and_a_rerun_resumes_after_finished_stages
     assert (out / "report" / "pass_at_1.png").stat().st_size > 1000
     _check_binary_critic_and_repair(out, state, summary)
 
-    # A third run has nothing left to do.
+    # A third run has nothing left to do, starts no role and keeps the roles record of the run that did the work.
+    roles = json.loads((out / "state.json").read_text())["roles"]
+    assert roles["startup_s"]["generator"] > 0
     run_pipeline(fixed)
     assert "==> cs: finished in an earlier run, skipped" in capsys.readouterr().out
+    assert json.loads((out / "state.json").read_text())["roles"] == roles
 
 
 def _check_binary_critic_and_repair(out: Path, state: dict, summary: dict) -> None:

@@ -166,6 +166,11 @@ class Roles:
 
     # --- reporting and shutdown ----------------------------------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        """Whether any role has been started (a run whose stages were all done earlier starts none)."""
+        return bool(self._pools or self._trainers)
+
     def stats(self, wall_s: float) -> dict[str, Any]:
         for pool in self._pools.values():
             with contextlib.suppress(Exception):
