@@ -28,6 +28,27 @@ def test_items_are_spread_over_steps_and_generation_stays_within_the_staleness_b
     assert not may_step(4, {0, 1, 2}, 6, 8) and may_step(4, {0, 1, 2, 3}, 6, 8)
 
 
+def test_admission_keeps_an_items_rows_in_the_window_until_the_next_item_is_due():
+    # Fewer items than steps (the demo: an item feeds 4-5 steps): starting an item k steps before it is due would
+    # make its rows k versions old on arrival, out of the window one step later, and leave the next steps without
+    # RL rows. Over a grid of shapes, the first version admitted is early enough for pacing (by the item's due step)
+    # and late enough that every step the item feeds, up to the next item's due step, sees its rows in the window
+    # (where k allows it).
+    for items in range(1, 9):
+        for steps in range(1, 13):
+            for k in range(0, 6):
+                for i in range(items):
+                    first = next(v for v in range(steps + 1) if may_generate(i, items, steps, v, k))
+                    due = due_step(i, items, steps)
+                    nxt = due_step(i + 1, items, steps) if i + 1 < items else steps
+                    last = max(due, nxt - 1)
+                    assert due - k <= first <= due, (items, steps, k, i)
+                    if last - due <= k:  # the rows can stay in the window up to `last`: they do
+                        assert last - first <= k, (items, steps, k, i)
+                    else:  # they cannot (k shorter than the item's span): as late as pacing allows
+                        assert first == due, (items, steps, k, i)
+
+
 def test_a_step_trains_only_on_rows_within_the_bound_and_counts_what_ages_out_unused():
     w = Window(max_staleness=2, seed=0)
     w.add([{"sample_id": f"v0-{j}", "policy_version": 0} for j in range(3)])

@@ -9,8 +9,9 @@ does. The actor's version ``v`` is the number of RL steps applied (0 = the SFT a
 
 so generation and training advance together, and:
 
-* **admission** - item ``i`` may start generating once ``v >= d(i) - k`` (``k = rl.max_staleness``): generation runs at
-  most ``k`` steps ahead of training;
+* **admission** - item ``i`` may start generating once ``v >= min(d(i), last(i) - k)`` (``k = rl.max_staleness``,
+  ``last(i)`` the step before item ``i + 1`` is due): generation runs ahead of training, but only so far that the
+  item's rows are still in the window at every step they are due to feed (:func:`may_generate`);
 * **pacing** - step ``s`` may run once every item due at or before ``s`` has arrived (executed, scored, stored): the
   trainer never runs ahead of the data it is meant to see;
 * **staleness** - step ``s`` trains only on rows sampled by a policy at most ``k`` versions old
@@ -43,14 +44,28 @@ def due_step(item: int, items: int, steps: int) -> int:
 
 
 def may_generate(item: int, items: int, steps: int, version: int, max_staleness: int) -> bool:
-    """Admission: generation runs at most ``max_staleness`` steps ahead of training.
+    """Admission: item ``i`` starts once its rows will still be inside the staleness window at the last step they
+    are due to feed, the step before the next item is due: ``v >= last(i) - k`` with ``last(i) = max(d(i),
+    d(i+1) - 1)`` (``S - 1`` for the last item), and never later than ``v = d(i)``, which pacing needs it by.
+
+    Starting ``k`` steps before ``d(i)`` instead would let generation run furthest ahead, but its rows would reach
+    the trainer already ``k`` versions old and leave the window after one step, so the steps up to the next item's
+    would find it empty (measured on the demo: about half of the 60 steps had no RL row).
 
     >>> may_generate(4, 6, 3, version=0, max_staleness=1)  # due at step 2, two steps ahead of version 0
     False
     >>> may_generate(4, 6, 3, version=1, max_staleness=1)
     True
+    >>> [due_step(i, 3, 6) for i in range(3)]  # 3 items over 6 steps: item 1 feeds steps 2 and 3
+    [0, 2, 4]
+    >>> may_generate(1, 3, 6, version=1, max_staleness=1), may_generate(1, 3, 6, version=2, max_staleness=1)
+    (False, True)
+    >>> may_generate(1, 3, 6, version=2, max_staleness=0)  # k = 0: at its due step, as pacing needs
+    True
     """
-    return version >= due_step(item, items, steps) - max_staleness
+    due = due_step(item, items, steps)
+    last = max(due, (due_step(item + 1, items, steps) if item + 1 < items else steps) - 1)
+    return version >= min(due, last - max_staleness)
 
 
 def may_step(step: int, arrived: set[int], items: int, steps: int) -> bool:
