@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from coderl_ray import stages
-from coderl_ray.config import PipelineConfig, config_to_dict, diff_configs, save_config
+from coderl_ray.config import ConfigError, PipelineConfig, config_to_dict, diff_configs, save_config
 from coderl_ray.data.problems import read_problems
 from coderl_ray.registry import needs_critic
 from coderl_ray.roles.setup import Roles, local_cpus
@@ -78,6 +78,11 @@ def _brief(info: dict[str, Any]) -> str:
     return ": " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
 
 
+# Keys that decide what the RL rounds are: a folder whose rounds ran under other values cannot be resumed into a
+# coherent run (its finished rounds would be kept and the rest done the new way, one report mixing both).
+ROUND_KEYS = ("rl.loop", "rl.algorithm", "rl.use_critic", "rl.ce_only")
+
+
 def check_resume(cfg: PipelineConfig, out: Path, fresh: bool) -> None:
     saved = out / "config.yaml"
     if fresh and out.exists():
@@ -86,6 +91,15 @@ def check_resume(cfg: PipelineConfig, out: Path, fresh: bool) -> None:
         import yaml
 
         changed = diff_configs(yaml.safe_load(saved.read_text()) or {}, config_to_dict(cfg))
+        state = out / "state.json"
+        finished = json.loads(state.read_text()).get("stages", {}) if state.is_file() else {}
+        rounds = [name for name in finished if name.startswith("round_") or name == "online"]
+        clash = [key for key in changed if key in ROUND_KEYS]
+        if clash and rounds:
+            raise ConfigError(f"{out} holds RL rounds ({', '.join(rounds[:3])}{', ...' if len(rounds) > 3 else ''}) "
+                             f"run with other {', '.join(clash)} (see {saved}): resuming would mix the two in one "
+                             f"report. Give this run a folder of its own (output_dir=...) or pass --fresh to "
+                             "start over.")
         if changed:
             print(f"WARNING: resuming {out} with changed config keys: {', '.join(changed)}. Finished stages are "
                   "not redone; pass --fresh to start over.", flush=True)
